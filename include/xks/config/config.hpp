@@ -1,0 +1,140 @@
+// The daemon's configuration: built once from a YAML (or JSON) file, validated,
+// then immutable and passed down (design.md, "Concurrency"). A reload builds a new
+// Config and swaps it in. Documented setting by setting in docs/configuration.md.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "xks/core/secure.hpp"
+
+namespace xks::config {
+
+using Millis = std::chrono::milliseconds;
+
+// Where a secret comes from: a file (first line, trailing newline stripped) or an
+// environment variable. Secrets are never written inline in the configuration.
+struct SecretSource {
+  enum class Kind { File, Env };
+  Kind kind = Kind::File;
+  std::string ref;  // the file path or the variable name (not secret)
+  std::string describe() const;  // "file /etc/x" or "env XKS_HSM_PIN"
+};
+
+struct Credential {
+  std::string access_key_id;               // 20-30 of A-Z2-7
+  SecretSource secret_source;
+  SecureString secret;                     // resolved at load; 43-64 of A-Za-z0-9+/=
+  std::optional<std::chrono::system_clock::time_point> not_after;
+};
+
+struct KeyEntry {
+  std::string id;            // externalKeyId in the URI: 1-128 of A-Za-z0-9.-_
+  std::string label;         // CKA_LABEL of the HSM key (defaults to id)
+  bool enabled = true;       // false: metadata says DISABLED, crypto is InvalidState
+};
+
+struct KeyStore {
+  std::string uri_path;      // full XksProxyUriPath, "[/<prefix>]/kms/xks/v1"
+  std::vector<Credential> credentials;
+  std::vector<KeyEntry> keys;
+};
+
+enum class IvMode {
+  HsmRandom,         // proxy asks the HSM for 12 random bytes (C_GenerateRandom)
+  HsmGenerated,      // HSM generates the IV inside C_Encrypt (e.g. AWS CloudHSM)
+  HsmGeneratedZero,  // same, but the IV buffer must be passed zeroed (e.g. Luna)
+};
+
+struct HsmConfig {
+  std::string name;                      // for logs and health; defaults to "hsm<N>"
+  std::filesystem::path module;          // PKCS#11 library
+  std::optional<std::string> token_label;
+  std::optional<std::uint64_t> slot_id;  // exactly one of token_label / slot_id
+  SecretSource pin_source;
+  SecureString pin;                      // resolved at load
+  unsigned sessions = 8;                 // logged-in sessions = worker threads
+  std::string health_key;                // label of a dedicated test key
+  IvMode iv = IvMode::HsmRandom;
+};
+
+struct TlsConfig {
+  bool enabled = true;
+  std::filesystem::path certificate;     // PEM chain, leaf first
+  std::filesystem::path private_key;     // any key format OpenSSL reads
+  std::filesystem::path client_ca;       // empty: no mTLS
+  std::vector<std::string> client_names; // accepted client CN / DNS SAN
+};
+
+struct Limits {
+  std::size_t max_body_bytes = 64 * 1024;
+  std::size_t max_header_bytes = 16 * 1024;
+  unsigned max_connections = 4096;
+  unsigned max_requests_per_connection = 0;  // 0 = unlimited
+  Millis handshake_timeout{5000};
+  Millis header_timeout{10000};
+  Millis body_timeout{10000};
+  Millis idle_timeout{120000};
+  Millis write_timeout{10000};
+};
+
+struct ServerConfig {
+  std::string listen_host = "0.0.0.0";
+  std::uint16_t listen_port = 443;
+  unsigned threads = 0;           // 0 = number of cores
+  unsigned fleet_size = 1;        // xksProxyFleetSize
+  std::string ping_path = "/ping";
+  Millis request_deadline{200};   // answer (even with an error) within this
+  Limits limits;
+};
+
+struct HealthConfig {
+  Millis interval{10000};           // background deep check period
+  Millis degraded_latency{50};      // slower probe -> DEGRADED
+  Millis max_age{60000};            // older cached result -> UNAVAILABLE
+};
+
+struct LoggingConfig {
+  enum class Format { Json, Text };
+  std::string level = "info";       // trace|debug|info|warn|error|critical|off
+  Format format = Format::Json;
+};
+
+struct Config {
+  std::filesystem::path source;     // the file it was loaded from
+  ServerConfig server;
+  TlsConfig tls;
+  std::vector<HsmConfig> hsms;      // at least one
+  std::vector<KeyStore> keystores;  // at least one
+  HealthConfig health;
+  LoggingConfig logging;
+
+  const KeyStore* find_keystore(std::string_view uri_path) const noexcept;
+};
+
+// A configuration that cannot be used. what() is one line naming the file, the
+// setting, what is wrong and how to fix it.
+class ConfigError : public std::runtime_error {
+ public:
+  ConfigError(const std::filesystem::path& file, const std::string& setting,
+              const std::string& problem, const std::string& fix);
+  const std::string& setting() const noexcept { return setting_; }
+
+ private:
+  std::string setting_;
+};
+
+// Loads, validates and resolves secrets. YAML or JSON (same schema), by content.
+// Throws ConfigError.
+Config load_config(const std::filesystem::path& file);
+
+// The effective configuration as JSON text with every secret redacted, for the
+// startup log line.
+std::string describe_redacted(const Config& config);
+
+}  // namespace xks::config

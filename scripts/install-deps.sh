@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs the Debian packages xks-proxy needs, only those that are missing.
+# Usage: scripts/install-deps.sh [build|test|run|bench]   (default: test)
+# Runs 'apt-get update' only when a package is missing; needs root for that.
+set -euo pipefail
+
+profile=${1:-test}
+build=(build-essential cmake pkg-config libboost1.81-dev libssl-dev nlohmann-json3-dev
+       libspdlog-dev libfmt-dev libyaml-cpp-dev libp11-kit-dev libsystemd-dev)
+runtime=(softhsm2 opensc openssl curl)
+testing=(libgtest-dev googletest python3 python3-botocore clang libclang-rt-14-dev)
+bench=(nginx wrk)
+
+case "$profile" in
+  build) want=("${build[@]}") ;;
+  run)   want=("${build[@]}" "${runtime[@]}") ;;
+  test)  want=("${build[@]}" "${runtime[@]}" "${testing[@]}") ;;
+  bench) want=("${build[@]}" "${runtime[@]}" "${testing[@]}" "${bench[@]}") ;;
+  *) echo "install-deps.sh: unknown profile '$profile' (build|run|test|bench)" >&2; exit 2 ;;
+esac
+
+missing=()
+for p in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "install-deps: installing ${missing[*]}"
+if [ "$(id -u)" -ne 0 ]; then
+  SUDO=sudo
+  command -v sudo >/dev/null || { echo "install-deps: missing packages and not root: ${missing[*]}" >&2; exit 1; }
+else
+  SUDO=
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
