@@ -1,0 +1,67 @@
+// The dedicated worker pool for blocking HSM calls (design.md, "Concurrency").
+// A bounded queue in front of N worker threads: a full queue refuses work at once
+// (the caller answers 429), a job whose deadline passed while queued is not run
+// (the caller answers 503 without touching the HSM).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace xks::core {
+
+using SteadyClock = std::chrono::steady_clock;
+using Deadline = SteadyClock::time_point;
+
+class BlockingPool {
+ public:
+  // `run(expired)`: expired is true when the deadline passed before a worker took
+  // the job; the job must then finish without doing the blocking work.
+  using Job = std::function<void(bool expired)>;
+
+  BlockingPool(unsigned threads, std::size_t queue_capacity, std::string name);
+  ~BlockingPool();
+  BlockingPool(const BlockingPool&) = delete;
+  BlockingPool& operator=(const BlockingPool&) = delete;
+
+  // False when the queue is full or the pool is stopping; the job is dropped.
+  bool try_submit(Deadline deadline, Job job);
+
+  // Stops taking jobs, runs those already queued (as expired), joins the workers.
+  void stop();
+
+  std::size_t queue_depth() const noexcept { return queued_.load(std::memory_order_relaxed); }
+  std::size_t busy_workers() const noexcept { return busy_.load(std::memory_order_relaxed); }
+  unsigned threads() const noexcept { return static_cast<unsigned>(workers_.size()); }
+  std::size_t queue_capacity() const noexcept { return capacity_; }
+  // When a worker last finished (or started idling); the watchdog uses it to
+  // notice a pool wedged on a hung HSM call.
+  SteadyClock::time_point oldest_busy_since() const;
+
+ private:
+  struct Entry {
+    Deadline deadline;
+    Job job;
+  };
+  void worker_loop(std::size_t index);
+
+  const std::size_t capacity_;
+  const std::string name_;
+  mutable std::mutex mutex_;
+  std::condition_variable cv_;
+  std::deque<Entry> queue_;
+  bool stopping_ = false;
+  std::atomic<std::size_t> queued_{0};
+  std::atomic<std::size_t> busy_{0};
+  std::vector<SteadyClock::time_point> busy_since_;  // per worker; max() when idle
+  std::vector<std::thread> workers_;
+};
+
+}  // namespace xks::core

@@ -1,0 +1,79 @@
+// The HTTPS listener and its connections: one C++20 coroutine per connection on
+// its own strand (Beast's advanced_server_flex_awaitable is the model). Limits
+// and timeouts are applied where they are used: handshake, header and body
+// reads, writes, keep-alive idle time, header and body sizes.
+#pragma once
+
+#include <atomic>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/http/message.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <memory>
+#include <string>
+
+#include "xks/config/config.hpp"
+#include "xks/core/blocking_pool.hpp"
+#include "xks/core/error.hpp"
+#include "xks/net/tls_context.hpp"
+
+namespace xks::net {
+
+using Request = boost::beast::http::request<boost::beast::http::string_body>;
+using Response = boost::beast::http::response<boost::beast::http::string_body>;
+
+struct RequestContext {
+  std::string peer;               // "ip:port"
+  core::Deadline arrival;         // when the request head was read
+  bool tls = false;
+};
+
+class RequestHandler {
+ public:
+  virtual ~RequestHandler() = default;
+  // Runs on the connection's strand. Must not throw; the server still catches
+  // anything that escapes and answers 500 InternalException.
+  virtual boost::asio::awaitable<Response> handle(Request& request, const RequestContext& ctx) = 0;
+  // A JSON error response for requests the server rejects before handle()
+  // (malformed HTTP, oversized headers or body).
+  virtual Response error_response(const Error& error, unsigned http_version) = 0;
+};
+
+class Server {
+ public:
+  // `tls` null means plain HTTP (only with an explicit tls.enabled: false).
+  Server(boost::asio::io_context& ioc, config::Limits limits, TlsContextProvider* tls,
+         RequestHandler& handler);
+
+  // Binds and listens. Throws std::runtime_error naming the address on failure.
+  void listen(const std::string& host, std::uint16_t port);
+  void start();            // starts accepting
+  void stop_accepting();   // closes the listener; live connections go on
+  // Asks connections to close after their current response.
+  void begin_drain() { draining_.store(true); }
+
+  boost::asio::ip::tcp::endpoint local_endpoint() const;
+  std::size_t open_connections() const noexcept { return connections_.load(); }
+  std::size_t requests_in_flight() const noexcept { return in_flight_.load(); }
+  void set_limits(const config::Limits& limits);  // applies to new connections
+
+ private:
+  boost::asio::awaitable<void> accept_loop();
+  boost::asio::awaitable<void> run_connection(boost::asio::ip::tcp::socket socket);
+  template <class Stream>
+  boost::asio::awaitable<void> serve_http(Stream& stream, const config::Limits& limits,
+                                          RequestContext ctx);
+
+  boost::asio::io_context& ioc_;
+  boost::asio::ip::tcp::acceptor acceptor_;
+  std::shared_ptr<const config::Limits> limits_;
+  mutable std::mutex limits_mutex_;
+  TlsContextProvider* tls_;
+  RequestHandler& handler_;
+  std::atomic<std::size_t> connections_{0};
+  std::atomic<std::size_t> in_flight_{0};
+  std::atomic<bool> draining_{false};
+};
+
+}  // namespace xks::net

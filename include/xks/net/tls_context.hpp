@@ -1,0 +1,43 @@
+// Server TLS contexts: TLS 1.2/1.3 only, the spec's cipher suites and nothing
+// weaker, no compression, no renegotiation. A provider holds the current
+// context so a reload can swap certificates without touching live connections
+// (each connection keeps the context it started with).
+#pragma once
+
+#include <boost/asio/ssl/context.hpp>
+#include <memory>
+#include <mutex>
+
+#include "xks/config/config.hpp"
+
+namespace xks::net {
+
+// TLS 1.3 suites, then TLS 1.2 suites (spec, "API content type").
+inline constexpr const char* kTls13Suites = "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
+inline constexpr const char* kTls12Ciphers =
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384";
+
+// Builds a server context from the configuration. Throws std::runtime_error whose
+// message names the setting, the file and OpenSSL's reason.
+std::shared_ptr<boost::asio::ssl::context> make_server_tls_context(
+    const config::TlsConfig& tls, const std::filesystem::path& config_file);
+
+class TlsContextProvider {
+ public:
+  explicit TlsContextProvider(std::shared_ptr<boost::asio::ssl::context> ctx)
+      : ctx_(std::move(ctx)) {}
+  std::shared_ptr<boost::asio::ssl::context> current() const {
+    std::lock_guard lock(mutex_);
+    return ctx_;
+  }
+  void replace(std::shared_ptr<boost::asio::ssl::context> ctx) {
+    std::lock_guard lock(mutex_);
+    ctx_ = std::move(ctx);
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::shared_ptr<boost::asio::ssl::context> ctx_;
+};
+
+}  // namespace xks::net

@@ -1,0 +1,78 @@
+#include "xks/core/blocking_pool.hpp"
+
+#include <pthread.h>
+
+namespace xks::core {
+
+BlockingPool::BlockingPool(unsigned threads, std::size_t queue_capacity, std::string name)
+    : capacity_(queue_capacity), name_(std::move(name)) {
+  if (threads == 0) threads = 1;
+  busy_since_.assign(threads, SteadyClock::time_point::max());
+  workers_.reserve(threads);
+  for (unsigned i = 0; i < threads; ++i) {
+    workers_.emplace_back([this, i] { worker_loop(i); });
+    // Thread names show up in top/perf/gdb; the kernel limit is 15 characters.
+    const std::string thread_name = (name_ + std::to_string(i)).substr(0, 15);
+    pthread_setname_np(workers_.back().native_handle(), thread_name.c_str());
+  }
+}
+
+BlockingPool::~BlockingPool() { stop(); }
+
+bool BlockingPool::try_submit(Deadline deadline, Job job) {
+  {
+    std::lock_guard lock(mutex_);
+    if (stopping_ || queue_.size() >= capacity_) return false;
+    queue_.push_back(Entry{deadline, std::move(job)});
+    queued_.store(queue_.size(), std::memory_order_relaxed);
+  }
+  cv_.notify_one();
+  return true;
+}
+
+void BlockingPool::stop() {
+  {
+    std::lock_guard lock(mutex_);
+    if (stopping_ && workers_.empty()) return;
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  for (auto& t : workers_) {
+    if (t.joinable()) t.join();
+  }
+  workers_.clear();
+}
+
+SteadyClock::time_point BlockingPool::oldest_busy_since() const {
+  std::lock_guard lock(mutex_);
+  auto oldest = SteadyClock::time_point::max();
+  for (auto t : busy_since_) oldest = std::min(oldest, t);
+  return oldest;
+}
+
+void BlockingPool::worker_loop(std::size_t index) {
+  for (;;) {
+    Entry entry;
+    bool stopping = false;
+    {
+      std::unique_lock lock(mutex_);
+      cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // stopping and drained
+      entry = std::move(queue_.front());
+      queue_.pop_front();
+      queued_.store(queue_.size(), std::memory_order_relaxed);
+      busy_since_[index] = SteadyClock::now();
+      stopping = stopping_;
+    }
+    // While stopping, queued jobs still complete (as expired) so that no waiter
+    // is left without an answer.
+    const bool expired = stopping || SteadyClock::now() >= entry.deadline;
+    busy_.fetch_add(1, std::memory_order_relaxed);
+    entry.job(expired);
+    busy_.fetch_sub(1, std::memory_order_relaxed);
+    std::lock_guard lock(mutex_);
+    busy_since_[index] = SteadyClock::time_point::max();
+  }
+}
+
+}  // namespace xks::core
