@@ -1,0 +1,181 @@
+#!/usr/bin/env bash
+# Provisions the embedded SoftHSM2 demo: a private token with the demo keys, a demo
+# CA + server/client certificates, a fresh SigV4 credential and the proxy config.
+#
+# Usage: scripts/provision-demo.sh [DIR]        (default: run/)
+# Env:   XKS_LISTEN   listen address written into the config (default 127.0.0.1:8443)
+#        XKS_PKCS11_MODULE   PKCS#11 module (default /usr/lib/softhsm/libsofthsm2.so)
+#
+# Idempotent: a second run reuses the token, keys, PINs, credential and certificates
+# and rewrites a generated file only if its content would change. Secrets go to
+# DIR/secrets (0600, dir 0700) and are never printed.
+set -euo pipefail
+umask 077
+
+here=$(cd "$(dirname "$0")" && pwd)
+dir=${1:-run}
+mkdir -p "$dir"
+dir=$(cd "$dir" && pwd)
+module=${XKS_PKCS11_MODULE:-/usr/lib/softhsm/libsofthsm2.so}
+listen=${XKS_LISTEN:-127.0.0.1:8443}
+token_label=xks-demo
+uri_path=/demo/kms/xks/v1
+
+for tool in openssl cc pkg-config; do
+  command -v "$tool" >/dev/null || { echo "provision-demo: '$tool' not found (run scripts/install-deps.sh run)" >&2; exit 1; }
+done
+[ -r "$module" ] || { echo "provision-demo: PKCS#11 module $module not found (install softhsm2)" >&2; exit 1; }
+
+mkdir -p "$dir/secrets" "$dir/tokens" "$dir/tls"
+chmod 0700 "$dir" "$dir/secrets" "$dir/tokens" "$dir/tls"
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+# write_file PATH MODE  < content: replaces PATH only when the content differs.
+write_file() {
+  local path=$1 mode=$2 new="$tmp/new"
+  cat >"$new"
+  if [ -f "$path" ] && cmp -s "$new" "$path"; then
+    rm -f "$new"
+  else
+    mv -f "$new" "$path"
+    echo "  wrote ${path#"$dir"/}"
+  fi
+  chmod "$mode" "$path"
+}
+
+# random_chars SET N: N random characters from the tr(1) set SET (no SIGPIPE games).
+random_chars() {
+  local set=$1 n=$2 out=""
+  while [ ${#out} -lt "$n" ]; do
+    out+=$(openssl rand -base64 512 | LC_ALL=C tr -dc "$set")
+  done
+  printf '%s' "${out:0:$n}"
+}
+
+# new_secret_file PATH SET N: creates PATH with a random value unless it exists.
+new_secret_file() {
+  if [ ! -s "$1" ]; then
+    random_chars "$2" "$3" >"$1"
+    echo "  created ${1#"$dir"/}"
+  fi
+  chmod 0600 "$1"
+}
+
+echo "provision-demo: $dir"
+
+# --- SoftHSM2 token and keys -------------------------------------------------------
+write_file "$dir/softhsm2.conf" 0600 <<EOF
+# Private SoftHSM2 configuration for the xks-proxy demo (generated).
+directories.tokendir = $dir/tokens
+objectstore.backend = file
+log.level = ERROR
+slots.removable = false
+EOF
+write_file "$dir/env" 0600 <<EOF
+# Source this before starting xks-proxy on this demo directory (generated).
+export SOFTHSM2_CONF='$dir/softhsm2.conf'
+EOF
+export SOFTHSM2_CONF="$dir/softhsm2.conf"
+
+new_secret_file "$dir/secrets/hsm.pin" 'A-Za-z0-9' 24
+new_secret_file "$dir/secrets/hsm-so.pin" 'A-Za-z0-9' 24
+
+# shellcheck disable=SC2046  # pkg-config output is meant to be split
+cc -O2 -Wall -o "$tmp/p11-demo-keys" "$here/p11-demo-keys.c" $(pkg-config --cflags p11-kit-1) -ldl
+"$tmp/p11-demo-keys" "$module" "$token_label" "$dir/secrets/hsm-so.pin" "$dir/secrets/hsm.pin" \
+  demo-aes-key:ed demo-encrypt-only:e demo-decrypt-only:d demo-no-usage:none \
+  demo-disabled:ed xks-health:ed
+
+# --- TLS: demo CA, server certificate (ECDSA P-256), mTLS client certificate --------
+tls=$dir/tls
+new_ec_key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; chmod 0600 "$1"; }
+serial() { echo "0x$(openssl rand -hex 16)"; }
+
+if [ ! -s "$tls/ca.pem" ] || [ ! -s "$tls/ca.key" ]; then
+  new_ec_key "$tls/ca.key"
+  openssl req -x509 -new -key "$tls/ca.key" -sha256 -days 3650 -set_serial "$(serial)" \
+    -subj "/O=xks-proxy demo/CN=xks-proxy demo CA" \
+    -addext "basicConstraints=critical,CA:TRUE" \
+    -addext "keyUsage=critical,keyCertSign,cRLSign" -out "$tls/ca.pem"
+  rm -f "$tls/server.pem" "$tls/client.pem"   # re-issue under the new CA
+  echo "  created tls/ca.pem"
+fi
+
+# issue NAME SUBJECT EXTENSIONS: NAME.key + NAME.pem signed by the demo CA.
+issue() {
+  local name=$1 subject=$2 ext=$3
+  if [ -s "$tls/$name.pem" ] && [ -s "$tls/$name.key" ] &&
+     openssl verify -CAfile "$tls/ca.pem" "$tls/$name.pem" >/dev/null 2>&1; then
+    return 0
+  fi
+  new_ec_key "$tls/$name.key"
+  openssl req -new -key "$tls/$name.key" -subj "$subject" -out "$tmp/$name.csr"
+  printf '%s\n' "$ext" >"$tmp/$name.ext"
+  openssl x509 -req -in "$tmp/$name.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" \
+    -set_serial "$(serial)" -days 825 -sha256 -extfile "$tmp/$name.ext" \
+    -out "$tls/$name.pem" 2>/dev/null
+  echo "  created tls/$name.pem"
+}
+issue server "/O=xks-proxy demo/CN=localhost" "basicConstraints=critical,CA:FALSE
+keyUsage=critical,digitalSignature
+extendedKeyUsage=serverAuth
+subjectAltName=DNS:localhost,IP:127.0.0.1"
+issue client "/CN=cks.kms.us-east-1.amazonaws.com" "basicConstraints=critical,CA:FALSE
+keyUsage=critical,digitalSignature
+extendedKeyUsage=clientAuth"
+chmod 0644 "$tls/ca.pem" "$tls/server.pem" "$tls/client.pem"
+chmod 0600 "$tls/ca.key" "$tls/server.key" "$tls/client.key"
+
+# --- SigV4 credential ------------------------------------------------------------
+shopt -s nullglob
+existing=("$dir"/secrets/*.secret)
+shopt -u nullglob
+if [ ${#existing[@]} -gt 1 ]; then
+  echo "provision-demo: several credentials in $dir/secrets; keep one" >&2
+  exit 1
+elif [ ${#existing[@]} -eq 1 ]; then
+  akid=$(basename "${existing[0]}" .secret)
+  [[ $akid =~ ^[A-Z2-7]{20,30}$ ]] || { echo "provision-demo: bad credential file name ${existing[0]}" >&2; exit 1; }
+else
+  akid=$(random_chars 'A-Z2-7' 20)
+  random_chars 'A-Za-z0-9+/' 48 >"$dir/secrets/$akid.secret"
+  echo "  created secrets/$akid.secret"
+fi
+chmod 0600 "$dir/secrets/$akid.secret"
+secret=$(cat "$dir/secrets/$akid.secret")
+
+# --- Configs -----------------------------------------------------------------------
+write_file "$dir/xks-proxy.yaml" 0600 <<EOF
+# xks-proxy demo configuration (generated by scripts/provision-demo.sh).
+# Relative paths resolve against this file's directory.
+server:  { listen: "$listen", threads: 0, fleet_size: 1, ping_path: /ping }
+tls:     { certificate: tls/server.pem, private_key: tls/server.key }
+hsm:
+  module: $module
+  token_label: $token_label
+  pin: { file: secrets/hsm.pin }
+  sessions: 4
+  health_key: xks-health
+  iv: hsm_random
+keystores:
+  - uri_path: $uri_path
+    credentials:
+      - { access_key_id: $akid, secret: { file: secrets/$akid.secret } }
+    keys:
+      - { id: demo-aes-key }
+      - { id: demo-encrypt-only }
+      - { id: demo-decrypt-only }
+      - { id: demo-no-usage }
+      - { id: demo-disabled, enabled: false }
+logging: { level: info, format: json }
+EOF
+
+# The KMS console's import format; it holds the raw secret, hence 0600.
+write_file "$dir/kms-proxy-config.json" 0600 <<EOF
+{"XksProxyUriPath": "$uri_path", "XksProxyAuthenticationCredential": {"AccessKeyId": "$akid", "RawSecretAccessKey": "$secret"}}
+EOF
+unset secret
+
+echo "provision-demo: ready (listen $listen, key store $uri_path, access key id $akid)"

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# make run: install what is missing, build Release, provision the SoftHSM2 demo in run/
+# and serve in the foreground. XKS_LISTEN overrides the listen address (127.0.0.1:8443).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+scripts/install-deps.sh run
+cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release -DXKS_BUILD_TESTS=OFF
+cmake --build build/release --target xks-proxy xksctl -j"$(nproc)"
+scripts/provision-demo.sh run
+# shellcheck source=/dev/null
+. run/env
+
+listen=${XKS_LISTEN:-127.0.0.1:8443}
+port=${listen##*:}
+url="https://127.0.0.1:$port/demo/kms/xks/v1"
+# The credential is read from run/kms-proxy-config.json when the command runs and is
+# handed to curl through a config file (-K), so it is neither printed here nor on argv.
+cred="-K <(sed -nE 's/.*\"AccessKeyId\": \"([^\"]+)\".*\"RawSecretAccessKey\": \"([^\"]+)\".*/user = \"\\1:\\2\"/p' $root/run/kms-proxy-config.json)"
+cat <<MSG
+
+xks-proxy demo: key store $url
+KMS console import file: $root/run/kms-proxy-config.json (holds the secret; mode 0600)
+Try it from another shell (bash or zsh):
+
+  curl -sS --cacert $root/run/tls/ca.pem --aws-sigv4 'aws:amz:us-east-1:kms-xks-proxy' \\
+    $cred \\
+    -H 'Content-Type: application/json' \\
+    -d '{"requestMetadata":{"kmsRequestId":"demo-1","kmsOperation":"KmsHealthCheck"}}' \\
+    $url/health; echo
+
+  curl -sS --cacert $root/run/tls/ca.pem --aws-sigv4 'aws:amz:us-east-1:kms-xks-proxy' \\
+    $cred \\
+    -H 'Content-Type: application/json' \\
+    -d '{"requestMetadata":{"kmsRequestId":"demo-2","kmsOperation":"Encrypt","awsPrincipalArn":"arn:aws:iam::123456789012:user/Alice","kmsKeyArn":"arn:aws:kms:us-east-1:123456789012:key/demo"},"plaintext":"SGVsbG8gV29ybGQh","encryptionAlgorithm":"AES_GCM"}' \\
+    $url/keys/demo-aes-key/encrypt; echo
+
+MSG
+exec build/release/xks-proxy --config run/xks-proxy.yaml

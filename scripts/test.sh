@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# make test: install what is missing, build with sanitizers and -Werror, run every test
+# (unit + integration against the real daemon, TLS and SoftHSM2).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-deps.sh test
+cmake -S . -B build/test -DCMAKE_BUILD_TYPE=Debug -DXKS_SANITIZE=ON -DXKS_WERROR=ON
+cmake --build build/test -j"$(nproc)"
+set +e
+ctest --test-dir build/test --output-on-failure -j2 2>&1 | tee build/test/ctest.log
+rc=${PIPESTATUS[0]}
+set -e
+echo
+grep -E '^[0-9]+% tests passed' build/test/ctest.log || echo "ctest: no summary line (rc=$rc)"
+exit "$rc"
