@@ -19,19 +19,21 @@
 
 namespace xks::core {
 
-struct OffloadMessages {
-  std::string throttled = "the proxy is at capacity (HSM work queue full); retry later";
-  std::string expired = "the HSM did not answer within the request deadline";
-};
+inline constexpr const char* kThrottledMessage =
+    "the proxy is at capacity (HSM work queue full); retry later";
+inline constexpr const char* kDeadlineMessage =
+    "the HSM did not answer within the request deadline";
 
 // Runs f() (returning Result<T>) on `pool`. Answers:
 //  - ThrottlingException at once when the pool's queue is full;
 //  - DependencyTimeoutException when the deadline passes first — a call already
 //    running is left to finish on its worker and its result is discarded;
 //  - otherwise f()'s result.
+//
+// Parameters are taken by value: g++ 12 mishandles class-type temporaries (e.g.
+// defaulted reference arguments) that live across a co_await (double free).
 template <class F, class R = std::invoke_result_t<F&>>
-boost::asio::awaitable<R> offload(BlockingPool& pool, Deadline deadline, F f,
-                                  const OffloadMessages& messages = {}) {
+boost::asio::awaitable<R> offload(BlockingPool& pool, Deadline deadline, F f) {
   auto executor = co_await boost::asio::this_coro::executor;
   struct State {
     explicit State(decltype(executor) ex) : timer(ex) {}
@@ -42,9 +44,8 @@ boost::asio::awaitable<R> offload(BlockingPool& pool, Deadline deadline, F f,
   state->timer.expires_at(deadline);
 
   const bool queued = pool.try_submit(
-      deadline, [state, executor, f = std::move(f), expired_message = messages.expired](
-                    bool expired) mutable {
-        R r = expired ? R(make_error(ErrorName::DependencyTimeoutException, expired_message,
+      deadline, [state, executor, f = std::move(f)](bool expired) mutable {
+        R r = expired ? R(make_error(ErrorName::DependencyTimeoutException, kDeadlineMessage,
                                      "deadline passed while queued for an HSM worker"))
                       : f();
         boost::asio::post(executor, [state, r = std::move(r)]() mutable {
@@ -54,14 +55,14 @@ boost::asio::awaitable<R> offload(BlockingPool& pool, Deadline deadline, F f,
         });
       });
   if (!queued) {
-    co_return R(make_error(ErrorName::ThrottlingException, messages.throttled,
+    co_return R(make_error(ErrorName::ThrottlingException, kThrottledMessage,
                            "HSM work queue full"));
   }
   // Completes on expiry or when the worker's completion cancels it; the
   // operation_aborted error is expected in the second case.
   co_await state->timer.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
   if (!state->result) {
-    state->result.emplace(make_error(ErrorName::DependencyTimeoutException, messages.expired,
+    state->result.emplace(make_error(ErrorName::DependencyTimeoutException, kDeadlineMessage,
                                      "HSM call overran the request deadline"));
     co_return std::move(*state->result);
   }

@@ -1,0 +1,52 @@
+// The deep health check, run in the background and cached (spec,
+// GetHealthStatus: a cached result MUST NOT be older than one minute).
+// GetHealthStatus and the load balancer's ping answer from the cache at once.
+#pragma once
+
+#include <atomic>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <mutex>
+#include <vector>
+
+#include "xks/config/config.hpp"
+#include "xks/core/blocking_pool.hpp"
+#include "xks/hsm/key_backend.hpp"
+
+namespace xks::app {
+
+class HealthMonitor {
+ public:
+  HealthMonitor(boost::asio::io_context& ioc, core::BlockingPool& pool, hsm::KeyBackend& backend,
+                config::HealthConfig config);
+
+  // Runs one check on the calling thread (at startup, before serving).
+  void check_now();
+  // Re-checks every config.interval on the HSM pool, until stop().
+  void start();
+  void stop();
+
+  // The last result, with the thresholds applied: DEGRADED when slower than
+  // degraded_latency, every HSM UNAVAILABLE when the result is older than
+  // max_age (a stuck check must not keep reporting ACTIVE).
+  std::vector<hsm::EkmHealth> current() const;
+  bool any_usable() const;
+
+ private:
+  boost::asio::awaitable<void> loop();
+  void store(std::vector<hsm::EkmHealth> result);
+
+  core::BlockingPool& pool_;
+  hsm::KeyBackend& backend_;
+  const config::HealthConfig config_;
+  boost::asio::steady_timer timer_;
+  std::atomic<bool> check_running_{false};
+  std::atomic<bool> stopped_{false};
+
+  mutable std::mutex mutex_;
+  std::vector<hsm::EkmHealth> last_;
+  core::SteadyClock::time_point checked_at_{};
+};
+
+}  // namespace xks::app

@@ -1,0 +1,214 @@
+#include "xks/app/handler.hpp"
+
+#include <boost/beast/http/field.hpp>
+
+#include "xks/api/dto.hpp"
+#include "xks/core/offload.hpp"
+#include "xks/obs/log.hpp"
+
+namespace xks::app {
+namespace http = boost::beast::http;
+namespace asio = boost::asio;
+using Api = xks::http::Api;
+
+struct XksHandler::Outcome {
+  std::string keystore = "-";
+  std::string api = "-";
+  std::string key_id;
+  std::string key_label;
+  std::optional<api::RequestMetadata> metadata;  // moved out of the parsed request
+  std::string access_key_id;
+  std::optional<Error> error;
+};
+
+namespace {
+
+net::Response json_response(http::status status, std::string body, unsigned version) {
+  net::Response res{status, version};
+  res.set(http::field::content_type, "application/json");
+  res.set(http::field::cache_control, "no-store");
+  res.body() = std::move(body);
+  return res;
+}
+
+std::string_view or_dash(const std::optional<std::string>& v) {
+  return v ? std::string_view(*v) : std::string_view("-");
+}
+
+void log_access(const net::Request& request, const net::RequestContext& ctx,
+                const auto& outcome, unsigned status) {
+  const auto latency = std::chrono::duration_cast<std::chrono::microseconds>(
+      core::SteadyClock::now() - ctx.arrival);
+  nlohmann::json fields = {
+      {"kmsRequestId", outcome.metadata ? outcome.metadata->kms_request_id : std::string("-")},
+      {"keystore", outcome.keystore},
+      {"api", outcome.api},
+      {"keyId", outcome.key_id.empty() ? "-" : outcome.key_id},
+      {"kmsOperation", outcome.metadata ? outcome.metadata->kms_operation : std::string("-")},
+      {"principal", outcome.metadata ? or_dash(outcome.metadata->aws_principal_arn)
+                                     : std::string_view("-")},
+      {"outcome", outcome.error ? to_string(outcome.error->name) : "ok"},
+      {"status", status},
+      {"latencyUs", latency.count()},
+      {"peer", ctx.peer},
+      {"method", std::string_view(request.method_string())},
+  };
+  if (outcome.metadata) {
+    const auto& md = *outcome.metadata;
+    fields["kmsKeyArn"] = or_dash(md.kms_key_arn);
+    fields["kmsViaService"] = or_dash(md.kms_via_service);
+    fields["awsSourceVpc"] = or_dash(md.aws_source_vpc);
+    fields["awsSourceVpce"] = or_dash(md.aws_source_vpce);
+  }
+  if (!outcome.key_label.empty()) fields["hsmKeyLabel"] = outcome.key_label;
+  if (!outcome.access_key_id.empty()) fields["accessKeyId"] = outcome.access_key_id;
+  if (outcome.error) {
+    fields["errorMessage"] = outcome.error->message;
+    if (!outcome.error->detail.empty()) fields["detail"] = outcome.error->detail;
+  }
+  obs::log(status >= 500 ? obs::Level::Error : obs::Level::Info, "access", fields);
+}
+
+}  // namespace
+
+net::Response XksHandler::error_response(const Error& error, unsigned http_version) {
+  return json_response(static_cast<http::status>(http_status(error.name)),
+                       api::error_body(error), http_version);
+}
+
+asio::awaitable<net::Response> XksHandler::handle(net::Request& request,
+                                                   const net::RequestContext& ctx) {
+  const auto rt = runtime_.get();
+  Outcome outcome;
+  net::Response response = co_await dispatch(request, ctx, rt, outcome);
+  log_access(request, ctx, outcome, response.result_int());
+  co_return response;
+}
+
+asio::awaitable<net::Response> XksHandler::dispatch(net::Request& request,
+                                                     const net::RequestContext& ctx,
+                                                     const std::shared_ptr<const Runtime>& rt,
+                                                     Outcome& outcome) {
+  const unsigned version = request.version();
+  auto fail = [&](Error error) {
+    auto res = error_response(error, version);
+    outcome.error = std::move(error);
+    return res;
+  };
+  const auto& cfg = *rt->config;
+  const std::string_view target(request.target().data(), request.target().size());
+
+  // The load balancer's probe: unauthenticated, cheap, from the health cache.
+  if (target == cfg.server.ping_path) {
+    outcome.api = "Ping";
+    if (request.method() != http::verb::get && request.method() != http::verb::head) {
+      auto res = fail(make_error(ErrorName::ValidationException,
+                                 "the ping path only answers GET and HEAD"));
+      res.result(http::status::method_not_allowed);
+      res.set(http::field::allow, "GET, HEAD");
+      co_return res;
+    }
+    const bool usable = health_.any_usable();
+    co_return json_response(usable ? http::status::ok : http::status::service_unavailable,
+                            usable ? R"({"status":"ok"})" : R"({"status":"unavailable"})",
+                            version);
+  }
+
+  auto route = rt->router.route(target);
+  if (!route) co_return fail(std::move(route).error());
+  outcome.keystore = cfg.keystores[route->keystore].uri_path;
+  outcome.api = std::string(xks::http::to_string(route->api));
+  outcome.key_id = route->key_id;
+
+  // Spec: a GET on an API URI MUST be answered 405; other methods likewise.
+  if (request.method() != http::verb::post) {
+    auto res = fail(make_error(ErrorName::ValidationException,
+                               "XKS API calls use POST; " +
+                                   std::string(request.method_string()) + " is not allowed"));
+    res.result(http::status::method_not_allowed);
+    res.set(http::field::allow, "POST");
+    co_return res;
+  }
+
+  const auto& index = rt->keystores[route->keystore];
+  const auto now = std::chrono::system_clock::now();
+  auth::SecretLookup lookup = [&](std::string_view akid) -> const SecureString* {
+    const auto it = index.credentials.find(akid);
+    if (it == index.credentials.end()) return nullptr;
+    const auto& cred = *it->second;
+    if (cred.not_after && now > *cred.not_after) return nullptr;
+    return &cred.secret;
+  };
+  const std::string_view method(request.method_string().data(), request.method_string().size());
+  auto verified = verifier_.verify(
+      auth::RequestView{method, target, request.base(), request.body()}, lookup, now);
+  if (!verified) co_return fail(std::move(verified).error());
+  outcome.access_key_id = verified->access_key_id;
+
+  const auto deadline = ctx.arrival + cfg.server.request_deadline;
+  auto find_key = [&](const std::string& id) -> Result<const config::KeyEntry*> {
+    const auto it = index.keys.find(id);
+    if (it == index.keys.end()) {
+      return make_error(ErrorName::KeyNotFoundException,
+                        "no key with externalKeyId '" + id + "' in this key store");
+    }
+    outcome.key_label = it->second->label;
+    return it->second;
+  };
+
+  // The HSM jobs below may outlive this coroutine (a deadline answers first and
+  // the job finishes on its worker), so each owns what it touches: the parsed
+  // request, and the Runtime snapshot that owns the KeyEntry.
+  switch (route->api) {
+    case Api::GetHealthStatus: {
+      auto req = api::parse_health_request(request.body());
+      if (!req) co_return fail(std::move(req).error());
+      outcome.metadata = std::move(req->metadata);
+      co_return json_response(
+          http::status::ok,
+          api::serialize(api::make_health_response(health_.current(), cfg.server.fleet_size)),
+          version);
+    }
+    case Api::GetKeyMetadata: {
+      auto req = api::parse_key_metadata_request(request.body());
+      if (!req) co_return fail(std::move(req).error());
+      outcome.metadata = std::move(req->metadata);
+      auto key = find_key(route->key_id);
+      if (!key) co_return fail(std::move(key).error());
+      // The job is a named local, not a temporary inside the co_await
+      // expression: g++ 12 destroys such temporaries twice.
+      auto work = [this, rt, entry = *key] { return service_.get_key_metadata(*entry); };
+      auto result = co_await core::offload(pool_, deadline, std::move(work));
+      if (!result) co_return fail(std::move(result).error());
+      co_return json_response(http::status::ok, api::serialize(*result), version);
+    }
+    case Api::Encrypt: {
+      auto req = api::parse_encrypt_request(request.body());
+      if (!req) co_return fail(std::move(req).error());
+      outcome.metadata = std::move(req->metadata);
+      auto key = find_key(route->key_id);
+      if (!key) co_return fail(std::move(key).error());
+      auto job = std::make_shared<api::EncryptRequest>(std::move(*req));
+      auto work = [this, rt, entry = *key, job] { return service_.encrypt(*entry, *job); };
+      auto result = co_await core::offload(pool_, deadline, std::move(work));
+      if (!result) co_return fail(std::move(result).error());
+      co_return json_response(http::status::ok, api::serialize(*result), version);
+    }
+    case Api::Decrypt: {
+      auto req = api::parse_decrypt_request(request.body());
+      if (!req) co_return fail(std::move(req).error());
+      outcome.metadata = std::move(req->metadata);
+      auto key = find_key(route->key_id);
+      if (!key) co_return fail(std::move(key).error());
+      auto job = std::make_shared<api::DecryptRequest>(std::move(*req));
+      auto work = [this, rt, entry = *key, job] { return service_.decrypt(*entry, *job); };
+      auto result = co_await core::offload(pool_, deadline, std::move(work));
+      if (!result) co_return fail(std::move(result).error());
+      // serialize() builds the body in place; the server wipes it once sent.
+      co_return json_response(http::status::ok, api::serialize(*result), version);
+    }
+  }
+  co_return fail(make_error(ErrorName::InternalException, "unknown API"));
+}
+
+}  // namespace xks::app
