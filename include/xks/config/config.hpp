@@ -9,6 +9,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "xks/core/secure.hpp"
@@ -23,6 +24,9 @@ struct SecretSource {
   enum class Kind { File, Env };
   Kind kind = Kind::File;
   std::string ref;  // the file path or the variable name (not secret)
+  // A file readable or writable by group or others is refused unless this is
+  // set, because anyone who can read it can sign requests or log in to the HSM.
+  bool allow_insecure_permissions = false;
   std::string describe() const;  // "file /etc/x" or "env XKS_HSM_PIN"
 };
 
@@ -136,5 +140,16 @@ Config load_config(const std::filesystem::path& file);
 // The effective configuration as JSON text with every secret redacted, for the
 // startup log line.
 std::string describe_redacted(const Config& config);
+
+// Non-fatal notes about a valid configuration (TLS off, a deadline close to
+// KMS's 250 ms, fewer HSM sessions than I/O threads, credentials about to
+// expire), one line each, for the startup log at warn level. `now` is a
+// parameter so that tests can pin it.
+std::vector<std::string> config_warnings(const Config& config,
+                                         std::chrono::system_clock::time_point now);
+std::vector<std::string> config_warnings(const Config& config);  // now = system_clock::now()
+
+// "hsm_random" | "hsm_generated" | "hsm_generated_zero", as written in the file.
+std::string_view to_string(IvMode mode) noexcept;
 
 }  // namespace xks::config

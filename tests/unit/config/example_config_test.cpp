@@ -1,0 +1,156 @@
+// The shipped examples (config/xks-proxy.example.yaml, config/examples/*.yaml)
+// must stay valid: each is loaded after its file paths are pointed at temp
+// files (the real ones do not exist on a build machine) and its env secrets are
+// set. The main example must show every setting, and docs/configuration.md
+// must mention every setting.
+#include <set>
+
+#include "config_fixture.hpp"
+
+namespace xks::config::test {
+namespace {
+
+using ::testing::HasSubstr;
+
+const fs::path kSourceDir = XKS_SOURCE_DIR;
+
+// Every setting of the schema, as a dotted path ([] for list items).
+const std::vector<std::string> kAllSettings = {
+    "server.listen", "server.threads", "server.fleet_size", "server.ping_path",
+    "server.request_deadline_ms", "server.limits.max_body_bytes", "server.limits.max_header_bytes",
+    "server.limits.max_connections", "server.limits.max_requests_per_connection",
+    "server.limits.handshake_timeout_ms", "server.limits.header_timeout_ms",
+    "server.limits.body_timeout_ms", "server.limits.idle_timeout_ms",
+    "server.limits.write_timeout_ms", "tls.enabled", "tls.certificate", "tls.private_key",
+    "tls.client_ca", "tls.client_names", "hsm.name", "hsm.module", "hsm.token_label",
+    "hsm.pin.file", "hsm.sessions", "hsm.health_key", "hsm.iv", "keystores[].uri_path",
+    "keystores[].credentials[].access_key_id", "keystores[].credentials[].secret.file",
+    "keystores[].credentials[].not_after", "keystores[].keys[].id", "keystores[].keys[].label",
+    "keystores[].keys[].enabled", "health.interval_ms", "health.degraded_latency_ms",
+    "health.max_age_ms", "logging.level", "logging.format"};
+
+// Settings documented (commented out) rather than set in the main example,
+// because they are alternatives to what it sets.
+const std::vector<std::string> kAlternatives = {"hsm.slot_id", "hsm.pin.env",
+                                                "hsm.pin.allow_insecure_permissions"};
+
+void collect_paths(const YAML::Node& n, const std::string& path, std::set<std::string>& out) {
+  if (n.IsMap()) {
+    for (const auto& kv : n) {
+      const std::string p = path.empty() ? kv.first.Scalar() : path + "." + kv.first.Scalar();
+      out.insert(p);
+      collect_paths(kv.second, p, out);
+    }
+  } else if (n.IsSequence()) {
+    for (const auto& item : n) collect_paths(item, path + "[]", out);
+  }
+}
+
+class ExampleConfigTest : public ConfigTest {
+ protected:
+  // Points every file path at a temp file, sets every env secret; returns the
+  // names of variables it set so that the test can unset them.
+  std::vector<std::string> substitute(YAML::Node& n) {
+    std::vector<std::string> vars;
+    const auto secret = [&](YAML::Node s, const std::string& file, const char* value) {
+      if (s["file"]) s["file"] = file;
+      if (s["env"]) {
+        const std::string var = s["env"].Scalar();
+        ::setenv(var.c_str(), value, 1);
+        vars.push_back(var);
+      }
+    };
+    if (n["tls"]) {
+      for (const char* k : {"certificate", "private_key"}) {
+        if (n["tls"][k]) n["tls"][k] = std::string("tls/server.") + (k[0] == 'c' ? "crt" : "key");
+      }
+      if (n["tls"]["client_ca"]) n["tls"]["client_ca"] = "tls/ca.pem";
+    }
+    const auto hsm = [&](YAML::Node h) {
+      if (h["module"]) h["module"] = "lib/libfake-pkcs11.so";
+      if (h["pin"]) secret(h["pin"], "secrets/hsm.pin", kPin);
+    };
+    if (n["hsm"].IsSequence()) {
+      for (auto h : n["hsm"]) hsm(h);
+    } else {
+      hsm(n["hsm"]);
+    }
+    for (auto ks : n["keystores"]) {
+      for (auto c : ks["credentials"]) secret(c["secret"], "secrets/demo.secret", kSecret);
+    }
+    return vars;
+  }
+
+  Config load_example(const fs::path& example) {
+    YAML::Node n = YAML::LoadFile(example.string());
+    const std::vector<std::string> vars = substitute(n);
+    Config c;
+    try {
+      c = load_config(write_config(n, "example.yaml"));
+    } catch (const ConfigError& e) {
+      ADD_FAILURE() << example << " is not valid: " << e.what();
+    }
+    for (const auto& v : vars) ::unsetenv(v.c_str());
+    return c;
+  }
+};
+
+TEST_F(ExampleConfigTest, MainExampleLoadsAndShowsEverySetting) {
+  const fs::path example = kSourceDir / "config/xks-proxy.example.yaml";
+  const Config c = load_example(example);
+  ASSERT_EQ(c.keystores.size(), 1U);
+  EXPECT_EQ(c.keystores[0].uri_path, "/demo/kms/xks/v1");
+  EXPECT_EQ(c.server.listen_port, 443);
+
+  std::set<std::string> present;
+  collect_paths(YAML::LoadFile(example.string()), "", present);
+  for (const auto& s : kAllSettings) EXPECT_TRUE(present.count(s)) << s << " missing from " << example;
+
+  // The alternatives appear as comments.
+  std::ifstream in(example);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  for (const auto& s : kAlternatives) {
+    const std::string leaf = s.substr(s.rfind('.') + 1);
+    EXPECT_THAT(text, HasSubstr(leaf + ":")) << s;
+  }
+}
+
+TEST_F(ExampleConfigTest, HsmFamilyExamplesLoad) {
+  const fs::path dir = kSourceDir / "config/examples";
+  std::set<std::string> seen;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    if (entry.path().extension() != ".yaml") continue;
+    seen.insert(entry.path().filename().string());
+    SCOPED_TRACE(entry.path().string());
+    const Config c = load_example(entry.path());
+    EXPECT_FALSE(c.hsms.empty());
+
+    std::ifstream in(entry.path());
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (entry.path().filename() != "softhsm2.yaml") {
+      EXPECT_THAT(text.substr(0, 400), HasSubstr("UNTESTED")) << "header must say untested";
+    }
+  }
+  for (const char* f : {"softhsm2.yaml", "aws-cloudhsm.yaml", "thales-luna.yaml",
+                        "entrust-nshield.yaml", "hashicorp-vault.yaml"}) {
+    EXPECT_TRUE(seen.count(f)) << f;
+  }
+}
+
+TEST_F(ExampleConfigTest, DocsMentionEverySetting) {
+  std::ifstream in(kSourceDir / "docs/configuration.md");
+  ASSERT_TRUE(in) << "docs/configuration.md";
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::vector<std::string> all = kAllSettings;
+  all.insert(all.end(), kAlternatives.begin(), kAlternatives.end());
+  for (const auto& s : all) {
+    const std::string leaf = s.substr(s.rfind('.') + 1);
+    EXPECT_THAT(text, HasSubstr("`" + leaf + "`")) << s;
+  }
+  for (const char* iv : {"hsm_random", "hsm_generated", "hsm_generated_zero"}) {
+    EXPECT_THAT(text, HasSubstr(iv));
+  }
+}
+
+}  // namespace
+}  // namespace xks::config::test
