@@ -1,0 +1,505 @@
+#include "xks/api/dto.hpp"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "unit/api/test_util.hpp"
+
+namespace xks::api {
+namespace {
+
+using nlohmann::json;
+using testing::b64;
+using testing::request_metadata;
+
+json health_body() {
+  return {{"requestMetadata",
+           {{"kmsRequestId", "4112f4d6-db54-4af4-ae30-c55a22a8dfae"},
+            {"kmsOperation", "CreateCustomKeyStore"}}}};
+}
+json metadata_body() {
+  json md = request_metadata("DescribeKey");
+  return {{"requestMetadata", md}};
+}
+json encrypt_body() {
+  return {{"requestMetadata", request_metadata("Encrypt")},
+          {"additionalAuthenticatedData", "cHJvamVjdD1uaWxlLGRlcGFydG1lbnQ9bWFya2V0aW5n"},
+          {"plaintext", "SGVsbG8gV29ybGQh"},
+          {"encryptionAlgorithm", "AES_GCM"},
+          {"ciphertextDataIntegrityValueAlgorithm", "SHA_256"}};
+}
+json decrypt_body() {
+  return {{"requestMetadata", request_metadata("Decrypt")},
+          {"additionalAuthenticatedData", "cHJvamVjdD1uaWxlLGRlcGFydG1lbnQ9bWFya2V0aW5n"},
+          {"encryptionAlgorithm", "AES_GCM"},
+          {"ciphertext", "ghxkK1txeDNn3q8Y"},
+          {"ciphertextMetadata", "a2V5X3ZlcnNpb249MQ=="},
+          {"initializationVector", "HMrlRw85cAJUd5Ax"},
+          {"authenticationTag", "vBxN2ncH1oEkR8WVXpmyYQ=="}};
+}
+
+enum class Which { Health, Metadata, Encrypt, Decrypt };
+
+// Parses with the parser for `which`; returns the error (or nullopt on success).
+std::optional<Error> parse(Which which, const json& body) {
+  const std::string text = body.dump();
+  switch (which) {
+    case Which::Health: {
+      auto r = parse_health_request(text);
+      if (r) return std::nullopt;
+      return r.error();
+    }
+    case Which::Metadata: {
+      auto r = parse_key_metadata_request(text);
+      if (r) return std::nullopt;
+      return r.error();
+    }
+    case Which::Encrypt: {
+      auto r = parse_encrypt_request(text);
+      if (r) return std::nullopt;
+      return r.error();
+    }
+    case Which::Decrypt: {
+      auto r = parse_decrypt_request(text);
+      if (r) return std::nullopt;
+      return r.error();
+    }
+  }
+  return std::nullopt;
+}
+
+json body_of(Which which) {
+  switch (which) {
+    case Which::Health: return health_body();
+    case Which::Metadata: return metadata_body();
+    case Which::Encrypt: return encrypt_body();
+    case Which::Decrypt: return decrypt_body();
+  }
+  return {};
+}
+
+void expect_error(const std::optional<Error>& e, ErrorName name, std::string_view mentions) {
+  ASSERT_TRUE(e.has_value()) << "expected " << to_string(name) << " mentioning " << mentions;
+  EXPECT_EQ(e->name, name) << e->message;
+  EXPECT_NE(e->message.find(mentions), std::string::npos) << e->message;
+}
+
+TEST(Dto, SpecExamplesParse) {
+  const auto h = parse_health_request(health_body().dump());
+  ASSERT_TRUE(h.has_value()) << h.error().message;
+  EXPECT_EQ(h->metadata.kms_request_id, "4112f4d6-db54-4af4-ae30-c55a22a8dfae");
+  EXPECT_EQ(h->metadata.kms_operation, "CreateCustomKeyStore");
+  EXPECT_FALSE(h->metadata.aws_principal_arn.has_value());
+
+  const auto m = parse_key_metadata_request(metadata_body().dump());
+  ASSERT_TRUE(m.has_value()) << m.error().message;
+  EXPECT_EQ(m->metadata.aws_principal_arn, "arn:aws:iam::123456789012:user/Alice");
+  EXPECT_EQ(m->metadata.kms_via_service, "ebs");
+  EXPECT_FALSE(m->metadata.aws_source_vpc.has_value());
+
+  const auto e = parse_encrypt_request(encrypt_body().dump());
+  ASSERT_TRUE(e.has_value()) << e.error().message;
+  EXPECT_EQ(as_chars(e->plaintext), "Hello World!");
+  ASSERT_TRUE(e->aad.has_value());
+  EXPECT_EQ(as_chars(*e->aad), "project=nile,department=marketing");
+  EXPECT_TRUE(e->want_cdiv);
+  EXPECT_EQ(e->metadata.kms_operation, "Encrypt");
+  EXPECT_TRUE(e->metadata.kms_key_arn.has_value());
+
+  const auto d = parse_decrypt_request(decrypt_body().dump());
+  ASSERT_TRUE(d.has_value()) << d.error().message;
+  EXPECT_EQ(d->ciphertext.size(), 12u);
+  EXPECT_EQ(d->iv.size(), 12u);
+  EXPECT_EQ(d->tag.size(), 16u);
+  ASSERT_TRUE(d->ciphertext_metadata.has_value());
+  EXPECT_EQ(as_chars(*d->ciphertext_metadata), "key_version=1");
+}
+
+TEST(Dto, OptionalFieldsMayBeAbsent) {
+  json e = encrypt_body();
+  e.erase("additionalAuthenticatedData");
+  e.erase("ciphertextDataIntegrityValueAlgorithm");
+  e["requestMetadata"].erase("kmsViaService");
+  const auto er = parse_encrypt_request(e.dump());
+  ASSERT_TRUE(er.has_value()) << er.error().message;
+  EXPECT_FALSE(er->aad.has_value());
+  EXPECT_FALSE(er->want_cdiv);
+
+  json d = decrypt_body();
+  d.erase("additionalAuthenticatedData");
+  d.erase("ciphertextMetadata");
+  const auto dr = parse_decrypt_request(d.dump());
+  ASSERT_TRUE(dr.has_value()) << dr.error().message;
+  EXPECT_FALSE(dr->aad.has_value());
+  EXPECT_FALSE(dr->ciphertext_metadata.has_value());
+
+  json m = metadata_body();
+  m["requestMetadata"].erase("kmsKeyArn");  // CreateKey sends none
+  EXPECT_FALSE(parse(Which::Metadata, m).has_value());
+}
+
+TEST(Dto, NullOptionalFieldsCountAsAbsent) {
+  json e = encrypt_body();
+  e["additionalAuthenticatedData"] = nullptr;
+  e["requestMetadata"]["awsSourceVpc"] = nullptr;
+  const auto r = parse_encrypt_request(e.dump());
+  ASSERT_TRUE(r.has_value()) << r.error().message;
+  EXPECT_FALSE(r->aad.has_value());
+  EXPECT_FALSE(r->metadata.aws_source_vpc.has_value());
+}
+
+TEST(Dto, VpcFields) {
+  json m = metadata_body();
+  m["requestMetadata"]["awsSourceVpc"] = "vpc-123";
+  m["requestMetadata"]["awsSourceVpce"] = "vpce-456";
+  const auto r = parse_key_metadata_request(m.dump());
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->metadata.aws_source_vpc, "vpc-123");
+  EXPECT_EQ(r->metadata.aws_source_vpce, "vpce-456");
+}
+
+struct Required {
+  Which which;
+  std::vector<std::string> top;       // required top-level fields
+  std::vector<std::string> metadata;  // required requestMetadata fields
+};
+
+TEST(Dto, EveryRequiredFieldPerApi) {
+  const std::vector<Required> table = {
+      {Which::Health, {"requestMetadata"}, {"kmsRequestId", "kmsOperation"}},
+      {Which::Metadata, {"requestMetadata"}, {"kmsRequestId", "kmsOperation", "awsPrincipalArn"}},
+      {Which::Encrypt,
+       {"requestMetadata", "plaintext", "encryptionAlgorithm"},
+       {"kmsRequestId", "kmsOperation", "awsPrincipalArn", "kmsKeyArn"}},
+      {Which::Decrypt,
+       {"requestMetadata", "ciphertext", "encryptionAlgorithm", "initializationVector",
+        "authenticationTag"},
+       {"kmsRequestId", "kmsOperation", "awsPrincipalArn", "kmsKeyArn"}},
+  };
+  for (const auto& row : table) {
+    for (const auto& field : row.top) {
+      SCOPED_TRACE(field);
+      json b = body_of(row.which);
+      b.erase(field);
+      expect_error(parse(row.which, b), ErrorName::ValidationException, field + " is required");
+    }
+    for (const auto& field : row.metadata) {
+      SCOPED_TRACE(field);
+      json b = body_of(row.which);
+      b["requestMetadata"].erase(field);
+      expect_error(parse(row.which, b), ErrorName::ValidationException,
+                   "requestMetadata." + field + " is required");
+      b["requestMetadata"][field] = "";
+      expect_error(parse(row.which, b), ErrorName::ValidationException,
+                   "requestMetadata." + field + " must not be empty");
+    }
+  }
+}
+
+TEST(Dto, WrongJsonTypesNameTheField) {
+  for (Which w : {Which::Health, Which::Metadata, Which::Encrypt, Which::Decrypt}) {
+    const json base = body_of(w);
+    for (const auto& bad : {json(42), json(true), json::array({"x"}), json::object()}) {
+      for (const char* f : {"kmsRequestId", "kmsOperation", "awsPrincipalArn", "kmsKeyArn",
+                            "kmsViaService", "awsSourceVpc", "awsSourceVpce"}) {
+        json b = base;
+        b["requestMetadata"][f] = bad;
+        SCOPED_TRACE(b.dump());
+        expect_error(parse(w, b), ErrorName::ValidationException,
+                     std::string("requestMetadata.") + f + " must be a string");
+      }
+      if (bad.is_object()) continue;
+      json b = base;
+      b["requestMetadata"] = bad;
+      expect_error(parse(w, b), ErrorName::ValidationException,
+                   "requestMetadata must be a JSON object");
+    }
+  }
+  for (const char* f : {"plaintext", "additionalAuthenticatedData"}) {
+    json b = encrypt_body();
+    b[f] = 12;
+    expect_error(parse(Which::Encrypt, b), ErrorName::ValidationException,
+                 std::string(f) + " must be a Base64 string (got number)");
+  }
+  for (const char* f : {"ciphertext", "additionalAuthenticatedData", "ciphertextMetadata",
+                        "initializationVector", "authenticationTag"}) {
+    json b = decrypt_body();
+    b[f] = json::array();
+    expect_error(parse(Which::Decrypt, b), ErrorName::ValidationException,
+                 std::string(f) + " must be a Base64 string (got array)");
+  }
+  json e = encrypt_body();
+  e["encryptionAlgorithm"] = 1;
+  expect_error(parse(Which::Encrypt, e), ErrorName::ValidationException,
+               "encryptionAlgorithm must be a string");
+  e = encrypt_body();
+  e["ciphertextDataIntegrityValueAlgorithm"] = false;
+  expect_error(parse(Which::Encrypt, e), ErrorName::ValidationException,
+               "ciphertextDataIntegrityValueAlgorithm must be a string");
+}
+
+TEST(Dto, BodyMustBeAJsonObject) {
+  for (const char* text : {"", "{", "[]", "\"x\"", "null", "42", "{\"requestMetadata\":}",
+                           "{\"a\":1} trailing"}) {
+    SCOPED_TRACE(text);
+    const auto r = parse_health_request(text);
+    ASSERT_FALSE(r.has_value());
+    EXPECT_EQ(r.error().name, ErrorName::ValidationException);
+    EXPECT_NE(r.error().message.find("request body"), std::string::npos);
+  }
+  // Invalid UTF-8 inside a string is not JSON.
+  EXPECT_FALSE(parse_health_request("{\"requestMetadata\":{\"kmsRequestId\":\"\xff\","
+                                    "\"kmsOperation\":\"x\"}}")
+                   .has_value());
+}
+
+TEST(Dto, UnknownFieldsAndOperationsAreAccepted) {
+  for (Which w : {Which::Health, Which::Metadata, Which::Encrypt, Which::Decrypt}) {
+    json b = body_of(w);
+    b["someFutureField"] = {{"nested", true}};
+    b["requestMetadata"]["kmsFutureContext"] = 7;
+    b["requestMetadata"]["kmsOperation"] = "BulkSomethingNew";
+    const auto e = parse(w, b);
+    EXPECT_FALSE(e.has_value()) << e->message;
+  }
+  const auto r = parse_health_request(
+      R"({"requestMetadata":{"kmsRequestId":"not-a-uuid","kmsOperation":"KmsHealthCheck"}})");
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->metadata.kms_request_id, "not-a-uuid");
+}
+
+TEST(Dto, LongArnsAreAccepted) {
+  // Spec: MUST support 2048; longer ones are accepted too (see dto.cpp).
+  for (std::size_t n : {2048u, 5000u}) {
+    const std::string arn = "arn:aws:iam::123456789012:role/" + std::string(n - 31, 'r');
+    json b = encrypt_body();
+    b["requestMetadata"]["awsPrincipalArn"] = arn;
+    b["requestMetadata"]["kmsKeyArn"] = arn;
+    const auto r = parse_encrypt_request(b.dump());
+    ASSERT_TRUE(r.has_value()) << r.error().message;
+    EXPECT_EQ(r->metadata.aws_principal_arn->size(), n);
+    EXPECT_EQ(r->metadata.kms_key_arn->size(), n);
+  }
+}
+
+TEST(Dto, PlaintextSizes) {
+  for (std::size_t n : {std::size_t{0}, std::size_t{1}, std::size_t{4300}, kMaxPlaintextBytes}) {
+    json b = encrypt_body();
+    b["plaintext"] = b64(Bytes(n, 0xab));
+    const auto r = parse_encrypt_request(b.dump());
+    ASSERT_TRUE(r.has_value()) << n << ": " << r.error().message;
+    EXPECT_EQ(r->plaintext.size(), n);
+  }
+  for (std::size_t n : {kMaxPlaintextBytes + 1, kMaxPlaintextBytes + 3, std::size_t{100000}}) {
+    json b = encrypt_body();
+    b["plaintext"] = b64(Bytes(n, 0xab));
+    expect_error(parse(Which::Encrypt, b), ErrorName::UnsupportedOperationException,
+                 "plaintext is larger than the 32768 bytes");
+  }
+}
+
+TEST(Dto, CiphertextSizes) {
+  for (std::size_t n : {std::size_t{0}, std::size_t{4300}, kMaxCiphertextBytes}) {
+    json b = decrypt_body();
+    b["ciphertext"] = b64(Bytes(n, 1));
+    const auto r = parse_decrypt_request(b.dump());
+    ASSERT_TRUE(r.has_value()) << n << ": " << r.error().message;
+    EXPECT_EQ(r->ciphertext.size(), n);
+  }
+  json b = decrypt_body();
+  b["ciphertext"] = b64(Bytes(kMaxCiphertextBytes + 1, 1));
+  expect_error(parse(Which::Decrypt, b), ErrorName::UnsupportedOperationException, "ciphertext");
+}
+
+TEST(Dto, AadSizes) {
+  for (Which w : {Which::Encrypt, Which::Decrypt}) {
+    for (std::size_t n : {std::size_t{0}, std::size_t{8192}, std::size_t{65535}}) {
+      json b = body_of(w);
+      b["additionalAuthenticatedData"] = b64(Bytes(n, 2));
+      EXPECT_FALSE(parse(w, b).has_value()) << n;
+    }
+    json b = body_of(w);
+    b["additionalAuthenticatedData"] = b64(Bytes(65536, 2));
+    expect_error(parse(w, b), ErrorName::UnsupportedOperationException,
+                 "additionalAuthenticatedData is larger than the 65535 bytes");
+  }
+  json b = encrypt_body();
+  b["additionalAuthenticatedData"] = "";
+  const auto r = parse_encrypt_request(b.dump());
+  ASSERT_TRUE(r.has_value());
+  ASSERT_TRUE(r->aad.has_value());
+  EXPECT_TRUE(r->aad->empty());
+}
+
+TEST(Dto, DecryptFieldSizes) {
+  auto with = [](const char* field, std::size_t n) {
+    json b = decrypt_body();
+    b[field] = b64(Bytes(n, 3));
+    return b;
+  };
+  EXPECT_FALSE(parse(Which::Decrypt, with("initializationVector", 12)).has_value());
+  EXPECT_FALSE(parse(Which::Decrypt, with("initializationVector", 16)).has_value());
+  for (std::size_t n : {0u, 8u, 11u, 13u, 15u, 17u, 32u}) {
+    SCOPED_TRACE(n);
+    const auto e = parse(Which::Decrypt, with("initializationVector", n));
+    ASSERT_TRUE(e.has_value());
+    EXPECT_EQ(e->name, ErrorName::ValidationException);
+    EXPECT_NE(e->message.find("initializationVector"), std::string::npos) << e->message;
+  }
+  EXPECT_FALSE(parse(Which::Decrypt, with("authenticationTag", 16)).has_value());
+  for (std::size_t n : {0u, 12u, 15u, 17u, 32u}) {
+    SCOPED_TRACE(n);
+    const auto e = parse(Which::Decrypt, with("authenticationTag", n));
+    ASSERT_TRUE(e.has_value());
+    EXPECT_EQ(e->name, ErrorName::ValidationException);
+    EXPECT_NE(e->message.find("authenticationTag"), std::string::npos) << e->message;
+  }
+  EXPECT_FALSE(parse(Which::Decrypt, with("ciphertextMetadata", 20)).has_value());
+  EXPECT_FALSE(parse(Which::Decrypt, with("ciphertextMetadata", 0)).has_value());
+  expect_error(parse(Which::Decrypt, with("ciphertextMetadata", 21)),
+               ErrorName::ValidationException, "ciphertextMetadata");
+}
+
+TEST(Dto, StrictBase64NeverEchoed) {
+  // Unpadded, URL-safe alphabet, whitespace, bad padding, non-canonical bits.
+  for (const char* bad : {"SGVsbG8gV29ybGQ", "SGVs-G8_", "SGVs bG8=", "SGVsbG8=\n", "S===",
+                          "SGVsbG9=", "=SGV", "SGVsbG8gV29ybGQh!!!!"}) {
+    SCOPED_TRACE(bad);
+    json e = encrypt_body();
+    e["plaintext"] = bad;
+    const auto err = parse(Which::Encrypt, e);
+    expect_error(err, ErrorName::ValidationException, "plaintext is not valid standard Base64");
+    if (err) {
+      EXPECT_EQ(err->message.find(bad), std::string::npos);
+    }
+    json d = decrypt_body();
+    d["ciphertext"] = bad;
+    expect_error(parse(Which::Decrypt, d), ErrorName::ValidationException,
+                 "ciphertext is not valid standard Base64");
+  }
+}
+
+TEST(Dto, Algorithms) {
+  json e = encrypt_body();
+  e["encryptionAlgorithm"] = "AES_CBC_SECRETVALUE";
+  auto err = parse(Which::Encrypt, e);
+  expect_error(err, ErrorName::UnsupportedOperationException, "encryptionAlgorithm");
+  ASSERT_TRUE(err.has_value());
+  EXPECT_EQ(err->message.find("SECRETVALUE"), std::string::npos);
+  e["encryptionAlgorithm"] = "aes_gcm";  // case matters
+  expect_error(parse(Which::Encrypt, e), ErrorName::UnsupportedOperationException,
+               "encryptionAlgorithm");
+  e["encryptionAlgorithm"] = "";
+  expect_error(parse(Which::Encrypt, e), ErrorName::ValidationException,
+               "encryptionAlgorithm must not be empty");
+
+  json d = decrypt_body();
+  d["encryptionAlgorithm"] = "RSAES_OAEP_SHA_256";
+  expect_error(parse(Which::Decrypt, d), ErrorName::UnsupportedOperationException,
+               "encryptionAlgorithm");
+
+  e = encrypt_body();
+  e["ciphertextDataIntegrityValueAlgorithm"] = "SHA_512";
+  expect_error(parse(Which::Encrypt, e), ErrorName::UnsupportedOperationException,
+               "ciphertextDataIntegrityValueAlgorithm");
+}
+
+TEST(Dto, MessagesDoNotEchoValues) {
+  json e = encrypt_body();
+  e["requestMetadata"]["kmsKeyArn"] = json::array({"SECRETVALUE"});
+  e["plaintext"] = "SECRETVALUE!";
+  auto err = parse(Which::Encrypt, e);
+  ASSERT_TRUE(err.has_value());
+  EXPECT_EQ(err->message.find("SECRETVALUE"), std::string::npos);
+  e = encrypt_body();
+  e["plaintext"] = "SECRETVALUE!";
+  err = parse(Which::Encrypt, e);
+  ASSERT_TRUE(err.has_value());
+  EXPECT_EQ(err->message.find("SECRETVALUE"), std::string::npos);
+  EXPECT_EQ(err->detail.find("SECRETVALUE"), std::string::npos);
+}
+
+TEST(Dto, SerializeKeyMetadata) {
+  KeyMetadataResponse r;
+  r.key_usage = {"ENCRYPT", "DECRYPT"};
+  EXPECT_EQ(json::parse(serialize(r)),
+            json::parse(R"({"keySpec":"AES_256","keyUsage":["ENCRYPT","DECRYPT"],"keyStatus":"ENABLED"})"));
+  r.enabled = false;
+  r.key_usage.assign(12, "WRAP");
+  const json j = json::parse(serialize(r));
+  EXPECT_EQ(j["keyStatus"], "DISABLED");
+  EXPECT_EQ(j["keyUsage"].size(), 10u);
+}
+
+TEST(Dto, SerializeEncrypt) {
+  // The spec's Encrypt response example.
+  EncryptResponse r;
+  r.ciphertext = testing::unb64("ghxkK1txeDNn3q8Y");
+  r.iv = testing::unb64("HMrlRw85cAJUd5Ax");
+  r.tag = testing::unb64("vBxN2ncH1oEkR8WVXpmyYQ==");
+  r.ciphertext_metadata = testing::unb64("a2V5X3ZlcnNpb249MQ==");
+  r.cdiv = "qHA/ImC9h5HsLRXqCyPmWgYx7tzyoTplzILbP0fPXsc=";
+  EXPECT_EQ(json::parse(serialize(r)), json::parse(R"({
+      "authenticationTag": "vBxN2ncH1oEkR8WVXpmyYQ==",
+      "ciphertext": "ghxkK1txeDNn3q8Y",
+      "ciphertextDataIntegrityValue": "qHA/ImC9h5HsLRXqCyPmWgYx7tzyoTplzILbP0fPXsc=",
+      "ciphertextMetadata": "a2V5X3ZlcnNpb249MQ==",
+      "initializationVector": "HMrlRw85cAJUd5Ax"})"));
+  r.cdiv.reset();
+  r.ciphertext_metadata.clear();
+  r.ciphertext.clear();
+  const json j = json::parse(serialize(r));
+  EXPECT_FALSE(j.contains("ciphertextDataIntegrityValue"));
+  EXPECT_FALSE(j.contains("ciphertextMetadata"));
+  EXPECT_EQ(j["ciphertext"], "");
+}
+
+TEST(Dto, SerializeDecrypt) {
+  DecryptResponse r;
+  const std::string_view text = "Hello World!";
+  r.plaintext.assign(text.begin(), text.end());
+  EXPECT_EQ(serialize(r), R"({"plaintext":"SGVsbG8gV29ybGQh"})");
+  r.plaintext.clear();
+  EXPECT_EQ(serialize(r), R"({"plaintext":""})");
+}
+
+TEST(Dto, SerializeHealth) {
+  HealthResponse r;
+  r.fleet_size = 2;
+  r.proxy_vendor = "xks-proxy project";
+  r.proxy_model = "xks-proxy 0.1.0";
+  r.ekm_vendor = "SoftHSM";
+  r.ekm_fleet = {{"hsm-1", "Luna 5.0", hsm::HealthStatus::Degraded},
+                 {"hsm-2\xff", "Luna \"5.1\"", hsm::HealthStatus::Active}};
+  const json j = json::parse(serialize(r));
+  EXPECT_EQ(j["xksProxyFleetSize"], 2);
+  EXPECT_EQ(j["xksProxyVendor"], "xks-proxy project");
+  EXPECT_EQ(j["xksProxyModel"], "xks-proxy 0.1.0");
+  EXPECT_EQ(j["ekmVendor"], "SoftHSM");
+  ASSERT_EQ(j["ekmFleetDetails"].size(), 2u);
+  EXPECT_EQ(j["ekmFleetDetails"][0],
+            json::parse(R"({"id":"hsm-1","model":"Luna 5.0","healthStatus":"DEGRADED"})"));
+  EXPECT_EQ(j["ekmFleetDetails"][1]["healthStatus"], "ACTIVE");
+  EXPECT_EQ(j["ekmFleetDetails"][1]["model"], "Luna \"5.1\"");
+  EXPECT_EQ(j.size(), 5u);
+}
+
+TEST(Dto, ErrorBody) {
+  const Error e = make_error(ErrorName::InvalidCiphertextException,
+                             "tag \"bad\"\n\xc3\xa9 " + std::string(600, 'x'),
+                             "CKR_ENCRYPTED_DATA_INVALID secret-detail");
+  const std::string body = error_body(e);
+  EXPECT_EQ(body.find("secret-detail"), std::string::npos);
+  const json j = json::parse(body);
+  EXPECT_EQ(j["errorName"], "InvalidCiphertextException");
+  const std::string msg = j["errorMessage"];
+  EXPECT_LT(msg.size(), 512u);
+  EXPECT_EQ(msg.substr(0, 13), "tag \"bad\"??? ");
+  for (char c : msg) EXPECT_TRUE(c >= 0x20 && c <= 0x7e);
+  EXPECT_EQ(j.size(), 2u);
+}
+
+}  // namespace
+}  // namespace xks::api
