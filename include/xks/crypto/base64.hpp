@@ -17,7 +17,8 @@ std::string base64_encode(ByteView data);
 // Decodes into a wiping buffer because the input may be plaintext.
 std::optional<SecureBytes> base64_decode(std::string_view text);
 
-// Decoded length of a valid encoding, without decoding (for size checks).
+// Decoded length of a valid encoding, without decoding (for size checks). For
+// input whose length is not a multiple of 4 it is an upper bound only.
 std::size_t base64_decoded_size(std::string_view text) noexcept;
 
 }  // namespace xks::crypto

@@ -9,6 +9,8 @@
 
 namespace xks::crypto {
 
+// Returns an empty string only if OpenSSL fails (never for valid input): the
+// caller answers InternalException then.
 std::string compute_cdiv(ByteView aad, ByteView metadata, ByteView iv, ByteView ciphertext,
                          ByteView tag);
 
