@@ -1,0 +1,47 @@
+// PKCS#11 return codes (CKR_*): their names, the one table mapping them to XKS
+// errorNames (design.md, "Errors"), and the classes that drive recovery.
+#pragma once
+
+#include <p11-kit/pkcs11.h>
+
+#include <string_view>
+
+#include "xks/core/error.hpp"
+
+namespace xks::hsm {
+
+// How the backend reacts to a failure. Only Session and Device failures say
+// anything about the health of the HSM; Data failures are about the request
+// (bad tag, key not usable) and must never trigger a retry on another HSM.
+enum class CkrClass {
+  Ok,       // CKR_OK
+  Data,     // the request, key or ciphertext: answer the client, HSM is fine
+  Session,  // this session (or its login state) is unusable: discard it, retry once
+  Device,   // the token, slot or library is failing: the HSM is unhealthy
+  Pin,      // the PIN is wrong, locked or expired: never retry a login
+  Other,    // everything else (programming or configuration errors)
+};
+
+// "CKR_PIN_INCORRECT", ...; "CKR_VENDOR_DEFINED+0x..." style is not used:
+// vendor codes and unknown codes give "CKR_VENDOR_DEFINED" / "CKR_UNKNOWN".
+std::string_view ckr_name(CK_RV rv) noexcept;
+
+std::string_view to_string(CkrClass c) noexcept;
+CkrClass ckr_class(CK_RV rv) noexcept;
+
+// The errorName a CKR code becomes, independent of the operation. Decrypt's
+// caller additionally turns the codes of ckr_rejects_ciphertext() into
+// InvalidCiphertextException, because only there do they mean "tag did not verify".
+ErrorName ckr_error_name(CK_RV rv) noexcept;
+
+// True for the codes C_Decrypt uses to say the ciphertext/tag/IV/AAD do not
+// verify. Includes CKR_GENERAL_ERROR: SoftHSM2 (2.6) answers a bad GCM tag with
+// it (tests/unit/hsm/pkcs11_backend_test.cpp pins this down).
+bool ckr_rejects_ciphertext(CK_RV rv) noexcept;
+
+// An Error for a failed PKCS#11 call. `context` names what was being done
+// (e.g. "C_Encrypt with key 'k1'"); it goes into the log-only detail together with
+// the CKR name, while the client message only says what failed.
+Error ckr_to_error(CK_RV rv, std::string_view context);
+
+}  // namespace xks::hsm

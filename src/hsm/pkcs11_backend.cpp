@@ -1,0 +1,571 @@
+#include "xks/hsm/pkcs11_backend.hpp"
+
+#include <openssl/rand.h>
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <vector>
+
+#include "pkcs11_util.hpp"
+#include "xks/hsm/ckr.hpp"
+
+namespace xks::hsm {
+
+namespace {
+
+// The outcome of one attempt of an operation: a failed PKCS#11 call (rv, call)
+// the recovery rules look at, or an Error that needs no recovery.
+struct Step {
+  CK_RV rv = CKR_OK;
+  const char* call = "";
+  std::optional<Error> error;
+
+  static Step ok() { return {}; }
+  static Step failed(CK_RV rv, const char* call) { return {rv, call, std::nullopt}; }
+  static Step fail(Error e) { return {CKR_OK, "", std::move(e)}; }
+  bool succeeded() const noexcept { return rv == CKR_OK && !error; }
+};
+
+constexpr CK_ULONG kIvBits = kGcmIvBytes * 8;
+constexpr CK_ULONG kTagBits = kGcmTagBytes * 8;
+constexpr std::size_t kTokenLabelBytes = 32;
+
+std::string q(std::string_view s) { return "'" + std::string{s} + "'"; }
+
+std::string hex(ByteView bytes) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(bytes.size() * 2);
+  for (std::uint8_t b : bytes) {
+    out.push_back(kDigits[b >> 4]);
+    out.push_back(kDigits[b & 0x0f]);
+  }
+  return out;
+}
+
+// PKCS#11 takes non-const pointers for input it does not modify.
+unsigned char* in_ptr(ByteView v) {
+  // A zero-length input still needs a valid pointer: some modules reject NULL.
+  static unsigned char empty = 0;
+  return v.empty() ? &empty : const_cast<unsigned char*>(v.data());
+}
+
+Error internal(std::string message, std::string detail) {
+  return make_error(ErrorName::InternalException, std::move(message), std::move(detail));
+}
+
+struct TokenSeen {
+  CK_SLOT_ID slot = 0;
+  CK_TOKEN_INFO info{};
+};
+
+std::string describe_tokens(const std::vector<TokenSeen>& tokens) {
+  if (tokens.empty()) return "no initialized token is present";
+  std::string out = "tokens seen:";
+  for (const auto& t : tokens) {
+    out += " " + q(detail::padded_field(t.info.label)) + " (slot " + std::to_string(t.slot) +
+           ", serial " + detail::padded_field(t.info.serialNumber) + ")";
+  }
+  return out;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- construction
+
+Result<std::unique_ptr<Pkcs11Backend>> Pkcs11Backend::open(const config::HsmConfig& config,
+                                                           Options options) {
+  const std::string where = "HSM " + q(config.name);
+  if (config.token_label.has_value() == config.slot_id.has_value()) {
+    return internal(where + ": set exactly one of hsm.token_label and hsm.slot_id", {});
+  }
+  if (config.token_label && config.token_label->size() > kTokenLabelBytes) {
+    return internal(where + ": hsm.token_label is longer than 32 characters", {});
+  }
+
+  Result<std::shared_ptr<Pkcs11Module>> module = Pkcs11Module::load(config.module);
+  if (!module) return std::move(module).error();
+  CK_FUNCTION_LIST* fn = (*module)->fn();
+
+  CK_ULONG count = 0;
+  CK_RV rv = fn->C_GetSlotList(CK_TRUE, nullptr, &count);
+  std::vector<CK_SLOT_ID> slots(count);
+  if (rv == CKR_OK && count > 0) rv = fn->C_GetSlotList(CK_TRUE, slots.data(), &count);
+  if (rv != CKR_OK) {
+    Error e = ckr_to_error(rv, "C_GetSlotList");
+    e.message = where + ": cannot list the slots of " + config.module.string();
+    return e;
+  }
+  slots.resize(count);
+
+  std::vector<TokenSeen> tokens;
+  for (CK_SLOT_ID slot : slots) {
+    TokenSeen t{slot, {}};
+    if (fn->C_GetTokenInfo(slot, &t.info) == CKR_OK &&
+        (t.info.flags & CKF_TOKEN_INITIALIZED) != 0) {
+      tokens.push_back(t);
+    }
+  }
+
+  std::vector<TokenSeen> matches;
+  if (config.token_label) {
+    // CK_TOKEN_INFO.label is 32 bytes, blank padded: compare it padded.
+    std::array<unsigned char, kTokenLabelBytes> padded;
+    padded.fill(' ');
+    std::memcpy(padded.data(), config.token_label->data(), config.token_label->size());
+    for (const auto& t : tokens) {
+      if (std::memcmp(t.info.label, padded.data(), kTokenLabelBytes) == 0) matches.push_back(t);
+    }
+  } else {
+    for (const auto& t : tokens) {
+      if (t.slot == *config.slot_id) matches.push_back(t);
+    }
+  }
+  const std::string wanted = config.token_label ? "token " + q(*config.token_label)
+                                                : "slot " + std::to_string(*config.slot_id);
+  if (matches.empty()) {
+    return internal(where + ": " + wanted + " not found in " + config.module.string() + "; " +
+                        describe_tokens(tokens),
+                    "check hsm.token_label / hsm.slot_id");
+  }
+  if (matches.size() > 1) {
+    return internal(where + ": " + wanted + " is ambiguous; use hsm.slot_id; " +
+                        describe_tokens(matches),
+                    {});
+  }
+
+  const CK_TOKEN_INFO& info = matches.front().info;
+  TokenIdentity identity{detail::padded_field(info.label), detail::padded_field(info.serialNumber),
+                         detail::padded_field(info.manufacturerID),
+                         detail::padded_field(info.model),
+                         detail::version_string(info.firmwareVersion)};
+  std::unique_ptr<Pkcs11Backend> backend{new Pkcs11Backend(
+      config, options, std::move(*module), matches.front().slot, std::move(identity))};
+  // Open (and log in) every session now: a wrong PIN or a session limit shows at
+  // startup, not on the first KMS call.
+  if (Result<void> filled = backend->pool_.fill(); !filled) return std::move(filled).error();
+  return backend;
+}
+
+Pkcs11Backend::Pkcs11Backend(const config::HsmConfig& config, Options options,
+                             std::shared_ptr<Pkcs11Module> module, CK_SLOT_ID slot,
+                             TokenIdentity identity)
+    : module_(std::move(module)),
+      fn_(module_->fn()),
+      name_(config.name),
+      slot_(slot),
+      identity_(std::move(identity)),
+      pin_(config.pin),
+      iv_mode_(config.iv),
+      health_key_(config.health_key),
+      on_login_(std::move(options.on_login)),
+      pool_(config.name, config.sessions, options.lease_timeout,
+            SessionPool::Hooks{[this] { return open_session(); },
+                               [this](CK_SESSION_HANDLE s) { close_session(s); }}) {}
+
+Pkcs11Backend::~Pkcs11Backend() = default;
+
+// ---------------------------------------------------------------- sessions, login
+
+Error Pkcs11Backend::login_refused_error(CK_RV rv) const {
+  return internal("HSM login refused (" + std::string{ckr_name(rv)} + "); fix hsm.pin and reload",
+                  "HSM " + q(name_) + " token " + q(identity_.label) +
+                      ": C_Login as CKU_USER failed with " + std::string{ckr_name(rv)} +
+                      "; not retried, a retry could lock the user");
+}
+
+std::optional<Error> Pkcs11Backend::login_refused() const {
+  const CK_RV rv = login_refused_.load();
+  if (rv == CKR_OK) return std::nullopt;
+  return login_refused_error(rv);
+}
+
+Result<CK_SESSION_HANDLE> Pkcs11Backend::open_session() {
+  if (const CK_RV refused = login_refused_.load(); refused != CKR_OK) {
+    return login_refused_error(refused);
+  }
+  CK_SESSION_HANDLE session = CK_INVALID_HANDLE;
+  CK_RV rv = fn_->C_OpenSession(slot_, CKF_SERIAL_SESSION | CKF_RW_SESSION, nullptr, nullptr,
+                                &session);
+  if (rv != CKR_OK) {
+    return ckr_to_error(rv, "C_OpenSession on HSM " + q(name_));
+  }
+  sessions_opened_.fetch_add(1);
+
+  // Login state belongs to the token (all sessions of this process share it), so
+  // log in only when this session says we are not logged in; serialized, so a
+  // wrong PIN costs exactly one attempt however many threads open sessions.
+  std::lock_guard lock(login_mutex_);
+  if (const CK_RV refused = login_refused_.load(); refused != CKR_OK) {
+    close_session(session);
+    return login_refused_error(refused);
+  }
+  CK_SESSION_INFO info{};
+  rv = fn_->C_GetSessionInfo(session, &info);
+  if (rv == CKR_OK && info.state == CKS_RW_USER_FUNCTIONS) return session;
+
+  login_attempts_.fetch_add(1);
+  rv = fn_->C_Login(session, CKU_USER,
+                    reinterpret_cast<unsigned char*>(const_cast<char*>(pin_.view().data())),
+                    pin_.size());
+  if (on_login_) on_login_(name_, rv);
+  if (rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN) return session;
+  close_session(session);
+  if (ckr_class(rv) == CkrClass::Pin) {
+    login_refused_.store(rv);
+    return login_refused_error(rv);
+  }
+  Error e = ckr_to_error(rv, "C_Login on HSM " + q(name_));
+  e.message = "HSM login failed on HSM " + q(name_);
+  return e;
+}
+
+void Pkcs11Backend::close_session(CK_SESSION_HANDLE session) noexcept {
+  // The session is being thrown away; a failure to close it changes nothing.
+  (void)fn_->C_CloseSession(session);
+}
+
+// ---------------------------------------------------------------- key handles
+
+Result<CK_OBJECT_HANDLE> Pkcs11Backend::find_key(CK_SESSION_HANDLE session,
+                                                 std::string_view label, CK_RV& rv_out) {
+  {
+    std::shared_lock lock(keys_mutex_);
+    if (auto it = keys_.find(label); it != keys_.end()) return it->second;
+  }
+  key_lookups_.fetch_add(1);
+  CK_OBJECT_CLASS key_class = CKO_SECRET_KEY;
+  CK_ATTRIBUTE tmpl[] = {
+      {CKA_CLASS, &key_class, sizeof key_class},
+      {CKA_LABEL, const_cast<char*>(label.data()), label.size()},
+  };
+  const std::string context = "C_FindObjects for key " + q(label) + " on HSM " + q(name_);
+  CK_RV rv = fn_->C_FindObjectsInit(session, tmpl, std::size(tmpl));
+  if (rv != CKR_OK) {
+    rv_out = rv;
+    return ckr_to_error(rv, context);
+  }
+  std::array<CK_OBJECT_HANDLE, 2> found{};
+  CK_ULONG n = 0;
+  rv = fn_->C_FindObjects(session, found.data(), found.size(), &n);
+  // Must always end the search, or the session stays in search state.
+  const CK_RV final_rv = fn_->C_FindObjectsFinal(session);
+  if (rv == CKR_OK) rv = final_rv;
+  if (rv != CKR_OK) {
+    rv_out = rv;
+    return ckr_to_error(rv, context);
+  }
+  if (n == 0) {
+    // Private keys are invisible to a session that lost its login: that is a
+    // session failure to recover from, not a missing key.
+    CK_SESSION_INFO info{};
+    if (fn_->C_GetSessionInfo(session, &info) == CKR_OK && info.state != CKS_RW_USER_FUNCTIONS) {
+      rv_out = CKR_USER_NOT_LOGGED_IN;
+      return ckr_to_error(CKR_USER_NOT_LOGGED_IN, context);
+    }
+    return make_error(ErrorName::KeyNotFoundException,
+                      "No key labelled " + q(label) + " on HSM " + q(name_),
+                      "C_FindObjects(CKO_SECRET_KEY, CKA_LABEL=" + q(label) + ") on token " +
+                          q(identity_.label) + " serial " + identity_.serial +
+                          ": no match");
+  }
+  if (n > 1) {
+    return internal("Key label " + q(label) + " is ambiguous on HSM " + q(name_) +
+                        ": more than one secret key has it; labels must be unique",
+                    "C_FindObjects(CKO_SECRET_KEY, CKA_LABEL=" + q(label) + ") on token " +
+                        q(identity_.label) + ": 2 or more matches");
+  }
+  std::unique_lock lock(keys_mutex_);
+  keys_.insert_or_assign(std::string{label}, found[0]);
+  return found[0];
+}
+
+void Pkcs11Backend::forget_key(std::string_view label, CK_OBJECT_HANDLE stale) {
+  std::unique_lock lock(keys_mutex_);
+  // Only if nobody replaced it with a fresh handle in the meantime.
+  if (auto it = keys_.find(label); it != keys_.end() && it->second == stale) keys_.erase(it);
+}
+
+template <class Op, class Map>
+Result<void> Pkcs11Backend::with_key(std::string_view label, Op&& op, Map&& map) {
+  bool session_retried = false;
+  bool handle_retried = false;
+  for (;;) {
+    if (const CK_RV refused = login_refused_.load(); refused != CKR_OK) {
+      return login_refused_error(refused);
+    }
+    Result<SessionPool::Lease> lease = session_retried ? pool_.lease_fresh() : pool_.lease();
+    if (!lease) return std::move(lease).error();
+
+    CK_RV find_rv = CKR_OK;
+    Result<CK_OBJECT_HANDLE> key = find_key(lease->handle(), label, find_rv);
+    if (!key) {
+      if (ckr_class(find_rv) == CkrClass::Session) {
+        sessions_discarded_.fetch_add(1);
+        lease->discard();
+        if (!session_retried) {
+          session_retried = true;
+          continue;
+        }
+      }
+      return std::move(key).error();
+    }
+
+    Step step = op(lease->handle(), *key);
+    if (step.succeeded()) return {};
+    if (step.error) return std::move(*step.error);
+
+    if ((step.rv == CKR_OBJECT_HANDLE_INVALID || step.rv == CKR_KEY_HANDLE_INVALID) &&
+        !handle_retried) {
+      // Deleted or recreated since we cached it: look the label up once more.
+      stale_handles_.fetch_add(1);
+      forget_key(label, *key);
+      handle_retried = true;
+      continue;
+    }
+    if (ckr_class(step.rv) == CkrClass::Session) {
+      sessions_discarded_.fetch_add(1);
+      lease->discard();
+      if (!session_retried) {
+        session_retried = true;
+        continue;
+      }
+    }
+    return map(step);
+  }
+}
+
+// ---------------------------------------------------------------- operations
+
+Result<KeyAttributes> Pkcs11Backend::key_attributes(std::string_view label) {
+  KeyAttributes attrs;
+  auto op = [&](CK_SESSION_HANDLE session, CK_OBJECT_HANDLE key) -> Step {
+    CK_KEY_TYPE key_type = CK_UNAVAILABLE_INFORMATION;
+    CK_ULONG value_len = 0;
+    struct Flag {
+      CK_ATTRIBUTE_TYPE type;
+      bool* out;
+      CK_BBOOL value = CK_FALSE;
+    };
+    std::array<Flag, 9> flags{{{CKA_ENCRYPT, &attrs.encrypt},
+                               {CKA_DECRYPT, &attrs.decrypt},
+                               {CKA_WRAP, &attrs.wrap},
+                               {CKA_UNWRAP, &attrs.unwrap},
+                               {CKA_SIGN, &attrs.sign},
+                               {CKA_VERIFY, &attrs.verify},
+                               {CKA_DERIVE, &attrs.derive},
+                               {CKA_SENSITIVE, &attrs.sensitive},
+                               {CKA_EXTRACTABLE, &attrs.extractable}}};
+    std::vector<CK_ATTRIBUTE> tmpl;
+    tmpl.push_back({CKA_KEY_TYPE, &key_type, sizeof key_type});
+    tmpl.push_back({CKA_VALUE_LEN, &value_len, sizeof value_len});
+    tmpl.push_back({CKA_ID, nullptr, 0});  // length query
+    for (auto& f : flags) tmpl.push_back({f.type, &f.value, sizeof f.value});
+
+    // CKR_ATTRIBUTE_SENSITIVE / _TYPE_INVALID still fill the other attributes
+    // and mark the refused ones CK_UNAVAILABLE_INFORMATION: those count as false.
+    auto readable = [](CK_RV rv) {
+      return rv == CKR_OK || rv == CKR_ATTRIBUTE_SENSITIVE || rv == CKR_ATTRIBUTE_TYPE_INVALID;
+    };
+    CK_RV rv = fn_->C_GetAttributeValue(session, key, tmpl.data(), tmpl.size());
+    if (!readable(rv)) return Step::failed(rv, "C_GetAttributeValue");
+    auto available = [](const CK_ATTRIBUTE& a) { return a.ulValueLen != CK_UNAVAILABLE_INFORMATION; };
+
+    attrs.is_aes = available(tmpl[0]) && key_type == CKK_AES;
+    attrs.key_bytes = available(tmpl[1]) ? value_len : 0;
+    for (std::size_t i = 0; i < flags.size(); ++i) {
+      *flags[i].out = available(tmpl[3 + i]) && flags[i].value == CK_TRUE;
+    }
+    if (available(tmpl[2]) && tmpl[2].ulValueLen > 0) {
+      Bytes id(tmpl[2].ulValueLen);
+      CK_ATTRIBUTE id_attr{CKA_ID, id.data(), id.size()};
+      rv = fn_->C_GetAttributeValue(session, key, &id_attr, 1);
+      if (!readable(rv)) return Step::failed(rv, "C_GetAttributeValue(CKA_ID)");
+      if (rv == CKR_OK) {
+        id.resize(id_attr.ulValueLen);
+        attrs.id_hex = hex(id);
+      }
+    }
+    return Step::ok();
+  };
+  auto map = [&](const Step& step) {
+    return ckr_to_error(step.rv, std::string{step.call} + " for key " + q(label) +
+                                     " on HSM " + q(name_));
+  };
+  if (Result<void> r = with_key(label, op, map); !r) return std::move(r).error();
+  return attrs;
+}
+
+Result<GcmCiphertext> Pkcs11Backend::encrypt(std::string_view label, ByteView plaintext,
+                                             ByteView aad) {
+  GcmCiphertext result;
+  auto op = [&](CK_SESSION_HANDLE session, CK_OBJECT_HANDLE key) -> Step {
+    Bytes iv(kGcmIvBytes, 0);
+    switch (iv_mode_) {
+      case config::IvMode::HsmRandom:
+        if (CK_RV rv = fn_->C_GenerateRandom(session, iv.data(), iv.size()); rv != CKR_OK) {
+          return Step::failed(rv, "C_GenerateRandom");
+        }
+        break;
+      case config::IvMode::HsmGenerated:
+        // The HSM overwrites the buffer with its own IV. Prefilled with random
+        // bytes anyway so that a module which silently uses the buffer as given
+        // still never repeats an IV.
+        if (RAND_bytes(iv.data(), static_cast<int>(iv.size())) != 1) {
+          return Step::fail(internal("Cannot prepare the IV buffer", "RAND_bytes failed"));
+        }
+        break;
+      case config::IvMode::HsmGeneratedZero:
+        break;  // zeroed, as Luna requires; checked below
+    }
+    CK_GCM_PARAMS params{iv.data(), iv.size(), kIvBits, aad.empty() ? nullptr : in_ptr(aad),
+                         aad.size(), kTagBits};
+    CK_MECHANISM mechanism{CKM_AES_GCM, &params, sizeof params};
+    CK_RV rv = fn_->C_EncryptInit(session, &mechanism, key);
+    if (rv != CKR_OK) return Step::failed(rv, "C_EncryptInit");
+
+    // GCM output is exactly plaintext || tag: size it so, saving a size query
+    // round trip to a network HSM; still honour a module asking for more.
+    Bytes out(plaintext.size() + kGcmTagBytes);
+    CK_ULONG out_len = out.size();
+    rv = fn_->C_Encrypt(session, in_ptr(plaintext), plaintext.size(), out.data(), &out_len);
+    if (rv == CKR_BUFFER_TOO_SMALL) {  // the operation stays active: call again
+      out.resize(out_len);
+      rv = fn_->C_Encrypt(session, in_ptr(plaintext), plaintext.size(), out.data(), &out_len);
+    }
+    if (rv != CKR_OK) return Step::failed(rv, "C_Encrypt");
+    if (out_len != plaintext.size() + kGcmTagBytes) {
+      return Step::fail(internal("The HSM returned a ciphertext of unexpected length",
+                                 "C_Encrypt CKM_AES_GCM returned " + std::to_string(out_len) +
+                                     " bytes for " + std::to_string(plaintext.size()) +
+                                     " bytes of plaintext"));
+    }
+    if (iv_mode_ != config::IvMode::HsmRandom && iv == Bytes(kGcmIvBytes, 0)) {
+      // An all-zero IV means the module did not generate one; encrypting twice
+      // would reuse it, which breaks GCM. Refuse rather than answer.
+      return Step::fail(internal(
+          "HSM " + q(name_) + " did not generate a GCM IV; set hsm.iv to hsm_random",
+          "C_Encrypt left the zeroed IV buffer unchanged (iv mode hsm_generated_zero)"));
+    }
+    const auto split = static_cast<std::ptrdiff_t>(plaintext.size());
+    result.ciphertext.assign(out.begin(), out.begin() + split);
+    result.tag.assign(out.begin() + split, out.end());
+    result.iv = std::move(iv);
+    return Step::ok();
+  };
+  auto map = [&](const Step& step) {
+    return ckr_to_error(step.rv, std::string{step.call} + " (AES-GCM) with key " + q(label) +
+                                     " on HSM " + q(name_));
+  };
+  if (Result<void> r = with_key(label, op, map); !r) return std::move(r).error();
+  return result;
+}
+
+Result<SecureBytes> Pkcs11Backend::decrypt(std::string_view label, ByteView ciphertext,
+                                           ByteView iv, ByteView tag, ByteView aad) {
+  if (iv.size() != kGcmIvBytes || tag.size() != kGcmTagBytes) {
+    // We only ever produce 12-byte IVs and 16-byte tags: anything else cannot verify.
+    return make_error(ErrorName::InvalidCiphertextException,
+                      "The IV must be 12 bytes and the authentication tag 16 bytes",
+                      "decrypt with key " + q(label) + ": iv " + std::to_string(iv.size()) +
+                          " bytes, tag " + std::to_string(tag.size()) + " bytes");
+  }
+  Bytes input;
+  input.reserve(ciphertext.size() + tag.size());
+  input.insert(input.end(), ciphertext.begin(), ciphertext.end());
+  input.insert(input.end(), tag.begin(), tag.end());
+
+  SecureBytes plaintext;
+  auto op = [&](CK_SESSION_HANDLE session, CK_OBJECT_HANDLE key) -> Step {
+    CK_GCM_PARAMS params{const_cast<unsigned char*>(iv.data()), iv.size(), kIvBits,
+                         aad.empty() ? nullptr : in_ptr(aad), aad.size(), kTagBits};
+    CK_MECHANISM mechanism{CKM_AES_GCM, &params, sizeof params};
+    CK_RV rv = fn_->C_DecryptInit(session, &mechanism, key);
+    if (rv != CKR_OK) return Step::failed(rv, "C_DecryptInit");
+    // Some modules want room for the tag too before they know it verifies.
+    plaintext.assign(input.size(), 0);
+    CK_ULONG out_len = plaintext.size();
+    rv = fn_->C_Decrypt(session, input.data(), input.size(), plaintext.data(), &out_len);
+    if (rv == CKR_BUFFER_TOO_SMALL) {
+      plaintext.assign(out_len, 0);
+      rv = fn_->C_Decrypt(session, input.data(), input.size(), plaintext.data(), &out_len);
+    }
+    if (rv != CKR_OK) return Step::failed(rv, "C_Decrypt");
+    plaintext.resize(out_len);
+    return Step::ok();
+  };
+  auto map = [&](const Step& step) {
+    Error e = ckr_to_error(step.rv, std::string{step.call} + " (AES-GCM) with key " +
+                                        q(label) + " on HSM " + q(name_));
+    if (std::strcmp(step.call, "C_Decrypt") == 0 && ckr_rejects_ciphertext(step.rv)) {
+      e.name = ErrorName::InvalidCiphertextException;
+      e.message = "The ciphertext, IV, authentication tag, AAD or metadata do not verify";
+      e.detail += " (read as a failed tag check)";
+    }
+    return e;
+  };
+  if (Result<void> r = with_key(label, op, map); !r) return std::move(r).error();
+  return plaintext;
+}
+
+// ---------------------------------------------------------------- health, stats
+
+std::vector<EkmHealth> Pkcs11Backend::check_health() {
+  EkmHealth h;
+  h.id = identity_.label + " " + identity_.serial;
+  h.model = identity_.manufacturer + " " + identity_.model + " firmware " + identity_.firmware;
+  h.vendor = identity_.manufacturer;
+
+  if (auto refused = login_refused()) {
+    h.status = HealthStatus::Unavailable;
+    h.detail = refused->message + "; " + refused->detail;
+    return {h};
+  }
+  if (health_key_.empty()) {
+    h.status = HealthStatus::Degraded;
+    h.detail = "hsm.health_key is not set: no deep check possible";
+    return {h};
+  }
+
+  // A fixed probe: it must not carry anything of value, and must look like a
+  // real request (non-empty plaintext and AAD).
+  static constexpr std::string_view kProbe = "xks-proxy health probe, not a secret";
+  static constexpr std::string_view kProbeAad = "xks-proxy health";
+  const auto start = std::chrono::steady_clock::now();
+  Result<GcmCiphertext> ct = encrypt(health_key_, as_bytes(kProbe), as_bytes(kProbeAad));
+  Result<SecureBytes> pt = ct ? decrypt(health_key_, ct->ciphertext, ct->iv, ct->tag,
+                                        as_bytes(kProbeAad))
+                              : Result<SecureBytes>{ct.error()};
+  h.latency = std::chrono::duration_cast<std::chrono::microseconds>(
+      std::chrono::steady_clock::now() - start);
+
+  if (!pt) {
+    const Error& e = pt.error();
+    // Busy is not broken: every session is serving real traffic.
+    h.status = e.name == ErrorName::ThrottlingException ? HealthStatus::Degraded
+                                                        : HealthStatus::Unavailable;
+    h.detail = "health key " + q(health_key_) + ": " + std::string{to_string(e.name)} + ": " +
+               e.message + (e.detail.empty() ? "" : "; " + e.detail);
+  } else if (as_chars(*pt) != kProbe) {
+    h.status = HealthStatus::Unavailable;
+    h.detail = "health key " + q(health_key_) + ": round trip returned different plaintext";
+  } else {
+    h.status = HealthStatus::Active;
+  }
+  return {h};
+}
+
+Pkcs11Stats Pkcs11Backend::stats() const {
+  Pkcs11Stats s;
+  s.login_attempts = login_attempts_.load();
+  s.sessions_opened = sessions_opened_.load();
+  s.sessions_discarded = sessions_discarded_.load();
+  s.key_lookups = key_lookups_.load();
+  s.stale_handles = stale_handles_.load();
+  s.sessions_in_use = pool_.in_use();
+  s.sessions_open = pool_.open_count();
+  return s;
+}
+
+}  // namespace xks::hsm
