@@ -49,6 +49,7 @@ std::string describe_redacted(const Config& c) {
       {"limits",
        {{"max_body_bytes", s.limits.max_body_bytes},
         {"max_header_bytes", s.limits.max_header_bytes},
+        {"max_header_count", s.limits.max_header_count},
         {"max_connections", s.limits.max_connections},
         {"max_requests_per_connection", s.limits.max_requests_per_connection},
         {"handshake_timeout_ms", millis(s.limits.handshake_timeout)},

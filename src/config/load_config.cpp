@@ -407,7 +407,7 @@ void Loader::parse_listen(const YAML::Node& n, const std::string& path, ServerCo
 
 void Loader::parse_limits(const YAML::Node& n, const std::string& path, Limits& out) const {
   const Section s(*this, n, path,
-                  {"max_body_bytes", "max_header_bytes", "max_connections",
+                  {"max_body_bytes", "max_header_bytes", "max_header_count", "max_connections",
                    "max_requests_per_connection", "handshake_timeout_ms", "header_timeout_ms",
                    "body_timeout_ms", "idle_timeout_ms", "write_timeout_ms"});
   opt_uint(s, "max_body_bytes", out.max_body_bytes, 24 * 1024, 1024 * 1024,
@@ -415,6 +415,8 @@ void Loader::parse_limits(const YAML::Node& n, const std::string& path, Limits& 
            "about 22 KiB of JSON, and anything much larger is only memory an attacker can use");
   opt_uint(s, "max_header_bytes", out.max_header_bytes, 4 * 1024, 64 * 1024,
            "KMS sends a few hundred bytes of headers; 16 KiB is plenty");
+  opt_uint(s, "max_header_count", out.max_header_count, 8, 1000,
+           "KMS sends fewer than a dozen header fields; many more is an attack on the parser");
   opt_uint(s, "max_connections", out.max_connections, 1, 1'000'000,
            "each connection costs a socket and a TLS state; keep it under the file-descriptor limit");
   opt_uint(s, "max_requests_per_connection", out.max_requests_per_connection, 0,

@@ -15,6 +15,7 @@
 #include <boost/beast/ssl/ssl_stream.hpp>
 #include <stdexcept>
 
+#include "xks/core/result.hpp"
 #include "xks/core/secure.hpp"
 #include "xks/obs/log.hpp"
 
@@ -55,6 +56,75 @@ class Counted {
  private:
   std::atomic<std::size_t>& c_;
 };
+
+std::string_view as_view(const beast::flat_buffer& b) {
+  return {static_cast<const char*>(b.data().data()), b.size()};
+}
+
+// Reads the request head (request line and header fields) into `parser`.
+// Beast's parser accepts obsolete line folding and any Transfer-Encoding; a
+// proxy in front of an HSM has no use for either and every reason to refuse
+// them (request smuggling), so the raw head is checked before Beast parses it.
+// Errors: ValidationException to answer with 400 and close; InternalException
+// when the peer went away or timed out (close quietly).
+template <class Stream>
+asio::awaitable<Result<void>> read_request_head(Stream& stream, beast::flat_buffer& buffer,
+                                                http::request_parser<http::string_body>& parser,
+                                                const config::Limits& limits) {
+  constexpr std::string_view kEnd = "\r\n\r\n";
+  std::size_t searched = 0;
+  for (;;) {
+    const auto data = as_view(buffer);
+    const auto end = data.find(kEnd, searched);
+    if (end != std::string_view::npos) {
+      const auto head = data.substr(0, end + 2);  // keep the last CRLF
+      if (head.find("\r\n ") != std::string_view::npos ||
+          head.find("\r\n\t") != std::string_view::npos) {
+        co_return make_error(ErrorName::ValidationException,
+                             "obsolete header line folding is not accepted");
+      }
+      break;
+    }
+    if (data.size() > limits.max_header_bytes) {
+      co_return make_error(ErrorName::ValidationException,
+                           "request headers exceed " + std::to_string(limits.max_header_bytes) +
+                               " bytes (server.limits.max_header_bytes)");
+    }
+    searched = data.size() < kEnd.size() ? 0 : data.size() - kEnd.size() + 1;
+    auto [ec, n] = co_await stream.async_read_some(buffer.prepare(4096), kTuple);
+    if (ec) {
+      // A client that never sends a request (or closes between keep-alive
+      // requests) is not an error worth a response.
+      co_return make_error(ErrorName::InternalException, "connection closed: " + ec.message());
+    }
+    buffer.commit(n);
+  }
+  boost::system::error_code ec;
+  const auto used = parser.put(buffer.data(), ec);
+  buffer.consume(used);
+  if (ec == http::error::header_limit) {
+    co_return make_error(ErrorName::ValidationException,
+                         "request headers exceed " + std::to_string(limits.max_header_bytes) +
+                             " bytes (server.limits.max_header_bytes)");
+  }
+  if (ec || !parser.is_header_done()) {
+    co_return make_error(ErrorName::ValidationException,
+                         "malformed HTTP request: " + (ec ? ec.message() : "incomplete head"));
+  }
+  const auto& req = parser.get();
+  if (req.count(http::field::transfer_encoding) != 0) {
+    co_return make_error(ErrorName::ValidationException,
+                         "Transfer-Encoding is not accepted; send the body with Content-Length");
+  }
+  const auto fields = static_cast<std::size_t>(std::distance(req.begin(), req.end()));
+  if (fields > limits.max_header_count) {
+    co_return make_error(ErrorName::ValidationException,
+                         "request has " + std::to_string(fields) + " header fields, more than " +
+                             std::to_string(limits.max_header_count) +
+                             " (server.limits.max_header_count)");
+  }
+  co_return Result<void>{};
+}
 
 }  // namespace
 
@@ -169,15 +239,34 @@ asio::awaitable<void> Server::run_connection(tcp::socket socket) {
   beast::get_lowest_layer(tls_stream).expires_after(limits->handshake_timeout);
   auto [ec] = co_await tls_stream.async_handshake(asio::ssl::stream_base::server, kTuple);
   if (ec) {
-    if (!is_quiet_disconnect(ec)) {
-      obs::info("tls_handshake_failed", {{"peer", ctx.peer}, {"reason", ec.message()}});
+    if (!is_quiet_disconnect(ec) || ec == beast::error::timeout) {
+      obs::info("tls_handshake_failed",
+                {{"peer", ctx.peer},
+                 {"reason", ec == beast::error::timeout
+                                ? std::string("handshake not completed within "
+                                              "server.limits.handshake_timeout_ms")
+                                : describe_handshake_failure(tls_stream.native_handle(), ec)}});
     }
     co_return;
   }
+  ctx.client_subject = peer_subject(tls_stream.native_handle());
   co_await serve_http(tls_stream, *limits, ctx);
   beast::get_lowest_layer(tls_stream).expires_after(std::chrono::seconds(2));
   // close_notify; failures only mean the peer left first.
   co_await tls_stream.async_shutdown(kTuple);
+}
+
+template <class Stream>
+asio::awaitable<void> Server::reject_and_close(Stream& stream, const Error& error,
+                                               unsigned http_version,
+                                               const config::Limits& limits) {
+  obs::info("request_rejected", {{"outcome", to_string(error.name)}, {"errorMessage", error.message}});
+  auto res = handler_.error_response(error, http_version);
+  res.keep_alive(false);
+  res.prepare_payload();
+  beast::get_lowest_layer(stream).expires_after(limits.write_timeout);
+  // Best effort: the connection is closed whatever happens.
+  co_await http::async_write(stream, res, kTuple);
 }
 
 template <class Stream>
@@ -194,19 +283,10 @@ asio::awaitable<void> Server::serve_http(Stream& stream, const config::Limits& l
     // The first request must come promptly; later ones may idle in keep-alive.
     // The limit covers the whole header read, so a slowloris client is cut off.
     tcp_layer.expires_after(served == 0 ? limits.header_timeout : limits.idle_timeout);
-    auto [ec, bytes] = co_await http::async_read_header(stream, buffer, parser, kTuple);
-    if (ec) {
-      if (is_quiet_disconnect(ec)) co_return;
-      Error err = ec == http::error::header_limit
-                      ? make_error(ErrorName::ValidationException,
-                                   "request headers exceed " +
-                                       std::to_string(limits.max_header_bytes) + " bytes")
-                      : make_error(ErrorName::ValidationException,
-                                   "malformed HTTP request: " + ec.message());
-      auto res = handler_.error_response(err, 11);
-      res.keep_alive(false);
-      tcp_layer.expires_after(limits.write_timeout);
-      co_await http::async_write(stream, res, kTuple);
+    auto head = co_await read_request_head(stream, buffer, parser, limits);
+    if (!head) {
+      if (head.error().name == ErrorName::InternalException) co_return;  // peer gone
+      co_await reject_and_close(stream, head.error(), 11, limits);
       co_return;
     }
     ctx.arrival = core::SteadyClock::now();
@@ -230,10 +310,7 @@ asio::awaitable<void> Server::serve_http(Stream& stream, const config::Limits& l
                                          std::to_string(limits.max_body_bytes) + " bytes")
                         : make_error(ErrorName::ValidationException,
                                      "malformed HTTP request body: " + bec.message());
-        auto res = handler_.error_response(err, parser.get().version());
-        res.keep_alive(false);
-        tcp_layer.expires_after(limits.write_timeout);
-        co_await http::async_write(stream, res, kTuple);
+        co_await reject_and_close(stream, err, parser.get().version(), limits);
         co_return;
       }
     }

@@ -2,6 +2,8 @@
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509_vfy.h>
+#include <openssl/x509v3.h>
 
 #include <stdexcept>
 #include <string>
@@ -37,7 +39,71 @@ int select_alpn(SSL*, const unsigned char** out, unsigned char* outlen, const un
   return SSL_TLSEXT_ERR_NOACK;
 }
 
+// mTLS (spec: SHOULD): the client certificate must chain to tls.client_ca, be
+// valid now, and carry one of tls.client_names as its CN or a DNS SAN. KMS
+// presents CN=cks.kms.<region>.amazonaws.com. Every failure ends the handshake;
+// the server logs OpenSSL's verification reason (see describe_handshake_failure).
+void configure_client_auth(SSL_CTX* native, const config::TlsConfig& tls,
+                           const std::filesystem::path& config_file) {
+  if (SSL_CTX_load_verify_locations(native, tls.client_ca.c_str(), nullptr) != 1) {
+    fail(config_file, "tls.client_ca",
+         "cannot load CA certificates from '" + tls.client_ca.string() + "' (" +
+             openssl_reason() + ")",
+         "point it at a PEM file with the CA(s) that issue the clients' certificates");
+  }
+  // The CA names sent in the CertificateRequest help clients pick a certificate.
+  if (STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(tls.client_ca.c_str())) {
+    SSL_CTX_set_client_CA_list(native, names);
+  }
+  SSL_CTX_set_verify(native, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+  SSL_CTX_set_verify_depth(native, 8);
+  X509_VERIFY_PARAM* param = SSL_CTX_get0_param(native);
+  X509_VERIFY_PARAM_set_purpose(param, X509_PURPOSE_SSL_CLIENT);
+  // Match the CN as well as DNS SANs (OpenSSL skips the CN when SANs exist
+  // unless told otherwise); no partial wildcards like "cks*.amazonaws.com".
+  X509_VERIFY_PARAM_set_hostflags(
+      param, X509_CHECK_FLAG_ALWAYS_CHECK_SUBJECT | X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+  bool first = true;
+  for (const auto& name : tls.client_names) {
+    const int ok = first ? X509_VERIFY_PARAM_set1_host(param, name.c_str(), name.size())
+                         : X509_VERIFY_PARAM_add1_host(param, name.c_str(), name.size());
+    if (ok != 1) {
+      fail(config_file, "tls.client_names", "cannot use '" + name + "' as a client name",
+           "give DNS names such as cks.kms.us-east-1.amazonaws.com");
+    }
+    first = false;
+  }
+}
+
 }  // namespace
+
+std::string describe_handshake_failure(SSL* ssl, const boost::system::error_code& ec) {
+  std::string reason = ec.message();
+  const long verify = SSL_get_verify_result(ssl);
+  if (verify != X509_V_OK) {
+    reason += std::string("; client certificate rejected: ") +
+              X509_verify_cert_error_string(verify);
+  } else if (ec.category() == boost::asio::error::get_ssl_category() &&
+             SSL_get_verify_mode(ssl) & SSL_VERIFY_FAIL_IF_NO_PEER_CERT) {
+    // OpenSSL reports a missing certificate as a handshake error, not a
+    // verification result.
+    if (X509* peer = SSL_get1_peer_certificate(ssl)) {
+      X509_free(peer);
+    } else if (reason.find("certificate") != std::string::npos) {
+      reason += "; the client sent no certificate (tls.client_ca requires one)";
+    }
+  }
+  return reason;
+}
+
+std::string peer_subject(SSL* ssl) {
+  X509* peer = SSL_get1_peer_certificate(ssl);
+  if (peer == nullptr) return {};
+  char buf[512];
+  X509_NAME_oneline(X509_get_subject_name(peer), buf, sizeof buf);
+  X509_free(peer);
+  return buf;
+}
 
 std::shared_ptr<ssl::context> make_server_tls_context(const config::TlsConfig& tls,
                                                       const std::filesystem::path& config_file) {
@@ -69,6 +135,11 @@ std::shared_ptr<ssl::context> make_server_tls_context(const config::TlsConfig& t
          "the private key does not match the certificate (" + openssl_reason() + ")",
          "use the key the certificate was issued for");
   }
+  // Resumed sessions must carry the same verification context, or OpenSSL
+  // refuses to resume them once client certificates are required.
+  static const unsigned char kSessionContext[] = "xks-proxy";
+  SSL_CTX_set_session_id_context(native, kSessionContext, sizeof kSessionContext - 1);
+  if (!tls.client_ca.empty()) configure_client_auth(native, tls, config_file);
   return ctx;
 }
 

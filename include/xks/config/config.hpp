@@ -78,6 +78,7 @@ struct TlsConfig {
 struct Limits {
   std::size_t max_body_bytes = 64 * 1024;
   std::size_t max_header_bytes = 16 * 1024;
+  unsigned max_header_count = 64;
   unsigned max_connections = 4096;
   unsigned max_requests_per_connection = 0;  // 0 = unlimited
   Millis handshake_timeout{5000};

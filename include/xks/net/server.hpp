@@ -27,6 +27,7 @@ struct RequestContext {
   std::string peer;               // "ip:port"
   core::Deadline arrival;         // when the request head was read
   bool tls = false;
+  std::string client_subject;     // verified mTLS client certificate, if any
 };
 
 class RequestHandler {
@@ -60,6 +61,10 @@ class Server {
 
  private:
   boost::asio::awaitable<void> accept_loop();
+  template <class Stream>
+  boost::asio::awaitable<void> reject_and_close(Stream& stream, const Error& error,
+                                                unsigned http_version,
+                                                const config::Limits& limits);
   boost::asio::awaitable<void> run_connection(boost::asio::ip::tcp::socket socket);
   template <class Stream>
   boost::asio::awaitable<void> serve_http(Stream& stream, const config::Limits& limits,

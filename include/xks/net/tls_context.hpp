@@ -22,6 +22,14 @@ inline constexpr const char* kTls12Ciphers =
 std::shared_ptr<boost::asio::ssl::context> make_server_tls_context(
     const config::TlsConfig& tls, const std::filesystem::path& config_file);
 
+// Why a server handshake failed, for the log: OpenSSL's reason plus, for a
+// rejected client certificate, the verification error (wrong CA, expired,
+// not yet valid, self-signed, name not in tls.client_names, none sent).
+std::string describe_handshake_failure(SSL* ssl, const boost::system::error_code& ec);
+
+// The verified client certificate's subject ("/CN=..."), empty without one.
+std::string peer_subject(SSL* ssl);
+
 class TlsContextProvider {
  public:
   explicit TlsContextProvider(std::shared_ptr<boost::asio::ssl::context> ctx)
