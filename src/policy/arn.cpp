@@ -20,13 +20,18 @@ std::optional<ArnParts> parse_arn(std::string_view arn) noexcept {
   return r;
 }
 
-std::optional<std::string_view> arn_account(std::string_view arn) noexcept {
-  const auto parts = parse_arn(arn);
-  if (!parts || parts->account.size() != 12) return std::nullopt;
-  for (const char c : parts->account) {
+std::optional<std::string_view> account_of(const ArnParts& parts) noexcept {
+  if (parts.account.size() != 12) return std::nullopt;
+  for (const char c : parts.account) {
     if (c < '0' || c > '9') return std::nullopt;
   }
-  return parts->account;
+  return parts.account;
+}
+
+std::optional<std::string_view> arn_account(std::string_view arn) noexcept {
+  const auto parts = parse_arn(arn);
+  if (!parts) return std::nullopt;
+  return account_of(*parts);
 }
 
 std::optional<std::string_view> arn_region(std::string_view arn) noexcept {

@@ -29,8 +29,10 @@ FieldValues field_values(const RequestAttributes& r) noexcept {
   v[field_index(Field::Principal)] = r.principal_arn;
   if (r.principal_arn) v[field_index(Field::Account)] = arn_account(*r.principal_arn);
   if (r.kms_key_arn) {
-    v[field_index(Field::KeyAccount)] = arn_account(*r.kms_key_arn);
-    v[field_index(Field::Region)] = arn_region(*r.kms_key_arn);
+    if (const auto parts = parse_arn(*r.kms_key_arn); parts) {
+      v[field_index(Field::KeyAccount)] = account_of(*parts);
+      if (!parts->region.empty()) v[field_index(Field::Region)] = parts->region;
+    }
   }
   v[field_index(Field::KmsOperation)] = r.kms_operation;
   v[field_index(Field::ViaService)] = r.via_service;
@@ -204,7 +206,7 @@ Decision Policy::evaluate(const RequestAttributes& request, EvalOptions options)
   if (d.policy_allowed && !options.explain) return d;
 
   std::string& e = d.explanation;
-  e.reserve(256);
+  e.reserve(1024);  // request ARNs alone are often 300+ bytes
   if (!enforce_ && !d.policy_allowed) e += "dry-run (enforce: false), would deny: ";
   if (d.policy_allowed) {
     e += "allowed by ";

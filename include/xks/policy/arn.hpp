@@ -26,6 +26,9 @@ std::optional<ArnParts> parse_arn(std::string_view arn) noexcept;
 // malformed (an account that is not exactly 12 ASCII digits).
 std::optional<std::string_view> arn_account(std::string_view arn) noexcept;
 
+// The account of parsed parts when it is exactly 12 ASCII digits, else nullopt.
+std::optional<std::string_view> account_of(const ArnParts& parts) noexcept;
+
 // The region of an ARN, or nullopt when it has none (IAM/STS ARNs) or is malformed.
 std::optional<std::string_view> arn_region(std::string_view arn) noexcept;
 

@@ -36,6 +36,12 @@ class Glob {
   static std::size_t find_segment(const Segment& s, std::string_view v, std::size_t from,
                                   std::size_t end) noexcept;
 
+  // Most policy values are a literal, "prefix*", "*suffix" or "*infix*": those are
+  // matched from literal_ alone, without walking segments_ (one compare or find).
+  enum class Kind : unsigned char { Exact, Prefix, Suffix, Infix, Any, General };
+  Kind kind_ = Kind::General;
+  std::string literal_;
+
   std::string source_;
   std::vector<Segment> segments_;  // stars_ + 1 segments; first/last may be empty
   std::size_t stars_ = 0;

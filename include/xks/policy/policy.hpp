@@ -106,7 +106,7 @@ struct Statement {
   Effect effect = Effect::Deny;
   std::size_t index = 0;              // position in `statements`, from 0
   std::uint8_t api_mask = kAllApis;   // `apis`; all three when not listed
-  std::vector<Condition> conditions;  // AND; order as written
+  std::vector<Condition> conditions;  // AND; cheapest first, not as written
 };
 
 class Policy {

@@ -48,10 +48,13 @@ TEST(LoadPolicy, CompilesFieldsAndDefaults) {
   EXPECT_EQ(s.effect, Effect::Allow);
   EXPECT_EQ(s.api_mask, static_cast<std::uint8_t>(Api::Encrypt) | static_cast<std::uint8_t>(Api::Decrypt));
   ASSERT_EQ(s.conditions.size(), kFieldCount);
-  EXPECT_EQ(s.conditions[2].field, Field::Account);
-  EXPECT_EQ(s.conditions[2].patterns.size(), 1U);  // a scalar is a one-item list
-  EXPECT_TRUE(s.conditions[8].matches_absent);
-  EXPECT_EQ(s.conditions[8].patterns.size(), 1U);
+  // Evaluation order: cheap compares first, ARNs last.
+  EXPECT_EQ(s.conditions.front().field, Field::Key);
+  EXPECT_EQ(s.conditions.back().field, Field::KeyArn);
+  for (const Condition& c : s.conditions) {
+    EXPECT_EQ(c.patterns.size(), 1U) << field_name(c.field);  // a scalar is a one-item list
+    EXPECT_EQ(c.matches_absent, c.field == Field::SourceVpce) << field_name(c.field);
+  }
 }
 
 TEST(LoadPolicy, EnforceFalseAndEmptyStatements) {
