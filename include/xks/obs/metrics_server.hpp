@@ -1,0 +1,70 @@
+// The Prometheus scrape endpoint: plain HTTP/1.1 on its own listener, separate
+// from the XKS TLS port so that scraping needs no client certificate and the
+// metrics never share a port with KMS traffic. Binding to loopback by default
+// is the configuration's job; this class listens where it is told.
+//
+//   GET|HEAD /metrics   200, text/plain; version=0.0.4 (the query string is ignored)
+//   other method        405 on /metrics
+//   any other path      404
+//
+// Keep-alive is honoured; every read and write has a deadline so a stuck or
+// slow scraper cannot pin a connection, and connections beyond
+// max_connections are closed at once.
+#pragma once
+
+#include <atomic>
+#include <boost/asio/io_context.hpp>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "xks/obs/metrics.hpp"
+
+namespace xks::obs {
+
+class MetricsServer {
+ public:
+  struct Options {
+    std::string host = "127.0.0.1";  // an IP address, v4 or v6
+    std::uint16_t port = 9464;       // 0: an ephemeral port, see local_port()
+    std::chrono::milliseconds request_timeout{5000};  // to read a request's header
+    std::chrono::milliseconds idle_timeout{30000};    // between keep-alive requests
+    std::chrono::milliseconds write_timeout{10000};   // to send a response
+    std::size_t max_connections = 16;
+  };
+
+  // `metrics` must outlive every handler of this server that `ioc` may still
+  // run, i.e. destroy the server and finish ioc.run() before the Metrics.
+  MetricsServer(boost::asio::io_context& ioc, const Metrics& metrics, Options options);
+  ~MetricsServer();  // stop()
+  MetricsServer(const MetricsServer&) = delete;
+  MetricsServer& operator=(const MetricsServer&) = delete;
+
+  // Binds, listens and starts accepting on ioc's threads. Throws
+  // std::runtime_error (with the address and reason) if it cannot listen.
+  void start();
+  // Stops accepting and closes open connections. Thread-safe and idempotent;
+  // the server cannot be started again.
+  void stop();
+  // The bound port (the real one when Options::port was 0); 0 before start().
+  std::uint16_t local_port() const noexcept { return port_.load(); }
+
+  // Shared with the accept loop and the connections, which may outlive this
+  // object by a few handlers after stop(). Not part of the API.
+  struct State;
+
+ private:
+  std::shared_ptr<State> state_;
+  std::atomic<std::uint16_t> port_{0};
+};
+
+// Parses "127.0.0.1:9464", "[::1]:9464" or "0.0.0.0:0" into host and port;
+// nullopt if malformed (a host name is not accepted: we bind, not resolve).
+std::optional<std::pair<std::string, std::uint16_t>> parse_listen_address(std::string_view text);
+
+}  // namespace xks::obs
