@@ -18,7 +18,8 @@
 #include "xks/auth/sigv4.hpp"
 #include "xks/config/config.hpp"
 #include "xks/core/blocking_pool.hpp"
-#include "xks/hsm/pkcs11_backend.hpp"
+#include "xks/hsm/ckr.hpp"
+#include "xks/hsm/multi_hsm_backend.hpp"
 #include "xks/net/server.hpp"
 #include "xks/net/tls_context.hpp"
 #include "xks/obs/log.hpp"
@@ -250,13 +251,24 @@ class Daemon {
 
 namespace {
 Result<std::unique_ptr<hsm::KeyBackend>> open_backend(const config::Config& cfg) {
-  if (cfg.hsms.size() != 1) {
-    return make_error(ErrorName::InternalException, "exactly one hsm is supported by this build");
-  }
-  auto one = hsm::Pkcs11Backend::open(cfg.hsms.front());
-  if (!one) return std::move(one).error();
-  return std::unique_ptr<hsm::KeyBackend>(std::move(*one));
+  hsm::Pkcs11Backend::Options options;
+  // Every C_Login is worth a log line: HSMs lock a user out after a few wrong
+  // PINs, so an operator must be able to count the attempts.
+  options.on_login = [](std::string_view hsm_name, CK_RV rv) {
+    nlohmann::json fields = {{"hsm", hsm_name}, {"result", hsm::ckr_name(rv)}};
+    if (rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN) {
+      obs::info("hsm_login", fields);
+    } else {
+      fields["detail"] = "login refused; no further attempt until the configuration is fixed "
+                         "(hsm.pin) and reloaded";
+      obs::error("hsm_login", fields);
+    }
+  };
+  auto multi = hsm::MultiHsmBackend::open(cfg.hsms, options);
+  if (!multi) return std::move(multi).error();
+  return std::unique_ptr<hsm::KeyBackend>(std::move(*multi));
 }
+
 }  // namespace
 
 int check_config(const std::filesystem::path& config_file) {

@@ -5,6 +5,7 @@
 #include "xks/api/dto.hpp"
 #include "xks/core/offload.hpp"
 #include "xks/obs/log.hpp"
+#include "xks/policy/policy.hpp"
 
 namespace xks::app {
 namespace http = boost::beast::http;
@@ -69,6 +70,36 @@ void log_access(const net::Request& request, const net::RequestContext& ctx,
   obs::log(status >= 500 ? obs::Level::Error : obs::Level::Info, "access", fields);
 }
 
+std::optional<std::string_view> opt_view(const std::optional<std::string>& v) {
+  if (!v) return std::nullopt;
+  return std::string_view(*v);
+}
+
+// Secondary authorization (spec, "Authorization"); never for GetHealthStatus.
+// A dry-run denial is logged and the request goes on.
+Result<void> authorize(const config::KeyStore& keystore, Api api, const std::string& key_id,
+                       const api::RequestMetadata& md) {
+  if (!keystore.policy || api == Api::GetHealthStatus) return {};
+  const auto decision = keystore.policy->evaluate(policy::RequestAttributes{
+      .api = xks::http::to_string(api),
+      .key_id = key_id,
+      .principal_arn = opt_view(md.aws_principal_arn),
+      .kms_key_arn = opt_view(md.kms_key_arn),
+      .kms_operation = std::string_view(md.kms_operation),
+      .via_service = opt_view(md.kms_via_service),
+      .source_vpc = opt_view(md.aws_source_vpc),
+      .source_vpce = opt_view(md.aws_source_vpce),
+  });
+  if (decision.dry_run_denied()) {
+    obs::warn("policy_dry_run_deny", {{"kmsRequestId", md.kms_request_id},
+                                      {"keystore", keystore.uri_path},
+                                      {"sid", decision.deciding_sid},
+                                      {"explanation", decision.explanation}});
+  }
+  if (!decision.allowed) return policy::to_error(decision);
+  return {};
+}
+
 }  // namespace
 
 net::Response XksHandler::error_response(const Error& error, unsigned http_version) {
@@ -131,6 +162,7 @@ asio::awaitable<net::Response> XksHandler::dispatch(net::Request& request,
   }
 
   const auto& index = rt->keystores[route->keystore];
+  const auto& keystore = cfg.keystores[route->keystore];
   const auto now = std::chrono::system_clock::now();
   auth::SecretLookup lookup = [&](std::string_view akid) -> const SecureString* {
     const auto it = index.credentials.find(akid);
@@ -175,6 +207,9 @@ asio::awaitable<net::Response> XksHandler::dispatch(net::Request& request,
       outcome.metadata = std::move(req->metadata);
       auto key = find_key(route->key_id);
       if (!key) co_return fail(std::move(key).error());
+      if (auto allowed = authorize(keystore, route->api, route->key_id, *outcome.metadata); !allowed) {
+        co_return fail(std::move(allowed).error());
+      }
       // The job is a named local, not a temporary inside the co_await
       // expression: g++ 12 destroys such temporaries twice.
       auto work = [this, rt, entry = *key] { return service_.get_key_metadata(*entry); };
@@ -188,6 +223,9 @@ asio::awaitable<net::Response> XksHandler::dispatch(net::Request& request,
       outcome.metadata = std::move(req->metadata);
       auto key = find_key(route->key_id);
       if (!key) co_return fail(std::move(key).error());
+      if (auto allowed = authorize(keystore, route->api, route->key_id, *outcome.metadata); !allowed) {
+        co_return fail(std::move(allowed).error());
+      }
       auto job = std::make_shared<api::EncryptRequest>(std::move(*req));
       auto work = [this, rt, entry = *key, job] { return service_.encrypt(*entry, *job); };
       auto result = co_await core::offload(pool_, deadline, std::move(work));
@@ -200,6 +238,9 @@ asio::awaitable<net::Response> XksHandler::dispatch(net::Request& request,
       outcome.metadata = std::move(req->metadata);
       auto key = find_key(route->key_id);
       if (!key) co_return fail(std::move(key).error());
+      if (auto allowed = authorize(keystore, route->api, route->key_id, *outcome.metadata); !allowed) {
+        co_return fail(std::move(allowed).error());
+      }
       auto job = std::make_shared<api::DecryptRequest>(std::move(*req));
       auto work = [this, rt, entry = *key, job] { return service_.decrypt(*entry, *job); };
       auto result = co_await core::offload(pool_, deadline, std::move(work));

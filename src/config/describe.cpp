@@ -87,7 +87,13 @@ std::string describe_redacted(const Config& c) {
     for (const auto& k : ks.keys) {
       keys.push_back({{"id", k.id}, {"label", k.label}, {"enabled", k.enabled}});
     }
-    stores.push_back({{"uri_path", ks.uri_path}, {"credentials", std::move(creds)}, {"keys", std::move(keys)}});
+    nlohmann::json store = {{"uri_path", ks.uri_path}, {"credentials", std::move(creds)}, {"keys", std::move(keys)}};
+    if (ks.policy) {
+      store["policy"] = {{"file", ks.policy_file.string()},
+                         {"enforce", ks.policy->enforce()},
+                         {"statements", ks.policy->statements().size()}};
+    }
+    stores.push_back(std::move(store));
   }
   j["keystores"] = std::move(stores);
   j["health"] = {{"interval_ms", millis(c.health.interval)},

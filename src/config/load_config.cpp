@@ -682,7 +682,7 @@ KeyEntry Loader::parse_key(const YAML::Node& n, const std::string& path) const {
 }
 
 KeyStore Loader::parse_keystore(const YAML::Node& n, const std::string& path) const {
-  const Section s(*this, n, path, {"uri_path", "credentials", "keys"});
+  const Section s(*this, n, path, {"uri_path", "credentials", "keys", "policy"});
   KeyStore ks;
   const std::string ex = "e.g. /demo/kms/xks/v1";
   const std::string fix_kms = "set it to the XksProxyUriPath configured in KMS, " + ex;
@@ -731,6 +731,18 @@ KeyStore Loader::parse_keystore(const YAML::Node& n, const std::string& path) co
            "give each key its own id");
     }
     ks.keys.push_back(std::move(k));
+  }
+  if (s.has("policy")) {
+    const std::string p = nonempty_string(s, "policy", "give the path of a policy file (see docs/authorization.md)");
+    ks.policy_file = resolve(p);
+    try {
+      ks.policy = policy::load_policy(ks.policy_file);
+    } catch (const policy::PolicyError& e) {
+      // The policy's own message names its file, statement and field.
+      fail(s.path("policy"), std::string("the policy does not load: ") + e.what(),
+           "correct the policy file (check it with: xksctl policy check " +
+               ks.policy_file.string() + ")");
+    }
   }
   return ks;
 }

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "xks/core/secure.hpp"
+#include "xks/policy/policy.hpp"
 
 namespace xks::config {
 
@@ -47,6 +48,8 @@ struct KeyStore {
   std::string uri_path;      // full XksProxyUriPath, "[/<prefix>]/kms/xks/v1"
   std::vector<Credential> credentials;
   std::vector<KeyEntry> keys;
+  std::filesystem::path policy_file;  // empty: no secondary authorization
+  policy::PolicyPtr policy;           // compiled at load (and at every reload)
 };
 
 enum class IvMode {
