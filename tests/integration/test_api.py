@@ -175,16 +175,20 @@ class ApiTests(DaemonTestCase):
 
         def worker(i):
             try:
-                pt = self.client.new_plaintext(32)
-                conn = self.client.connection(timeout=60)
-                conn.connect()  # TLS handshake before the barrier: the requests race, not the handshakes
-                barrier.wait(timeout=60)
+                # Sign and handshake before the barrier: the requests race, not the
+                # client's Python signing or the TLS handshakes.
                 if i % 2:
-                    r = self.client.post("/keys/demo-aes-key/encrypt", self.client.encrypt_body(pt), conn=conn)
+                    path = self.client.path("/keys/demo-aes-key/encrypt")
+                    body = self.client.encode(self.client.encrypt_body(self.client.new_plaintext(32)))
                 else:
-                    r = self.client.post("/health", self.client.health_body(), conn=conn)
+                    path = self.client.path("/health")
+                    body = self.client.encode(self.client.health_body())
+                headers = self.client.sign(path, body)
+                conn = self.client.connection(timeout=60)
+                conn.connect()
+                barrier.wait(timeout=60)
+                results[i] = self.client.send("POST", path, body, headers, conn=conn)
                 conn.close()
-                results[i] = r
             except Exception as e:  # reported below
                 results[i] = e
 
@@ -194,7 +198,7 @@ class ApiTests(DaemonTestCase):
         for t in threads:
             t.join(120)
         bad = [(i, r) for i, r in enumerate(results) if not (getattr(r, "status", None) == 200)]
-        self.assertEqual(bad, [], f"{len(bad)} of {n} concurrent requests failed")
+        self.assertEqual(bad, [], f"{len(bad)} of {n} concurrent requests failed: {bad[:5]}")
 
     # -- Logging contract ---------------------------------------------------------------
     def test_access_log_line(self):

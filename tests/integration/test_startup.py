@@ -42,8 +42,9 @@ class StartupTests(unittest.TestCase):
         rc, out = d.run_to_exit(timeout=60)
         self.assertNotEqual(rc, 0, f"config accepted: {os.path.basename(config)} ({setting})")
         self.assertLess(rc, 128, f"died of a signal or sanitizer instead of exiting: rc={rc}")
-        self.assertIn(os.path.basename(config), out, "message does not name the config file")
-        self.assertRegex(out, re.compile(re.escape(setting), re.I), "message does not name the setting")
+        shown = self.demo.redact(out[-1500:])
+        self.assertIn(os.path.basename(config), out, f"message does not name the config file: {shown}")
+        self.assertRegex(out, re.compile(re.escape(setting), re.I), f"message does not name the setting: {shown}")
         self.assertEqual(find_leaks(out, [], self.demo.secrets()), [])
 
     def test_check_config_accepts_demo_config(self):
