@@ -47,6 +47,33 @@ class StartupTests(unittest.TestCase):
         self.assertRegex(out, re.compile(re.escape(setting), re.I), f"message does not name the setting: {shown}")
         self.assertEqual(find_leaks(out, [], self.demo.secrets()), [])
 
+    def test_provisioning_is_idempotent_and_quiet(self):
+        def snapshot():
+            out = {}
+            for root, dirs, files in os.walk(self.demo.dir):
+                if os.path.relpath(root, self.demo.dir).startswith("tokens"):
+                    continue  # SoftHSM rewrites its token bookkeeping on every login
+                for name in files:
+                    if name.endswith(".log") or name.endswith(".yaml") and name != "xks-proxy.yaml":
+                        continue  # written by the tests
+                    path = os.path.join(root, name)
+                    with open(path, "rb") as f:
+                        out[os.path.relpath(path, self.demo.dir)] = (f.read(), os.stat(path).st_mode & 0o777)
+            return out
+
+        before = snapshot()
+        again = Demo(self.demo.dir, self.demo.port)
+        self.assertEqual(snapshot(), before, "second provisioning changed files")
+        self.assertEqual(again.akid, self.demo.akid)
+        self.assertNotRegex(again.provision_output, r"created|wrote|initialised")
+        for out in (self.demo.provision_output, again.provision_output):
+            self.assertEqual(find_leaks(out, [], self.demo.secrets()), [])
+        for name, (_, mode) in before.items():
+            if name.startswith("secrets/") or name.endswith(".key") or name == "kms-proxy-config.json":
+                self.assertEqual(mode, 0o600, name)
+        for d in ("", "secrets", "tls", "tokens"):
+            self.assertEqual(os.stat(os.path.join(self.demo.dir, d)).st_mode & 0o777, 0o700, d or ".")
+
     def test_check_config_accepts_demo_config(self):
         d = Daemon(self.binary, self.demo, log_name="check.log", extra_args=("--check-config",))
         rc, out = d.run_to_exit(timeout=60)
