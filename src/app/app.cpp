@@ -10,10 +10,10 @@
 #include <iostream>
 #include <thread>
 
-#include "xks/api/service.hpp"
 #include "xks/api/version.hpp"
 #include "xks/app/handler.hpp"
 #include "xks/app/health_monitor.hpp"
+#include "xks/app/instrumented_backend.hpp"
 #include "xks/app/runtime.hpp"
 #include "xks/auth/sigv4.hpp"
 #include "xks/config/config.hpp"
@@ -23,6 +23,8 @@
 #include "xks/net/server.hpp"
 #include "xks/net/tls_context.hpp"
 #include "xks/obs/log.hpp"
+#include "xks/obs/metrics.hpp"
+#include "xks/obs/metrics_server.hpp"
 
 namespace xks::app {
 namespace asio = boost::asio;
@@ -30,7 +32,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-constexpr std::size_t kHsmQueueCapacity = 1024;
 constexpr auto kDrainTimeout = 10s;
 
 // Core dumps of this process could hold plaintext, PINs and SigV4 secrets.
@@ -98,22 +99,95 @@ nlohmann::json describe_changes(const config::Config& before, const config::Conf
   return changes;
 }
 
+// Opens every configured HSM (fails if any cannot be opened: the daemon then
+// exits with the reason) and wraps the fleet for HSM call metrics.
+Result<std::shared_ptr<Engine>> open_engine(const config::Config& cfg, obs::Metrics& metrics) {
+  hsm::Pkcs11Backend::Options options;
+  // Every C_Login is worth a log line: HSMs lock a user out after a few wrong
+  // PINs, so an operator must be able to count the attempts.
+  options.on_login = [](std::string_view hsm_name, CK_RV rv) {
+    nlohmann::json fields = {{"hsm", hsm_name}, {"result", hsm::ckr_name(rv)}};
+    if (rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN) {
+      obs::info("hsm_login", fields);
+    } else {
+      fields["detail"] = "login refused; no further attempt until the configuration is fixed "
+                         "(hsm.pin) and reloaded";
+      obs::error("hsm_login", fields);
+    }
+  };
+  auto multi = hsm::MultiHsmBackend::open(cfg.hsms, options);
+  if (!multi) return std::move(multi).error();
+  // HSM call latency is recorded per fleet: one HSM is labelled by its name.
+  const std::string label = cfg.hsms.size() == 1 ? cfg.hsms.front().name : "fleet";
+  const auto index = metrics.register_hsms({label}).front();
+  return std::make_shared<Engine>(
+      std::make_unique<InstrumentedBackend>(std::move(*multi), metrics, index));
+}
+
+std::string hsm_settings(const config::Config& cfg) {
+  std::string out;
+  for (const auto& h : cfg.hsms) {
+    out += h.name + '|' + h.module.string() + '|' + h.token_label.value_or("") + '|' +
+           std::to_string(h.slot_id.value_or(0)) + '|' + h.pin_source.describe() + '|' +
+           std::to_string(h.sessions) + '|' + h.health_key + '|' +
+           std::string(config::to_string(h.iv)) + ';';
+  }
+  return out;
+}
+
+bool same_pins(const config::Config& a, const config::Config& b) {
+  if (a.hsms.size() != b.hsms.size()) return false;
+  for (std::size_t i = 0; i < a.hsms.size(); ++i) {
+    if (!(a.hsms[i].pin == b.hsms[i].pin)) return false;
+  }
+  return true;
+}
+
+std::vector<std::string> uri_paths(const config::Config& cfg) {
+  std::vector<std::string> paths;
+  for (const auto& ks : cfg.keystores) paths.push_back(ks.uri_path);
+  return paths;
+}
+
 class Daemon {
  public:
-  Daemon(std::shared_ptr<const config::Config> cfg, std::unique_ptr<hsm::KeyBackend> backend,
-         unsigned hsm_workers)
-      : backend_(std::move(backend)),
-        pool_(hsm_workers, kHsmQueueCapacity, "xks-hsm"),
-        service_(*backend_),
-        verifier_(),
-        runtime_(std::make_shared<const Runtime>(cfg)),
+  Daemon(std::filesystem::path config_path, std::shared_ptr<const config::Config> cfg,
+         std::shared_ptr<Engine> engine, obs::Metrics& metrics)
+      : config_path_(std::move(config_path)),
+        metrics_(metrics),
+        pool_(total_sessions(*cfg), cfg->server.limits.hsm_queue_capacity, "xks-hsm"),
+        runtime_(make_runtime(cfg, std::move(engine))),
         ioc_(static_cast<int>(io_threads(*cfg))),
-        health_(ioc_, pool_, *backend_, cfg->health),
+        health_(
+            ioc_, pool_,
+            [this] {
+              // Hold the engine for the duration of the probe: a reload may
+              // replace it meanwhile.
+              const auto current = runtime_.get()->engine;
+              return current->backend->check_health();
+            },
+            cfg->health,
+            [this](const std::vector<hsm::EkmHealth>& ekms) {
+              for (const auto& ekm : ekms) metrics_.set_hsm_health(ekm.id, hsm::to_string(ekm.status));
+            }),
         tls_(make_tls(*cfg)),
-        handler_(runtime_, service_, pool_, health_, verifier_),
-        server_(ioc_, cfg->server.limits, cfg->tls.enabled ? &tls_ : nullptr, handler_),
+        handler_(runtime_, pool_, health_, verifier_, metrics_),
+        server_(ioc_, cfg->server.limits, cfg->tls.enabled ? &tls_ : nullptr, handler_, &metrics_),
         signals_(ioc_, SIGTERM, SIGINT, SIGHUP),
-        drain_timer_(ioc_) {}
+        drain_timer_(ioc_),
+        watchdog_timer_(ioc_) {
+    metrics_.set_worker_pool_samplers(
+        [this] { return static_cast<double>(pool_.queue_depth()); },
+        [this] { return static_cast<double>(pool_.busy_workers()); });
+    publish_tls_expiry(*cfg);
+  }
+
+  ~Daemon() {
+    if (reload_thread_.joinable()) reload_thread_.join();
+    metrics_.set_worker_pool_samplers({}, {});
+  }
+  Daemon(const Daemon&) = delete;
+  Daemon& operator=(const Daemon&) = delete;
 
   int run() {
     const auto cfg = runtime_.get()->config;
@@ -127,13 +201,24 @@ class Daemon {
                "hsm_health", fields);
     }
     server_.listen(cfg->server.listen_host, cfg->server.listen_port);
+    if (cfg->metrics.enabled) {
+      metrics_server_ = std::make_unique<obs::MetricsServer>(
+          ioc_, metrics_,
+          obs::MetricsServer::Options{.host = cfg->metrics.listen_host,
+                                      .port = cfg->metrics.listen_port});
+      metrics_server_->start();
+      obs::info("metrics_listening", {{"address", cfg->metrics.listen_host},
+                                      {"port", metrics_server_->local_port()}});
+    }
     const auto endpoint = server_.local_endpoint();
     health_.start();
     server_.start();
     wait_for_signal();
+    start_watchdog();
     obs::info("listening", {{"address", endpoint.address().to_string()},
                             {"port", endpoint.port()},
                             {"tls", cfg->tls.enabled},
+                            {"mtls", !cfg->tls.client_ca.empty()},
                             {"ioThreads", io_threads(*cfg)},
                             {"hsmWorkers", pool_.threads()}});
     sd_notify(0, "READY=1");
@@ -144,22 +229,42 @@ class Daemon {
     ioc_.run();
     for (auto& t : threads) t.join();
 
-    // Ordered shutdown: no more HSM jobs, then the backend closes its sessions
-    // and finalizes the module (in ~Daemon).
+    // Ordered shutdown: no more HSM jobs; the backend closes its sessions when
+    // the last Runtime holding the engine goes (in ~Daemon).
     pool_.stop();
     obs::info("stopped", {{"openConnections", server_.open_connections()}});
     obs::flush();
     return kExitOk;
   }
 
-  void set_config_path(std::filesystem::path p) { config_path_ = std::move(p); }
-
  private:
+  static unsigned total_sessions(const config::Config& cfg) {
+    unsigned workers = 0;
+    for (const auto& h : cfg.hsms) workers += h.sessions;
+    return workers;
+  }
+
+  std::shared_ptr<const Runtime> make_runtime(std::shared_ptr<const config::Config> cfg,
+                                              std::shared_ptr<Engine> engine) {
+    const auto indices = metrics_.register_keystores(uri_paths(*cfg));
+    for (std::size_t i = 0; i < indices.size(); ++i) {
+      metrics_.set_credentials(indices[i], cfg->keystores[i].credentials);
+    }
+    return std::make_shared<const Runtime>(std::move(cfg), std::move(engine), indices);
+  }
+
+  void publish_tls_expiry(const config::Config& cfg) {
+    if (!cfg.tls.enabled) return;
+    if (const auto not_after = net::certificate_not_after(cfg.tls.certificate)) {
+      metrics_.set_tls_certificate_not_after(*not_after);
+    }
+  }
+
   void wait_for_signal() {
     signals_.async_wait([this](const boost::system::error_code& ec, int signo) {
       if (ec) return;  // cancelled at shutdown
       if (signo == SIGHUP) {
-        reload();
+        start_reload();
         wait_for_signal();
         return;
       }
@@ -167,27 +272,64 @@ class Daemon {
     });
   }
 
+  // Reloading may open HSM sessions (slow on a network HSM), so it runs on its
+  // own thread, never on an I/O thread. One at a time.
+  void start_reload() {
+    if (reloading_.exchange(true)) {
+      obs::warn("reload_ignored", {{"detail", "a reload is already in progress"}});
+      return;
+    }
+    if (reload_thread_.joinable()) reload_thread_.join();
+    reload_thread_ = std::thread([this] {
+      reload();
+      reloading_ = false;
+    });
+  }
+
   void reload() {
     sd_notify(0, "RELOADING=1");
     const auto old_rt = runtime_.get();
+    const auto& old_cfg = *old_rt->config;
     try {
       auto fresh = std::make_shared<const config::Config>(config::load_config(config_path_));
       auto tls = make_tls(*fresh);
-      const auto& old_cfg = *old_rt->config;
       if (fresh->server.listen_host != old_cfg.server.listen_host ||
           fresh->server.listen_port != old_cfg.server.listen_port ||
-          fresh->tls.enabled != old_cfg.tls.enabled) {
-        obs::warn("reload_partial", {{"detail", "server.listen and tls.enabled take effect at the next restart"}});
+          fresh->tls.enabled != old_cfg.tls.enabled ||
+          fresh->server.threads != old_cfg.server.threads ||
+          fresh->metrics.listen_port != old_cfg.metrics.listen_port ||
+          fresh->metrics.listen_host != old_cfg.metrics.listen_host ||
+          fresh->metrics.enabled != old_cfg.metrics.enabled) {
+        obs::warn("reload_partial", {{"detail", "server.listen, server.threads, tls.enabled and "
+                                                "metrics take effect at the next restart"}});
       }
-      if (describe_redacted_hsms(*fresh) != describe_redacted_hsms(old_cfg)) {
-        obs::warn("reload_partial", {{"detail", "hsm settings take effect at the next restart"}});
+      // Keep the HSM sessions unless the hsm settings changed or an HSM is
+      // unavailable (e.g. a login refused for the PIN: a reload is the
+      // operator's signal to try once more).
+      auto engine = old_rt->engine;
+      const bool hsm_changed =
+          hsm_settings(*fresh) != hsm_settings(old_cfg) || !same_pins(*fresh, old_cfg);
+      bool hsm_unavailable = false;
+      for (const auto& ekm : health_.current()) {
+        hsm_unavailable |= ekm.status == hsm::HealthStatus::Unavailable;
+      }
+      if (hsm_changed || hsm_unavailable) {
+        auto opened = open_engine(*fresh, metrics_);
+        if (!opened) {
+          throw std::runtime_error("hsm: " + opened.error().message);
+        }
+        engine = std::move(*opened);
+        obs::info("hsm_reopened", {{"reason", hsm_changed ? "hsm settings changed"
+                                                          : "an HSM was unavailable"}});
       }
       auto changes = describe_changes(old_cfg, *fresh);
-      runtime_.set(std::make_shared<const Runtime>(fresh));
+      runtime_.set(make_runtime(fresh, std::move(engine)));
       if (tls) tls_.replace(std::move(tls));
+      publish_tls_expiry(*fresh);
       server_.set_limits(fresh->server.limits);
       obs::init_logging(fresh->logging);
       obs::info("reloaded", {{"config", fresh->source.string()}, {"changes", changes}});
+      if (hsm_changed || hsm_unavailable) health_.check_now();
     } catch (const std::exception& e) {
       obs::error("reload_refused", {{"error", e.what()},
                                     {"detail", "the previous configuration keeps serving"}});
@@ -195,15 +337,32 @@ class Daemon {
     sd_notify(0, "READY=1");
   }
 
-  static std::string describe_redacted_hsms(const config::Config& cfg) {
-    std::string out;
-    for (const auto& h : cfg.hsms) {
-      out += h.name + '|' + h.module.string() + '|' + h.token_label.value_or("") + '|' +
-             std::to_string(h.slot_id.value_or(0)) + '|' + h.pin_source.describe() + '|' +
-             std::to_string(h.sessions) + '|' + h.health_key + '|' +
-             std::to_string(static_cast<int>(h.iv)) + ';';
+  // systemd's watchdog: ping while the HSM worker pool makes progress. A pool
+  // whose every worker has been stuck in an HSM call for half the watchdog
+  // period is wedged: stop pinging and let systemd restart the service.
+  void start_watchdog() {
+    std::uint64_t usec = 0;
+    if (sd_watchdog_enabled(0, &usec) <= 0 || usec == 0) return;
+    watchdog_period_ = std::chrono::microseconds(usec);
+    watchdog_tick();
+  }
+
+  void watchdog_tick() {
+    const auto since = pool_.all_busy_since();
+    const bool wedged = since != core::SteadyClock::time_point::max() &&
+                        core::SteadyClock::now() - since > watchdog_period_ / 2;
+    if (!wedged) {
+      sd_notify(0, "WATCHDOG=1");
+    } else {
+      obs::error("hsm_pool_wedged",
+                 {{"detail", "every HSM worker has been stuck in an HSM call for more than "
+                             "half the watchdog period; withholding the watchdog ping"},
+                  {"workers", pool_.threads()}});
     }
-    return out;
+    watchdog_timer_.expires_after(watchdog_period_ / 3);
+    watchdog_timer_.async_wait([this](const boost::system::error_code& ec) {
+      if (!ec) watchdog_tick();
+    });
   }
 
   void begin_shutdown(int signo) {
@@ -213,6 +372,8 @@ class Daemon {
     server_.stop_accepting();
     server_.begin_drain();
     health_.stop();
+    watchdog_timer_.cancel();
+    if (metrics_server_) metrics_server_->stop();
     drain_deadline_ = core::SteadyClock::now() + kDrainTimeout;
     poll_drain();
   }
@@ -231,10 +392,9 @@ class Daemon {
     drain_timer_.async_wait([this](const boost::system::error_code&) { poll_drain(); });
   }
 
-  std::filesystem::path config_path_;
-  std::unique_ptr<hsm::KeyBackend> backend_;
+  const std::filesystem::path config_path_;
+  obs::Metrics& metrics_;
   core::BlockingPool pool_;
-  api::XksService service_;
   auth::SigV4Verifier verifier_;
   RuntimeHolder runtime_;
   asio::io_context ioc_;
@@ -242,32 +402,15 @@ class Daemon {
   net::TlsContextProvider tls_;
   XksHandler handler_;
   net::Server server_;
+  std::unique_ptr<obs::MetricsServer> metrics_server_;
   asio::signal_set signals_;
   asio::steady_timer drain_timer_;
+  asio::steady_timer watchdog_timer_;
+  std::chrono::microseconds watchdog_period_{0};
   core::Deadline drain_deadline_{};
+  std::atomic<bool> reloading_{false};
+  std::thread reload_thread_;
 };
-
-}  // namespace
-
-namespace {
-Result<std::unique_ptr<hsm::KeyBackend>> open_backend(const config::Config& cfg) {
-  hsm::Pkcs11Backend::Options options;
-  // Every C_Login is worth a log line: HSMs lock a user out after a few wrong
-  // PINs, so an operator must be able to count the attempts.
-  options.on_login = [](std::string_view hsm_name, CK_RV rv) {
-    nlohmann::json fields = {{"hsm", hsm_name}, {"result", hsm::ckr_name(rv)}};
-    if (rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN) {
-      obs::info("hsm_login", fields);
-    } else {
-      fields["detail"] = "login refused; no further attempt until the configuration is fixed "
-                         "(hsm.pin) and reloaded";
-      obs::error("hsm_login", fields);
-    }
-  };
-  auto multi = hsm::MultiHsmBackend::open(cfg.hsms, options);
-  if (!multi) return std::move(multi).error();
-  return std::unique_ptr<hsm::KeyBackend>(std::move(*multi));
-}
 
 }  // namespace
 
@@ -298,9 +441,12 @@ int run_daemon(const std::filesystem::path& config_file) {
                          {"config", nlohmann::json::parse(config::describe_redacted(*cfg))}});
   for (const auto& w : config::config_warnings(*cfg)) obs::warn("config_warning", {{"detail", w}});
 
-  auto backend = open_backend(*cfg);
-  if (!backend) {
-    const auto& err = backend.error();
+  obs::Metrics::Options metrics_options;
+  metrics_options.version = std::string(api::kVersion);
+  obs::Metrics metrics(std::move(metrics_options));
+  auto engine = open_engine(*cfg, metrics);
+  if (!engine) {
+    const auto& err = engine.error();
     obs::error("hsm_open_failed", {{"error", err.message}, {"detail", err.detail}});
     std::cerr << "xks-proxy: " << cfg->source.string() << ": hsm: " << err.message << "\n";
     obs::flush();
@@ -308,12 +454,8 @@ int run_daemon(const std::filesystem::path& config_file) {
     // restarting in a loop would also repeat a refused login and lock the user.
     return kExitConfig;
   }
-  unsigned workers = 0;
-  for (const auto& h : cfg->hsms) workers += h.sessions;
-
   try {
-    Daemon daemon(cfg, std::move(*backend), workers);
-    daemon.set_config_path(config_file);
+    Daemon daemon(config_file, cfg, std::move(*engine), metrics);
     return daemon.run();
   } catch (const std::exception& e) {
     obs::error("startup_failed", {{"error", e.what()}});

@@ -13,6 +13,8 @@ namespace asio = boost::asio;
 using Api = xks::http::Api;
 
 struct XksHandler::Outcome {
+  std::optional<Api> route_api;            // set once routed (metrics)
+  std::size_t metrics_keystore = obs::Metrics::kUnknownKeystore;
   std::string keystore = "-";
   std::string api = "-";
   std::string key_id;
@@ -23,6 +25,8 @@ struct XksHandler::Outcome {
 };
 
 namespace {
+
+constexpr std::string_view kQuotaDetail = "key store quota exceeded";
 
 net::Response json_response(http::status status, std::string body, unsigned version) {
   net::Response res{status, version};
@@ -78,7 +82,8 @@ std::optional<std::string_view> opt_view(const std::optional<std::string>& v) {
 // Secondary authorization (spec, "Authorization"); never for GetHealthStatus.
 // A dry-run denial is logged and the request goes on.
 Result<void> authorize(const config::KeyStore& keystore, Api api, const std::string& key_id,
-                       const api::RequestMetadata& md) {
+                       const api::RequestMetadata& md, obs::Metrics& metrics,
+                       std::size_t metrics_keystore) {
   if (!keystore.policy || api == Api::GetHealthStatus) return {};
   const auto decision = keystore.policy->evaluate(policy::RequestAttributes{
       .api = xks::http::to_string(api),
@@ -90,6 +95,10 @@ Result<void> authorize(const config::KeyStore& keystore, Api api, const std::str
       .source_vpc = opt_view(md.aws_source_vpc),
       .source_vpce = opt_view(md.aws_source_vpce),
   });
+  metrics.record_policy_decision(metrics_keystore,
+                                 decision.dry_run_denied() ? obs::PolicyDecision::DryRunDeny
+                                 : decision.allowed        ? obs::PolicyDecision::Allow
+                                                           : obs::PolicyDecision::Deny);
   if (decision.dry_run_denied()) {
     obs::warn("policy_dry_run_deny", {{"kmsRequestId", md.kms_request_id},
                                       {"keystore", keystore.uri_path},
@@ -113,6 +122,18 @@ asio::awaitable<net::Response> XksHandler::handle(net::Request& request,
   Outcome outcome;
   net::Response response = co_await dispatch(request, ctx, rt, outcome);
   log_access(request, ctx, outcome, response.result_int());
+  if (outcome.route_api) {
+    std::optional<ErrorName> error;
+    if (outcome.error) error = outcome.error->name;
+    metrics_.record_request(outcome.metrics_keystore, *outcome.route_api, error,
+                            core::SteadyClock::now() - ctx.arrival);
+    if (error == ErrorName::ThrottlingException) {
+      const auto& detail = outcome.error->detail;
+      metrics_.record_throttled(detail == core::kQueueFullDetail ? obs::ThrottleReason::QueueFull
+                                : detail == kQuotaDetail        ? obs::ThrottleReason::Quota
+                                                                : obs::ThrottleReason::SessionWait);
+    }
+  }
   co_return response;
 }
 
@@ -150,6 +171,8 @@ asio::awaitable<net::Response> XksHandler::dispatch(net::Request& request,
   outcome.keystore = cfg.keystores[route->keystore].uri_path;
   outcome.api = std::string(xks::http::to_string(route->api));
   outcome.key_id = route->key_id;
+  outcome.route_api = route->api;
+  outcome.metrics_keystore = rt->keystores[route->keystore].metrics_index;
 
   // Spec: a GET on an API URI MUST be answered 405; other methods likewise.
   if (request.method() != http::verb::post) {
@@ -176,6 +199,15 @@ asio::awaitable<net::Response> XksHandler::dispatch(net::Request& request,
       auth::RequestView{method, target, request.base(), request.body()}, lookup, now);
   if (!verified) co_return fail(std::move(verified).error());
   outcome.access_key_id = verified->access_key_id;
+  metrics_.record_credential_use(index.metrics_index, verified->access_key_id, now);
+
+  // Spec: a proxy MAY enforce a quota per path prefix. Checked after
+  // authentication so that unauthenticated traffic cannot spend the quota.
+  if (index.quota && !index.quota->try_take(ctx.arrival)) {
+    co_return fail(make_error(ErrorName::ThrottlingException,
+                              "request rate above this key store's quota; retry later",
+                              std::string(kQuotaDetail)));
+  }
 
   const auto deadline = ctx.arrival + cfg.server.request_deadline;
   auto find_key = [&](const std::string& id) -> Result<const config::KeyEntry*> {
@@ -207,12 +239,13 @@ asio::awaitable<net::Response> XksHandler::dispatch(net::Request& request,
       outcome.metadata = std::move(req->metadata);
       auto key = find_key(route->key_id);
       if (!key) co_return fail(std::move(key).error());
-      if (auto allowed = authorize(keystore, route->api, route->key_id, *outcome.metadata); !allowed) {
+      if (auto allowed = authorize(keystore, route->api, route->key_id, *outcome.metadata,
+                                    metrics_, index.metrics_index); !allowed) {
         co_return fail(std::move(allowed).error());
       }
       // The job is a named local, not a temporary inside the co_await
       // expression: g++ 12 destroys such temporaries twice.
-      auto work = [this, rt, entry = *key] { return service_.get_key_metadata(*entry); };
+      auto work = [rt, entry = *key] { return rt->engine->service.get_key_metadata(*entry); };
       auto result = co_await core::offload(pool_, deadline, std::move(work));
       if (!result) co_return fail(std::move(result).error());
       co_return json_response(http::status::ok, api::serialize(*result), version);
@@ -223,11 +256,12 @@ asio::awaitable<net::Response> XksHandler::dispatch(net::Request& request,
       outcome.metadata = std::move(req->metadata);
       auto key = find_key(route->key_id);
       if (!key) co_return fail(std::move(key).error());
-      if (auto allowed = authorize(keystore, route->api, route->key_id, *outcome.metadata); !allowed) {
+      if (auto allowed = authorize(keystore, route->api, route->key_id, *outcome.metadata,
+                                    metrics_, index.metrics_index); !allowed) {
         co_return fail(std::move(allowed).error());
       }
       auto job = std::make_shared<api::EncryptRequest>(std::move(*req));
-      auto work = [this, rt, entry = *key, job] { return service_.encrypt(*entry, *job); };
+      auto work = [rt, entry = *key, job] { return rt->engine->service.encrypt(*entry, *job); };
       auto result = co_await core::offload(pool_, deadline, std::move(work));
       if (!result) co_return fail(std::move(result).error());
       co_return json_response(http::status::ok, api::serialize(*result), version);
@@ -238,11 +272,12 @@ asio::awaitable<net::Response> XksHandler::dispatch(net::Request& request,
       outcome.metadata = std::move(req->metadata);
       auto key = find_key(route->key_id);
       if (!key) co_return fail(std::move(key).error());
-      if (auto allowed = authorize(keystore, route->api, route->key_id, *outcome.metadata); !allowed) {
+      if (auto allowed = authorize(keystore, route->api, route->key_id, *outcome.metadata,
+                                    metrics_, index.metrics_index); !allowed) {
         co_return fail(std::move(allowed).error());
       }
       auto job = std::make_shared<api::DecryptRequest>(std::move(*req));
-      auto work = [this, rt, entry = *key, job] { return service_.decrypt(*entry, *job); };
+      auto work = [rt, entry = *key, job] { return rt->engine->service.decrypt(*entry, *job); };
       auto result = co_await core::offload(pool_, deadline, std::move(work));
       if (!result) co_return fail(std::move(result).error());
       // serialize() builds the body in place; the server wipes it once sent.

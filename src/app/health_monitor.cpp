@@ -13,11 +13,15 @@ namespace asio = boost::asio;
 using std::chrono::duration_cast;
 using std::chrono::milliseconds;
 
-HealthMonitor::HealthMonitor(asio::io_context& ioc, core::BlockingPool& pool,
-                             hsm::KeyBackend& backend, config::HealthConfig config)
-    : pool_(pool), backend_(backend), config_(config), timer_(asio::make_strand(ioc)) {}
+HealthMonitor::HealthMonitor(asio::io_context& ioc, core::BlockingPool& pool, Probe probe,
+                             config::HealthConfig config, Publish publish)
+    : pool_(pool),
+      probe_(std::move(probe)),
+      publish_(std::move(publish)),
+      config_(config),
+      timer_(asio::make_strand(ioc)) {}
 
-void HealthMonitor::check_now() { store(backend_.check_health()); }
+void HealthMonitor::check_now() { store(probe_()); }
 
 void HealthMonitor::start() {
   asio::co_spawn(timer_.get_executor(), loop(), asio::detached);
@@ -33,6 +37,7 @@ asio::awaitable<void> HealthMonitor::loop() {
     timer_.expires_after(config_.interval);
     co_await timer_.async_wait(asio::as_tuple(asio::use_awaitable));
     if (stopped_) co_return;
+    if (publish_) publish_(current());
     // One check at a time: if the previous one is stuck in the HSM, do not pile
     // more on; the cached result ages out to UNAVAILABLE instead.
     if (check_running_.exchange(true)) {
@@ -41,7 +46,7 @@ asio::awaitable<void> HealthMonitor::loop() {
     }
     const auto deadline = core::SteadyClock::now() + config_.interval;
     const bool queued = pool_.try_submit(deadline, [this](bool expired) {
-      if (!expired) store(backend_.check_health());
+      if (!expired) store(probe_());
       check_running_ = false;
     });
     if (!queued) {
@@ -61,6 +66,7 @@ void HealthMonitor::store(std::vector<hsm::EkmHealth> result) {
   }
   // Log transitions, not every check.
   const auto now = current();
+  if (publish_) publish_(now);
   for (std::size_t i = 0; i < now.size(); ++i) {
     const bool changed = i >= previous.size() || previous[i].status != now[i].status;
     if (!changed) continue;

@@ -50,13 +50,17 @@ std::string describe_redacted(const Config& c) {
        {{"max_body_bytes", s.limits.max_body_bytes},
         {"max_header_bytes", s.limits.max_header_bytes},
         {"max_header_count", s.limits.max_header_count},
+        {"hsm_queue_capacity", s.limits.hsm_queue_capacity},
         {"max_connections", s.limits.max_connections},
         {"max_requests_per_connection", s.limits.max_requests_per_connection},
         {"handshake_timeout_ms", millis(s.limits.handshake_timeout)},
         {"header_timeout_ms", millis(s.limits.header_timeout)},
         {"body_timeout_ms", millis(s.limits.body_timeout)},
         {"idle_timeout_ms", millis(s.limits.idle_timeout)},
-        {"write_timeout_ms", millis(s.limits.write_timeout)}}}};
+        {"write_timeout_ms", millis(s.limits.write_timeout)}}},
+      {"user", s.user},
+      {"group", s.group},
+      {"allow_root", s.allow_root}};
   j["tls"] = {{"enabled", c.tls.enabled},
               {"certificate", c.tls.certificate.string()},
               {"private_key", c.tls.private_key.string()},
@@ -88,6 +92,7 @@ std::string describe_redacted(const Config& c) {
       keys.push_back({{"id", k.id}, {"label", k.label}, {"enabled", k.enabled}});
     }
     nlohmann::json store = {{"uri_path", ks.uri_path}, {"credentials", std::move(creds)}, {"keys", std::move(keys)}};
+    if (ks.quota_rate > 0) store["quota"] = {{"rate", ks.quota_rate}, {"burst", ks.quota_burst}};
     if (ks.policy) {
       store["policy"] = {{"file", ks.policy_file.string()},
                          {"enforce", ks.policy->enforce()},
@@ -96,6 +101,8 @@ std::string describe_redacted(const Config& c) {
     stores.push_back(std::move(store));
   }
   j["keystores"] = std::move(stores);
+  j["metrics"] = {{"enabled", c.metrics.enabled},
+                  {"listen", c.metrics.listen_host + ":" + std::to_string(c.metrics.listen_port)}};
   j["health"] = {{"interval_ms", millis(c.health.interval)},
                  {"degraded_latency_ms", millis(c.health.degraded_latency)},
                  {"max_age_ms", millis(c.health.max_age)}};

@@ -37,6 +37,7 @@ constexpr std::size_t kMaxHsms = 10;                   // ekmFleetDetails holds 
 constexpr std::size_t kMaxPinChars = 255;
 constexpr std::string_view kUriSuffix = "/kms/xks/v1";
 constexpr std::size_t kShownValueChars = 80;
+constexpr std::size_t kMaxAccountNameChars = 32;       // useradd's limit
 
 // ---------------------------------------------------------------- text helpers
 
@@ -105,6 +106,8 @@ bool is_key_id_char(char c) { return is_alnum(c) || c == '.' || c == '-' || c ==
 bool is_akid_char(char c) { return (c >= 'A' && c <= 'Z') || (c >= '2' && c <= '7'); }
 bool is_secret_char(char c) { return is_alnum(c) || c == '+' || c == '/' || c == '='; }
 bool is_env_char(char c) { return is_alnum(c) || c == '_'; }
+// POSIX portable user/group names (plus digits for a numeric id).
+bool is_account_char(char c) { return is_alnum(c) || c == '.' || c == '_' || c == '-'; }
 bool is_ping_char(char c) {
   return is_alnum(c) || c == '/' || c == '-' || c == '_' || c == '.' || c == '~';
 }
@@ -199,6 +202,7 @@ class Loader {
   KeyEntry parse_key(const YAML::Node& n, const std::string& path) const;
   void parse_health(const YAML::Node& n, HealthConfig& out) const;
   void parse_logging(const YAML::Node& n, LoggingConfig& out) const;
+  void parse_metrics(const YAML::Node& n, MetricsConfig& out) const;
   void cross_check(const Config& c) const;
 
   fs::path file_;
@@ -408,6 +412,7 @@ void Loader::parse_listen(const YAML::Node& n, const std::string& path, ServerCo
 void Loader::parse_limits(const YAML::Node& n, const std::string& path, Limits& out) const {
   const Section s(*this, n, path,
                   {"max_body_bytes", "max_header_bytes", "max_header_count", "max_connections",
+                   "hsm_queue_capacity",
                    "max_requests_per_connection", "handshake_timeout_ms", "header_timeout_ms",
                    "body_timeout_ms", "idle_timeout_ms", "write_timeout_ms"});
   opt_uint(s, "max_body_bytes", out.max_body_bytes, 24 * 1024, 1024 * 1024,
@@ -417,6 +422,9 @@ void Loader::parse_limits(const YAML::Node& n, const std::string& path, Limits& 
            "KMS sends a few hundred bytes of headers; 16 KiB is plenty");
   opt_uint(s, "max_header_count", out.max_header_count, 8, 1000,
            "KMS sends fewer than a dozen header fields; many more is an attack on the parser");
+  opt_uint(s, "hsm_queue_capacity", out.hsm_queue_capacity, 1, 1'000'000,
+           "requests waiting for an HSM worker beyond this are answered 429 at once rather than "
+           "queued past KMS's deadline");
   opt_uint(s, "max_connections", out.max_connections, 1, 1'000'000,
            "each connection costs a socket and a TLS state; keep it under the file-descriptor limit");
   opt_uint(s, "max_requests_per_connection", out.max_requests_per_connection, 0,
@@ -435,7 +443,8 @@ void Loader::parse_limits(const YAML::Node& n, const std::string& path, Limits& 
 
 void Loader::parse_server(const YAML::Node& n, ServerConfig& out) const {
   const Section s(*this, n, "server",
-                  {"listen", "threads", "fleet_size", "ping_path", "request_deadline_ms", "limits"});
+                  {"listen", "threads", "fleet_size", "ping_path", "request_deadline_ms", "limits",
+                   "user", "group", "allow_root"});
   if (s.has("listen")) parse_listen(s.get("listen"), s.path("listen"), out);
   opt_uint(s, "threads", out.threads, 0, 256,
            "0 uses one I/O thread per core; HSM calls run on their own pool, so more I/O threads "
@@ -456,6 +465,32 @@ void Loader::parse_server(const YAML::Node& n, ServerConfig& out) const {
              "KMS abandons every call after 250 ms, so an answer must leave before that; 200 "
              "leaves room for the network");
   if (s.has("limits")) parse_limits(s.get("limits"), s.path("limits"), out.limits);
+  // Names are checked for shape only: whether they exist is a fact of the host
+  // the daemon starts on (checked when it drops privileges), not of the file.
+  const auto account = [&](std::string_view key, std::string& dst, const char* example) {
+    if (!s.has(key)) return;
+    const std::string v = string_value(s.get(key), s.path(key));
+    if (v.empty() || v.size() > kMaxAccountNameChars || v.front() == '-' ||
+        !all_of_chars(v, is_account_char)) {
+      fail(s.path(key), quote(v) + " is not a " + std::string(key) + " name or numeric id",
+           std::string("use a system account such as ") + example +
+               " (letters, digits, . _ -, not starting with -, at most 32 characters)");
+    }
+    dst = v;
+  };
+  account("user", out.user, "xks-proxy");
+  account("group", out.group, "xks-proxy");
+  if (!out.group.empty() && out.user.empty()) {
+    fail(s.path("group"), "is set without server.user",
+         "set server.user as well (the group alone would leave the proxy running as root), or "
+         "delete server.group");
+  }
+  if (out.user == "root" || out.user == "0") {
+    fail(s.path("user"), quote(out.user) + " is the superuser, which is no privilege drop",
+         "name an unprivileged system account such as xks-proxy, or delete server.user and set "
+         "server.allow_root: true if running as root is really intended");
+  }
+  if (s.has("allow_root")) out.allow_root = bool_value(s.get("allow_root"), s.path("allow_root"));
 }
 
 void Loader::parse_tls(const YAML::Node& n, TlsConfig& out) const {
@@ -682,7 +717,7 @@ KeyEntry Loader::parse_key(const YAML::Node& n, const std::string& path) const {
 }
 
 KeyStore Loader::parse_keystore(const YAML::Node& n, const std::string& path) const {
-  const Section s(*this, n, path, {"uri_path", "credentials", "keys", "policy"});
+  const Section s(*this, n, path, {"uri_path", "credentials", "keys", "policy", "quota"});
   KeyStore ks;
   const std::string ex = "e.g. /demo/kms/xks/v1";
   const std::string fix_kms = "set it to the XksProxyUriPath configured in KMS, " + ex;
@@ -732,6 +767,19 @@ KeyStore Loader::parse_keystore(const YAML::Node& n, const std::string& path) co
     }
     ks.keys.push_back(std::move(k));
   }
+  if (s.has("quota")) {
+    const Section q(*this, s.get("quota"), s.path("quota"), {"rate", "burst"});
+    unsigned rate = 0;
+    unsigned burst = 0;
+    opt_uint(q, "rate", rate, 1, 1'000'000,
+             "requests per second for this key store (KMS's default quota is 1800)");
+    opt_uint(q, "burst", burst, 1, 10'000'000, "how many requests may arrive at once");
+    if (!q.has("rate")) {
+      fail(q.path("rate"), "is required in a quota", "set rate: <requests per second>, e.g. 1800");
+    }
+    ks.quota_rate = rate;
+    ks.quota_burst = burst == 0 ? rate : burst;
+  }
   if (s.has("policy")) {
     const std::string p = nonempty_string(s, "policy", "give the path of a policy file (see docs/authorization.md)");
     ks.policy_file = resolve(p);
@@ -760,6 +808,18 @@ void Loader::parse_health(const YAML::Node& n, HealthConfig& out) const {
          std::to_string(out.max_age.count()) + " is not above health.interval_ms " +
              std::to_string(out.interval.count()) + ", so every cached result would expire before the next check",
          "make max_age_ms larger than interval_ms (e.g. interval 10000, max_age 60000)");
+  }
+}
+
+void Loader::parse_metrics(const YAML::Node& n, MetricsConfig& out) const {
+  const Section s(*this, n, "metrics", {"enabled", "listen"});
+  out.enabled = true;
+  if (s.has("enabled")) out.enabled = bool_value(s.get("enabled"), s.path("enabled"));
+  if (s.has("listen")) {
+    ServerConfig tmp;
+    parse_listen(s.get("listen"), s.path("listen"), tmp);
+    out.listen_host = tmp.listen_host;
+    out.listen_port = tmp.listen_port;
   }
 }
 
@@ -842,7 +902,8 @@ Config Loader::load() {
   if (root.IsNull() || !root.IsDefined()) {
     fail("(top level)", "the file is empty", "start from config/xks-proxy.example.yaml");
   }
-  const Section top(*this, root, "", {"server", "tls", "hsm", "keystores", "health", "logging"});
+  const Section top(*this, root, "",
+                    {"server", "tls", "hsm", "keystores", "health", "metrics", "logging"});
 
   Config c;
   c.source = fs::absolute(file_, ec);
@@ -898,6 +959,7 @@ Config Loader::load() {
     c.keystores.push_back(std::move(ks));
   }
   if (top.has("health")) parse_health(top.get("health"), c.health);
+  if (top.has("metrics")) parse_metrics(top.get("metrics"), c.metrics);
   if (top.has("logging")) parse_logging(top.get("logging"), c.logging);
   cross_check(c);
   return c;

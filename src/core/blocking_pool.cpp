@@ -50,6 +50,13 @@ SteadyClock::time_point BlockingPool::oldest_busy_since() const {
   return oldest;
 }
 
+SteadyClock::time_point BlockingPool::all_busy_since() const {
+  std::lock_guard lock(mutex_);
+  auto newest = SteadyClock::time_point::min();
+  for (auto t : busy_since_) newest = std::max(newest, t);
+  return newest;
+}
+
 void BlockingPool::worker_loop(std::size_t index) {
   for (;;) {
     Entry entry;

@@ -57,6 +57,18 @@ class Counted {
   std::atomic<std::size_t>& c_;
 };
 
+obs::TlsHandshakeResult classify_handshake(SSL* ssl, const boost::system::error_code& ec) {
+  if (!ec) return obs::TlsHandshakeResult::Ok;
+  if (ec == beast::error::timeout) return obs::TlsHandshakeResult::Timeout;
+  if (SSL_get_verify_result(ssl) != X509_V_OK) return obs::TlsHandshakeResult::Certificate;
+  if (ec.category() == asio::error::get_ssl_category()) {
+    return ec.message().find("certificate") != std::string::npos
+               ? obs::TlsHandshakeResult::Certificate
+               : obs::TlsHandshakeResult::Protocol;
+  }
+  return obs::TlsHandshakeResult::Other;
+}
+
 std::string_view as_view(const beast::flat_buffer& b) {
   return {static_cast<const char*>(b.data().data()), b.size()};
 }
@@ -129,12 +141,13 @@ asio::awaitable<Result<void>> read_request_head(Stream& stream, beast::flat_buff
 }  // namespace
 
 Server::Server(asio::io_context& ioc, config::Limits limits, TlsContextProvider* tls,
-               RequestHandler& handler)
+               RequestHandler& handler, obs::Metrics* metrics)
     : ioc_(ioc),
       acceptor_(asio::make_strand(ioc)),
       limits_(std::make_shared<const config::Limits>(limits)),
       tls_(tls),
-      handler_(handler) {}
+      handler_(handler),
+      metrics_(metrics) {}
 
 void Server::set_limits(const config::Limits& limits) {
   std::lock_guard lock(limits_mutex_);
@@ -212,6 +225,17 @@ asio::awaitable<void> Server::accept_loop() {
 
 asio::awaitable<void> Server::run_connection(tcp::socket socket) {
   Counted counted(connections_);
+  struct MetricsConnection {
+    explicit MetricsConnection(obs::Metrics* m) : m_(m) {
+      if (m_) m_->connection_opened();
+    }
+    ~MetricsConnection() {
+      if (m_) m_->connection_closed();
+    }
+    MetricsConnection(const MetricsConnection&) = delete;
+    MetricsConnection& operator=(const MetricsConnection&) = delete;
+    obs::Metrics* m_;
+  } metrics_connection(metrics_);
   std::shared_ptr<const config::Limits> limits;
   {
     std::lock_guard lock(limits_mutex_);
@@ -238,6 +262,7 @@ asio::awaitable<void> Server::run_connection(tcp::socket socket) {
   ctx.tls = true;
   beast::get_lowest_layer(tls_stream).expires_after(limits->handshake_timeout);
   auto [ec] = co_await tls_stream.async_handshake(asio::ssl::stream_base::server, kTuple);
+  if (metrics_) metrics_->record_tls_handshake(classify_handshake(tls_stream.native_handle(), ec));
   if (ec) {
     if (!is_quiet_disconnect(ec) || ec == beast::error::timeout) {
       obs::info("tls_handshake_failed",

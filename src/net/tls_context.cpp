@@ -1,6 +1,7 @@
 #include "xks/net/tls_context.hpp"
 
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509_vfy.h>
 #include <openssl/x509v3.h>
@@ -94,6 +95,18 @@ std::string describe_handshake_failure(SSL* ssl, const boost::system::error_code
     }
   }
   return reason;
+}
+
+std::optional<std::chrono::system_clock::time_point> certificate_not_after(
+    const std::filesystem::path& pem) {
+  std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new_file(pem.c_str(), "r"), BIO_free);
+  if (!bio) return std::nullopt;
+  std::unique_ptr<X509, decltype(&X509_free)> cert(
+      PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr), X509_free);
+  if (!cert) return std::nullopt;
+  std::tm tm{};
+  if (ASN1_TIME_to_tm(X509_get0_notAfter(cert.get()), &tm) != 1) return std::nullopt;
+  return std::chrono::system_clock::from_time_t(timegm(&tm));
 }
 
 std::string peer_subject(SSL* ssl) {

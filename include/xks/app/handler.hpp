@@ -3,20 +3,20 @@
 // one access-log line per request (never plaintext, never secrets).
 #pragma once
 
-#include "xks/api/service.hpp"
 #include "xks/app/health_monitor.hpp"
 #include "xks/app/runtime.hpp"
 #include "xks/auth/sigv4.hpp"
 #include "xks/core/blocking_pool.hpp"
 #include "xks/net/server.hpp"
+#include "xks/obs/metrics.hpp"
 
 namespace xks::app {
 
 class XksHandler final : public net::RequestHandler {
  public:
-  XksHandler(const RuntimeHolder& runtime, api::XksService& service, core::BlockingPool& pool,
-             const HealthMonitor& health, const auth::SigV4Verifier& verifier)
-      : runtime_(runtime), service_(service), pool_(pool), health_(health), verifier_(verifier) {}
+  XksHandler(const RuntimeHolder& runtime, core::BlockingPool& pool, const HealthMonitor& health,
+             const auth::SigV4Verifier& verifier, obs::Metrics& metrics)
+      : runtime_(runtime), pool_(pool), health_(health), verifier_(verifier), metrics_(metrics) {}
 
   boost::asio::awaitable<net::Response> handle(net::Request& request,
                                                const net::RequestContext& ctx) override;
@@ -30,10 +30,10 @@ class XksHandler final : public net::RequestHandler {
                                                  Outcome& outcome);
 
   const RuntimeHolder& runtime_;
-  api::XksService& service_;
   core::BlockingPool& pool_;
   const HealthMonitor& health_;
   const auth::SigV4Verifier& verifier_;
+  obs::Metrics& metrics_;
 };
 
 }  // namespace xks::app

@@ -7,6 +7,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <functional>
 #include <mutex>
 #include <vector>
 
@@ -18,8 +19,16 @@ namespace xks::app {
 
 class HealthMonitor {
  public:
-  HealthMonitor(boost::asio::io_context& ioc, core::BlockingPool& pool, hsm::KeyBackend& backend,
-                config::HealthConfig config);
+  // The deep check itself (encrypt+decrypt on every HSM's health key); runs on
+  // the HSM pool. A function, not a backend, because a reload may replace the
+  // backend.
+  using Probe = std::function<std::vector<hsm::EkmHealth>()>;
+  // Called with the thresholded result after every check and every interval
+  // (so an aged-out result is published too): metrics.
+  using Publish = std::function<void(const std::vector<hsm::EkmHealth>&)>;
+
+  HealthMonitor(boost::asio::io_context& ioc, core::BlockingPool& pool, Probe probe,
+                config::HealthConfig config, Publish publish = {});
 
   // Runs one check on the calling thread (at startup, before serving).
   void check_now();
@@ -38,7 +47,8 @@ class HealthMonitor {
   void store(std::vector<hsm::EkmHealth> result);
 
   core::BlockingPool& pool_;
-  hsm::KeyBackend& backend_;
+  const Probe probe_;
+  const Publish publish_;
   const config::HealthConfig config_;
   boost::asio::steady_timer timer_;
   std::atomic<bool> check_running_{false};

@@ -48,6 +48,10 @@ struct KeyStore {
   std::string uri_path;      // full XksProxyUriPath, "[/<prefix>]/kms/xks/v1"
   std::vector<Credential> credentials;
   std::vector<KeyEntry> keys;
+  // Optional per-key-store request quota (token bucket); over it -> 429.
+  // rate 0 = no quota. Spec: a proxy MAY throttle each path prefix.
+  double quota_rate = 0;     // requests per second
+  double quota_burst = 0;    // bucket size; defaults to one second of rate
   std::filesystem::path policy_file;  // empty: no secondary authorization
   policy::PolicyPtr policy;           // compiled at load (and at every reload)
 };
@@ -89,6 +93,8 @@ struct Limits {
   Millis body_timeout{10000};
   Millis idle_timeout{120000};
   Millis write_timeout{10000};
+  // HSM jobs waiting for a worker; beyond it requests get 429 at once.
+  unsigned hsm_queue_capacity = 1024;
 };
 
 struct ServerConfig {
@@ -99,12 +105,27 @@ struct ServerConfig {
   std::string ping_path = "/ping";
   Millis request_deadline{200};   // answer (even with an error) within this
   Limits limits;
+  // Least privilege (app/privileges.hpp): after binding the listener, a process
+  // started as root switches to `user` (a name or a numeric uid) and `group`
+  // (default: the user's primary group). Running as root without `user` is
+  // refused unless `allow_root` says so explicitly.
+  std::string user;               // empty: keep the starting user
+  std::string group;              // empty: the user's primary group; needs `user`
+  bool allow_root = false;
 };
 
 struct HealthConfig {
   Millis interval{10000};           // background deep check period
   Millis degraded_latency{50};      // slower probe -> DEGRADED
   Millis max_age{60000};            // older cached result -> UNAVAILABLE
+};
+
+// Prometheus /metrics on its own listener; loopback by default because the
+// proxy's metrics name key stores and access key ids.
+struct MetricsConfig {
+  bool enabled = false;              // true when the metrics section is present
+  std::string listen_host = "127.0.0.1";
+  std::uint16_t listen_port = 9464;
 };
 
 struct LoggingConfig {
@@ -120,6 +141,7 @@ struct Config {
   std::vector<HsmConfig> hsms;      // at least one
   std::vector<KeyStore> keystores;  // at least one
   HealthConfig health;
+  MetricsConfig metrics;
   LoggingConfig logging;
 
   const KeyStore* find_keystore(std::string_view uri_path) const noexcept;

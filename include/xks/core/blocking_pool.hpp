@@ -41,9 +41,11 @@ class BlockingPool {
   std::size_t busy_workers() const noexcept { return busy_.load(std::memory_order_relaxed); }
   unsigned threads() const noexcept { return static_cast<unsigned>(workers_.size()); }
   std::size_t queue_capacity() const noexcept { return capacity_; }
-  // When a worker last finished (or started idling); the watchdog uses it to
-  // notice a pool wedged on a hung HSM call.
+  // When the longest-running call now in progress started; max() when idle.
   SteadyClock::time_point oldest_busy_since() const;
+  // Since when every worker has been busy: max() if any worker is idle. A pool
+  // whose every worker has been stuck for long is wedged (the watchdog stops).
+  SteadyClock::time_point all_busy_since() const;
 
  private:
   struct Entry {

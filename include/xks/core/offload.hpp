@@ -21,6 +21,9 @@ namespace xks::core {
 
 inline constexpr const char* kThrottledMessage =
     "the proxy is at capacity (HSM work queue full); retry later";
+// Log-only detail of the queue-full ThrottlingException (metrics tell the
+// throttling reasons apart by it).
+inline constexpr std::string_view kQueueFullDetail = "HSM work queue full";
 inline constexpr const char* kDeadlineMessage =
     "the HSM did not answer within the request deadline";
 
@@ -56,7 +59,7 @@ boost::asio::awaitable<R> offload(BlockingPool& pool, Deadline deadline, F f) {
       });
   if (!queued) {
     co_return R(make_error(ErrorName::ThrottlingException, kThrottledMessage,
-                           "HSM work queue full"));
+                           std::string(kQueueFullDetail)));
   }
   // Completes on expiry or when the worker's completion cancels it; the
   // operation_aborted error is expected in the second case.

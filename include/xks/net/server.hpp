@@ -17,6 +17,7 @@
 #include "xks/core/blocking_pool.hpp"
 #include "xks/core/error.hpp"
 #include "xks/net/tls_context.hpp"
+#include "xks/obs/metrics.hpp"
 
 namespace xks::net {
 
@@ -44,8 +45,9 @@ class RequestHandler {
 class Server {
  public:
   // `tls` null means plain HTTP (only with an explicit tls.enabled: false).
+  // `metrics` may be null (tests).
   Server(boost::asio::io_context& ioc, config::Limits limits, TlsContextProvider* tls,
-         RequestHandler& handler);
+         RequestHandler& handler, obs::Metrics* metrics = nullptr);
 
   // Binds and listens. Throws std::runtime_error naming the address on failure.
   void listen(const std::string& host, std::uint16_t port);
@@ -76,6 +78,7 @@ class Server {
   mutable std::mutex limits_mutex_;
   TlsContextProvider* tls_;
   RequestHandler& handler_;
+  obs::Metrics* metrics_;
   std::atomic<std::size_t> connections_{0};
   std::atomic<std::size_t> in_flight_{0};
   std::atomic<bool> draining_{false};

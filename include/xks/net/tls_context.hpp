@@ -6,7 +6,9 @@
 
 #include <boost/asio/ssl/context.hpp>
 #include <memory>
+#include <chrono>
 #include <mutex>
+#include <optional>
 
 #include "xks/config/config.hpp"
 
@@ -26,6 +28,11 @@ std::shared_ptr<boost::asio::ssl::context> make_server_tls_context(
 // rejected client certificate, the verification error (wrong CA, expired,
 // not yet valid, self-signed, name not in tls.client_names, none sent).
 std::string describe_handshake_failure(SSL* ssl, const boost::system::error_code& ec);
+
+// notAfter of the first certificate in a PEM file (the server's leaf), for the
+// days-to-expiry metric; nullopt if it cannot be read.
+std::optional<std::chrono::system_clock::time_point> certificate_not_after(
+    const std::filesystem::path& pem);
 
 // The verified client certificate's subject ("/CN=..."), empty without one.
 std::string peer_subject(SSL* ssl);

@@ -1,0 +1,34 @@
+// A KeyBackend decorator that times every HSM call into the metrics
+// (xks_proxy_hsm_call_duration_seconds{hsm,function}).
+#pragma once
+
+#include <memory>
+
+#include "xks/hsm/key_backend.hpp"
+#include "xks/obs/metrics.hpp"
+
+namespace xks::app {
+
+class InstrumentedBackend final : public hsm::KeyBackend {
+ public:
+  InstrumentedBackend(std::unique_ptr<hsm::KeyBackend> inner, obs::Metrics& metrics,
+                      std::size_t hsm_index)
+      : inner_(std::move(inner)), metrics_(metrics), hsm_(hsm_index) {}
+
+  Result<hsm::KeyAttributes> key_attributes(std::string_view label) override;
+  Result<hsm::GcmCiphertext> encrypt(std::string_view label, ByteView plaintext,
+                                     ByteView aad) override;
+  Result<SecureBytes> decrypt(std::string_view label, ByteView ciphertext, ByteView iv,
+                              ByteView tag, ByteView aad) override;
+  std::vector<hsm::EkmHealth> check_health() override;
+
+ private:
+  template <class F>
+  auto timed(obs::HsmFunction function, F&& f);
+
+  std::unique_ptr<hsm::KeyBackend> inner_;
+  obs::Metrics& metrics_;
+  const std::size_t hsm_;
+};
+
+}  // namespace xks::app
