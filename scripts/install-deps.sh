@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages xks-proxy needs, only those that are missing.
-# Usage: scripts/install-deps.sh [build|test|run|bench]   (default: test)
+# Usage: scripts/install-deps.sh [build|test|run|bench|runtime|demo]   (default: test)
+#   runtime  what the built binaries need to run, without compilers or headers
+#            (the container image's final stage; the Debian package's Depends)
+#   demo     on top of runtime: what scripts/provision-demo.sh needs to compile its
+#            small PKCS#11 key helper (the container's SoftHSM2 demo)
 # Runs 'apt-get update' only when a package is missing; needs root for that.
 set -euo pipefail
 
@@ -8,15 +12,20 @@ profile=${1:-test}
 build=(build-essential cmake pkg-config libboost1.81-dev libssl-dev nlohmann-json3-dev
        libspdlog-dev libfmt-dev libyaml-cpp-dev libp11-kit-dev libsystemd-dev)
 runtime=(softhsm2 opensc openssl curl)
-testing=(libgtest-dev googletest python3 python3-botocore clang libclang-rt-14-dev)
+libs=(libssl3 libspdlog1.10 libfmt9 libyaml-cpp0.7 libsystemd0 ca-certificates)
+demo=(gcc libc6-dev pkg-config libp11-kit-dev)
+# systemd: systemd-analyze, -sysusers and -tmpfiles check the unit (tests/integration/test_systemd.py).
+testing=(libgtest-dev googletest python3 python3-botocore clang libclang-rt-14-dev systemd)
 bench=(nginx wrk)
 
 case "$profile" in
-  build) want=("${build[@]}") ;;
-  run)   want=("${build[@]}" "${runtime[@]}") ;;
-  test)  want=("${build[@]}" "${runtime[@]}" "${testing[@]}") ;;
-  bench) want=("${build[@]}" "${runtime[@]}" "${testing[@]}" "${bench[@]}") ;;
-  *) echo "install-deps.sh: unknown profile '$profile' (build|run|test|bench)" >&2; exit 2 ;;
+  build)   want=("${build[@]}") ;;
+  run)     want=("${build[@]}" "${runtime[@]}") ;;
+  test)    want=("${build[@]}" "${runtime[@]}" "${testing[@]}") ;;
+  bench)   want=("${build[@]}" "${runtime[@]}" "${testing[@]}" "${bench[@]}") ;;
+  runtime) want=("${libs[@]}" "${runtime[@]}") ;;
+  demo)    want=("${libs[@]}" "${runtime[@]}" "${demo[@]}") ;;
+  *) echo "install-deps.sh: unknown profile '$profile' (build|run|test|bench|runtime|demo)" >&2; exit 2 ;;
 esac
 
 missing=()

@@ -6,8 +6,7 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 
 scripts/install-deps.sh run
-cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release -DXKS_BUILD_TESTS=OFF
-cmake --build build/release --target xks-proxy xksctl -j"$(nproc)"
+scripts/build.sh release
 scripts/provision-demo.sh run
 # shellcheck source=/dev/null
 . run/env

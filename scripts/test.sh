@@ -5,8 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh test
-cmake -S . -B build/test -DCMAKE_BUILD_TYPE=Debug -DXKS_SANITIZE=ON -DXKS_WERROR=ON
-cmake --build build/test -j"$(nproc)"
+scripts/build.sh test
 set +e
 ctest --test-dir build/test --output-on-failure -j2 2>&1 | tee build/test/ctest.log
 rc=${PIPESTATUS[0]}

@@ -136,16 +136,20 @@ class Demo:
 # The daemon
 
 class Daemon:
-    def __init__(self, binary, demo, config=None, log_name="daemon.log", extra_args=()):
+    def __init__(self, binary, demo, config=None, log_name="daemon.log", extra_args=(),
+                 extra_env=None):
+        """`extra_env`: variables added to the daemon's environment (e.g. NOTIFY_SOCKET)."""
         self.binary = binary
         self.demo = demo
         self.config = config or demo.config
         self.log_path = os.path.join(demo.dir, log_name)
         self.args = [binary, "--config", self.config, *extra_args]
+        self.extra_env = dict(extra_env or {})
         self.proc = None
 
     def env(self):
         env = dict(self.demo.env)
+        env.update(self.extra_env)
         supp = os.path.join(HERE, "lsan.supp")
         if os.path.exists(supp) and "LSAN_OPTIONS" not in os.environ:
             env["LSAN_OPTIONS"] = f"suppressions={supp}:print_suppressions=0"
