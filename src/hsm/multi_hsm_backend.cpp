@@ -1,5 +1,6 @@
 #include "xks/hsm/multi_hsm_backend.hpp"
 
+#include <algorithm>
 #include <cassert>
 #include <stdexcept>
 
@@ -28,6 +29,164 @@ Result<std::unique_ptr<MultiHsmBackend>> MultiHsmBackend::open(
   }
   return std::make_unique<MultiHsmBackend>(std::move(members));
 }
+
+Result<std::unique_ptr<MultiHsmBackend>> MultiHsmBackend::open_fleet(
+    const std::vector<config::HsmConfig>& hsms, const Pkcs11Backend::Options& options) {
+  if (hsms.empty()) {
+    return make_error(ErrorName::InternalException, "No HSM configured (hsms is empty)");
+  }
+  DeferredHsm::Opener opener = [options](const config::HsmConfig& c,
+                                         bool& transient) -> Result<std::unique_ptr<KeyBackend>> {
+    Result<std::unique_ptr<Pkcs11Backend>> b = Pkcs11Backend::open(c, options, transient);
+    if (!b) return std::move(b).error();
+    return std::unique_ptr<KeyBackend>(std::move(*b));
+  };
+  std::vector<std::unique_ptr<KeyBackend>> members;
+  for (const auto& c : hsms) {
+    bool transient = false;
+    Result<std::unique_ptr<KeyBackend>> b = opener(c, transient);
+    if (b) {
+      members.push_back(std::move(*b));
+      continue;
+    }
+    if (!transient) return std::move(b).error();
+    auto deferred = std::make_unique<DeferredHsm>(c, b.error(), opener, options.on_event,
+                                                  options.reinit_backoff_initial,
+                                                  options.reinit_backoff_max);
+    if (options.on_event) {
+      HsmEvent e;
+      e.kind = HsmEvent::Kind::OpenDeferred;
+      e.hsm = c.name;
+      e.detail = b.error().message + (b.error().detail.empty() ? "" : "; " + b.error().detail) +
+                 "; starting without it, retried from the health check";
+      e.retry_in = options.reinit_backoff_initial;
+      options.on_event(e);
+    }
+    members.push_back(std::move(deferred));
+  }
+  return std::make_unique<MultiHsmBackend>(std::move(members));
+}
+
+void MultiHsmBackend::reload_hsm_secrets(const std::vector<config::HsmConfig>& hsms) {
+  for (auto& m : members_) m->backend->reload_hsm_secrets(hsms);
+}
+
+// ---------------------------------------------------------------- DeferredHsm
+
+DeferredHsm::DeferredHsm(config::HsmConfig config, Error first_error, Opener opener,
+                         HsmEventHook on_event, std::chrono::milliseconds backoff_initial,
+                         std::chrono::milliseconds backoff_max)
+    : name_(config.name),
+      opener_(std::move(opener)),
+      on_event_(std::move(on_event)),
+      backoff_max_(std::max(backoff_max, backoff_initial)),
+      config_(std::move(config)),
+      last_error_(std::move(first_error)),
+      next_attempt_(std::chrono::steady_clock::now() + backoff_initial),
+      backoff_(std::min(backoff_initial * 2, backoff_max_)) {}
+
+std::shared_ptr<KeyBackend> DeferredHsm::real() const {
+  std::lock_guard lock(mutex_);
+  return real_;
+}
+
+bool DeferredHsm::is_open() const { return real() != nullptr; }
+
+Error DeferredHsm::not_open_error() const {
+  std::lock_guard lock(mutex_);
+  return make_error(ErrorName::InternalException,
+                    "HSM '" + name_ + "' is not available: it failed to open (" +
+                        last_error_.message + ")" + (gave_up_ ? "" : "; retrying"),
+                    last_error_.detail);
+}
+
+Result<KeyAttributes> DeferredHsm::key_attributes(std::string_view label) {
+  if (auto r = real()) return r->key_attributes(label);
+  return not_open_error();
+}
+
+Result<GcmCiphertext> DeferredHsm::encrypt(std::string_view label, ByteView plaintext,
+                                           ByteView aad) {
+  if (auto r = real()) return r->encrypt(label, plaintext, aad);
+  return not_open_error();
+}
+
+Result<SecureBytes> DeferredHsm::decrypt(std::string_view label, ByteView ciphertext,
+                                         ByteView iv, ByteView tag, ByteView aad) {
+  if (auto r = real()) return r->decrypt(label, ciphertext, iv, tag, aad);
+  return not_open_error();
+}
+
+void DeferredHsm::try_open() {
+  std::unique_lock attempt(open_mutex_, std::try_to_lock);
+  if (!attempt.owns_lock()) return;
+  config::HsmConfig config;
+  {
+    std::lock_guard lock(mutex_);
+    if (real_ || gave_up_ || std::chrono::steady_clock::now() < next_attempt_) return;
+    config = config_;
+  }
+  bool transient = false;
+  Result<std::unique_ptr<KeyBackend>> b = opener_(config, transient);
+  HsmEvent e;
+  e.hsm = name_;
+  {
+    std::lock_guard lock(mutex_);
+    if (b) {
+      real_ = std::shared_ptr<KeyBackend>(std::move(*b));
+      e.kind = HsmEvent::Kind::Opened;
+      e.detail = "HSM '" + name_ + "' opened after starting without it";
+    } else {
+      last_error_ = b.error();
+      gave_up_ = !transient;
+      e.kind = HsmEvent::Kind::ReinitFailed;
+      e.retry_in = gave_up_ ? std::chrono::milliseconds{0} : backoff_;
+      e.detail = "opening HSM '" + name_ + "' failed again: " + last_error_.message +
+                 (last_error_.detail.empty() ? "" : "; " + last_error_.detail) +
+                 (gave_up_ ? "; a configuration problem: not retried until a restart" : "");
+      next_attempt_ = std::chrono::steady_clock::now() + backoff_;
+      backoff_ = std::min(backoff_ * 2, backoff_max_);
+    }
+  }
+  if (on_event_) on_event_(e);
+}
+
+std::vector<EkmHealth> DeferredHsm::check_health() {
+  if (!real()) try_open();
+  if (auto r = real()) return r->check_health();
+  EkmHealth h;
+  std::lock_guard lock(mutex_);
+  h.id = config_.token_label ? *config_.token_label
+                             : "slot " + std::to_string(config_.slot_id.value_or(0));
+  h.id += " (" + name_ + ", not open)";
+  h.model = "unknown (not open)";
+  h.vendor = "unknown";
+  h.status = HealthStatus::Unavailable;
+  const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::max(next_attempt_ - std::chrono::steady_clock::now(),
+               std::chrono::steady_clock::duration::zero()));
+  h.detail = "HSM '" + name_ + "' failed to open: " + last_error_.message +
+             (last_error_.detail.empty() ? "" : "; " + last_error_.detail) +
+             (gave_up_ ? "; not retried (configuration)"
+                       : "; next attempt in " + std::to_string(wait.count()) + " ms");
+  return {h};
+}
+
+void DeferredHsm::reload_hsm_secrets(const std::vector<config::HsmConfig>& hsms) {
+  if (auto r = real()) {
+    r->reload_hsm_secrets(hsms);
+    return;
+  }
+  std::lock_guard lock(mutex_);
+  for (const auto& c : hsms) {
+    if (c.name == name_) {
+      config_.pin = c.pin;
+      gave_up_ = false;  // the PIN may have been the configuration problem
+    }
+  }
+}
+
+// ---------------------------------------------------------------- MultiHsmBackend
 
 bool MultiHsmBackend::is_hsm_failure(const Error& e) noexcept {
   return e.name == ErrorName::InternalException ||

@@ -76,6 +76,18 @@ std::string describe_tokens(const std::vector<TokenSeen>& tokens) {
 
 Result<std::unique_ptr<Pkcs11Backend>> Pkcs11Backend::open(const config::HsmConfig& config,
                                                            Options options) {
+  bool transient = false;
+  return open(config, std::move(options), transient);
+}
+
+Result<std::unique_ptr<Pkcs11Backend>> Pkcs11Backend::open(const config::HsmConfig& config,
+                                                           Options options, bool& transient) {
+  transient = false;
+  // Worth retrying later: the device or the network, not the configuration.
+  auto retryable = [](CK_RV rv) {
+    const CkrClass c = ckr_class(rv);
+    return c == CkrClass::Device || c == CkrClass::Session;
+  };
   const std::string where = "HSM " + q(config.name);
   if (config.token_label.has_value() == config.slot_id.has_value()) {
     return internal(where + ": set exactly one of hsm.token_label and hsm.slot_id", {});
@@ -84,8 +96,12 @@ Result<std::unique_ptr<Pkcs11Backend>> Pkcs11Backend::open(const config::HsmConf
     return internal(where + ": hsm.token_label is longer than 32 characters", {});
   }
 
-  Result<std::shared_ptr<Pkcs11Module>> module = Pkcs11Module::load(config.module);
-  if (!module) return std::move(module).error();
+  CK_RV init_rv = CKR_OK;
+  Result<std::shared_ptr<Pkcs11Module>> module = Pkcs11Module::load(config.module, &init_rv);
+  if (!module) {
+    transient = init_rv != CKR_OK && retryable(init_rv);
+    return std::move(module).error();
+  }
   CK_FUNCTION_LIST* fn = (*module)->fn();
 
   CK_ULONG count = 0;
@@ -95,6 +111,7 @@ Result<std::unique_ptr<Pkcs11Backend>> Pkcs11Backend::open(const config::HsmConf
   if (rv != CKR_OK) {
     Error e = ckr_to_error(rv, "C_GetSlotList");
     e.message = where + ": cannot list the slots of " + config.module.string();
+    transient = retryable(rv);
     return e;
   }
   slots.resize(count);
@@ -144,7 +161,10 @@ Result<std::unique_ptr<Pkcs11Backend>> Pkcs11Backend::open(const config::HsmConf
       config, options, std::move(*module), matches.front().slot, std::move(identity))};
   // Open (and log in) every session now: a wrong PIN or a session limit shows at
   // startup, not on the first KMS call.
-  if (Result<void> filled = backend->pool_.fill(); !filled) return std::move(filled).error();
+  if (Result<void> filled = backend->pool_.fill(); !filled) {
+    transient = !backend->login_refused() && retryable(backend->last_open_rv_.load());
+    return std::move(filled).error();
+  }
   return backend;
 }
 
@@ -160,6 +180,11 @@ Pkcs11Backend::Pkcs11Backend(const config::HsmConfig& config, Options options,
       iv_mode_(config.iv),
       health_key_(config.health_key),
       on_login_(std::move(options.on_login)),
+      on_event_(std::move(options.on_event)),
+      device_errors_to_fail_(options.device_errors_to_fail == 0 ? 1 : options.device_errors_to_fail),
+      backoff_initial_(options.reinit_backoff_initial),
+      backoff_max_(std::max(options.reinit_backoff_max, options.reinit_backoff_initial)),
+      backoff_(options.reinit_backoff_initial),
       pool_(config.name, config.sessions, options.lease_timeout,
             SessionPool::Hooks{[this] { return open_session(); },
                                [this](CK_SESSION_HANDLE s) { close_session(s); }}) {}
@@ -186,9 +211,11 @@ Result<CK_SESSION_HANDLE> Pkcs11Backend::open_session() {
     return login_refused_error(refused);
   }
   CK_SESSION_HANDLE session = CK_INVALID_HANDLE;
-  CK_RV rv = fn_->C_OpenSession(slot_, CKF_SERIAL_SESSION | CKF_RW_SESSION, nullptr, nullptr,
+  CK_RV rv = fn_->C_OpenSession(slot_.load(), CKF_SERIAL_SESSION | CKF_RW_SESSION, nullptr, nullptr,
                                 &session);
   if (rv != CKR_OK) {
+    last_open_rv_.store(rv);
+    if (ckr_class(rv) == CkrClass::Device) note_device_error(rv, "C_OpenSession");
     return ckr_to_error(rv, "C_OpenSession on HSM " + q(name_));
   }
   sessions_opened_.fetch_add(1);
@@ -212,10 +239,12 @@ Result<CK_SESSION_HANDLE> Pkcs11Backend::open_session() {
   if (on_login_) on_login_(name_, rv);
   if (rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN) return session;
   close_session(session);
+  last_open_rv_.store(rv);
   if (ckr_class(rv) == CkrClass::Pin) {
     login_refused_.store(rv);
     return login_refused_error(rv);
   }
+  if (ckr_class(rv) == CkrClass::Device) note_device_error(rv, "C_Login");
   Error e = ckr_to_error(rv, "C_Login on HSM " + q(name_));
   e.message = "HSM login failed on HSM " + q(name_);
   return e;
@@ -226,10 +255,182 @@ void Pkcs11Backend::close_session(CK_SESSION_HANDLE session) noexcept {
   (void)fn_->C_CloseSession(session);
 }
 
+// ---------------------------------------------------------------- device failures, recovery
+
+void Pkcs11Backend::emit(HsmEvent::Kind kind, std::string detail, CK_RV rv,
+                         std::chrono::milliseconds retry_in) const {
+  if (!on_event_) return;
+  HsmEvent e;
+  e.kind = kind;
+  e.hsm = name_;
+  e.detail = std::move(detail);
+  e.rv = rv;
+  e.retry_in = retry_in;
+  on_event_(e);
+}
+
+void Pkcs11Backend::note_device_error(CK_RV rv, std::string_view call) {
+  device_errors_.fetch_add(1);
+  const std::string what = std::string{call} + " failed with " + std::string{ckr_name(rv)} +
+                           " on HSM " + q(name_) + " token " + q(identity_.label);
+  emit(HsmEvent::Kind::DeviceError, what, rv);
+  std::chrono::milliseconds retry_in{};
+  {
+    std::lock_guard lock(state_mutex_);
+    if (down_.load()) return;
+    if (++consecutive_device_errors_ < device_errors_to_fail_) return;
+    down_rv_ = rv;
+    down_reason_ = std::to_string(consecutive_device_errors_) + " device errors in a row, last: " +
+                   what;
+    retry_in = backoff_;
+    next_attempt_ = std::chrono::steady_clock::now() + backoff_;
+    // Repeated failures without a success in between back off further.
+    backoff_ = std::min(backoff_ * 2, backoff_max_);
+    down_.store(true);
+  }
+  emit(HsmEvent::Kind::MarkedFailed,
+       "taken out after " + std::to_string(device_errors_to_fail_) +
+           " device errors in a row (last: " + what + "); calls fail fast until re-initialized",
+       rv, retry_in);
+}
+
+void Pkcs11Backend::note_success() {
+  std::lock_guard lock(state_mutex_);
+  consecutive_device_errors_ = 0;
+  if (!down_.load()) backoff_ = backoff_initial_;
+}
+
+std::optional<Error> Pkcs11Backend::unavailable_error() {
+  const auto now = std::chrono::steady_clock::now();
+  bool due = false;
+  {
+    std::lock_guard lock(state_mutex_);
+    if (!down_.load()) return std::nullopt;
+    due = now >= next_attempt_;
+  }
+  // The first caller once due makes the attempt; the others do not wait for it.
+  if (due && try_recover()) return std::nullopt;
+  std::lock_guard lock(state_mutex_);
+  if (!down_.load()) return std::nullopt;
+  const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::max(next_attempt_ - std::chrono::steady_clock::now(),
+               std::chrono::steady_clock::duration::zero()));
+  return internal("HSM " + q(name_) + " is unavailable (" + std::string{ckr_name(down_rv_)} +
+                      "); re-initializing, next attempt in " + std::to_string(wait.count()) +
+                      " ms; check the HSM's reachability",
+                  down_reason_);
+}
+
+CK_RV Pkcs11Backend::relocate_token() {
+  // Slot ids may change across C_Initialize: find the token again by serial.
+  CK_ULONG count = 0;
+  CK_RV rv = fn_->C_GetSlotList(CK_TRUE, nullptr, &count);
+  std::vector<CK_SLOT_ID> slots(count);
+  if (rv == CKR_OK && count > 0) rv = fn_->C_GetSlotList(CK_TRUE, slots.data(), &count);
+  if (rv != CKR_OK) return rv;
+  slots.resize(count);
+  for (CK_SLOT_ID slot : slots) {
+    CK_TOKEN_INFO info{};
+    if (fn_->C_GetTokenInfo(slot, &info) == CKR_OK &&
+        detail::padded_field(info.serialNumber) == identity_.serial &&
+        detail::padded_field(info.label) == identity_.label) {
+      slot_.store(slot);
+      return CKR_OK;
+    }
+  }
+  return CKR_TOKEN_NOT_PRESENT;
+}
+
+bool Pkcs11Backend::try_recover() {
+  std::unique_lock recovering(recover_mutex_, std::try_to_lock);
+  if (!recovering.owns_lock()) return false;  // someone else is at it
+  {
+    std::lock_guard lock(state_mutex_);
+    if (!down_.load()) return true;
+    if (std::chrono::steady_clock::now() < next_attempt_) return false;
+  }
+  reinit_attempts_.fetch_add(1);
+  // Finalizing kills every session of the process on this library: only when
+  // nobody else uses the module and none of our calls is still inside it.
+  const bool whole_module =
+      module_.use_count() == 1 && module_->owns_initialization() && pool_.in_use() == 0;
+  emit(HsmEvent::Kind::ReinitAttempt,
+       whole_module ? "closing sessions, C_Finalize + C_Initialize, reopening sessions"
+                    : "closing and reopening sessions (module shared or calls in flight: no "
+                      "C_Finalize)");
+
+  pool_.invalidate();
+  {
+    std::unique_lock lock(keys_mutex_);
+    keys_.clear();  // handles may not survive a re-initialization
+  }
+  CK_RV rv = CKR_OK;
+  std::string failed_call;
+  if (whole_module) {
+    module_reinits_.fetch_add(1);
+    rv = module_->reinitialize();
+    failed_call = "C_Initialize";
+    if (rv == CKR_OK) {
+      rv = relocate_token();
+      failed_call = "finding token " + q(identity_.label) + " serial " + identity_.serial;
+    }
+  }
+  std::optional<Error> error;
+  if (rv == CKR_OK) {
+    // One fresh, logged-in session proves the HSM is back; the pool refills on demand.
+    Result<SessionPool::Lease> lease = pool_.lease_fresh();
+    if (!lease) {
+      error = std::move(lease).error();
+      rv = last_open_rv_.load();
+    }
+  } else {
+    error = ckr_to_error(rv, failed_call + " on HSM " + q(name_));
+  }
+
+  std::chrono::milliseconds retry_in{};
+  {
+    std::lock_guard lock(state_mutex_);
+    if (!error) {
+      down_.store(false);
+      consecutive_device_errors_ = 0;
+    } else {
+      retry_in = backoff_;
+      next_attempt_ = std::chrono::steady_clock::now() + backoff_;
+      backoff_ = std::min(backoff_ * 2, backoff_max_);
+      down_rv_ = rv == CKR_OK ? down_rv_ : rv;
+      down_reason_ = "re-initialization failed: " + error->message +
+                     (error->detail.empty() ? "" : "; " + error->detail);
+    }
+  }
+  if (!error) {
+    emit(HsmEvent::Kind::Recovered, "HSM " + q(name_) + " token " + q(identity_.label) +
+                                        " serves again after re-initialization");
+    return true;
+  }
+  emit(HsmEvent::Kind::ReinitFailed, error->message + "; " + error->detail, rv, retry_in);
+  return false;
+}
+
+void Pkcs11Backend::reload_hsm_secrets(const std::vector<config::HsmConfig>& hsms) {
+  for (const auto& c : hsms) {
+    if (c.name != name_) continue;
+    std::lock_guard lock(login_mutex_);
+    pin_ = c.pin;
+    if (const CK_RV was = login_refused_.exchange(CKR_OK); was != CKR_OK) {
+      emit(HsmEvent::Kind::LoginReset,
+           "login refusal (" + std::string{ckr_name(was)} +
+               ") cleared by a configuration reload; the next session logs in once",
+           was);
+    }
+    return;
+  }
+}
+
 // ---------------------------------------------------------------- key handles
 
 Result<CK_OBJECT_HANDLE> Pkcs11Backend::find_key(CK_SESSION_HANDLE session,
-                                                 std::string_view label, CK_RV& rv_out) {
+                                                 std::string_view label, CK_RV& rv_out,
+                                                 bool was_cached) {
   {
     std::shared_lock lock(keys_mutex_);
     if (auto it = keys_.find(label); it != keys_.end()) return it->second;
@@ -264,11 +465,16 @@ Result<CK_OBJECT_HANDLE> Pkcs11Backend::find_key(CK_SESSION_HANDLE session,
       rv_out = CKR_USER_NOT_LOGGED_IN;
       return ckr_to_error(CKR_USER_NOT_LOGGED_IN, context);
     }
-    return make_error(ErrorName::KeyNotFoundException,
-                      "No key labelled " + q(label) + " on HSM " + q(name_),
-                      "C_FindObjects(CKO_SECRET_KEY, CKA_LABEL=" + q(label) + ") on token " +
-                          q(identity_.label) + " serial " + identity_.serial +
-                          ": no match");
+    Error e = make_error(ErrorName::KeyNotFoundException,
+                         "No key labelled " + q(label) + " on HSM " + q(name_),
+                         "key label " + q(label) + ": C_FindObjects(CKO_SECRET_KEY, CKA_LABEL=" +
+                             q(label) + ") on HSM " + q(name_) + " token " + q(identity_.label) +
+                             " serial " + identity_.serial + ": no match" +
+                             (was_cached
+                                  ? " (the key was there before: its cached handle went invalid)"
+                                  : ""));
+    emit(HsmEvent::Kind::KeyNotFound, e.detail);
+    return e;
   }
   if (n > 1) {
     return internal("Key label " + q(label) + " is ambiguous on HSM " + q(name_) +
@@ -295,13 +501,20 @@ Result<void> Pkcs11Backend::with_key(std::string_view label, Op&& op, Map&& map)
     if (const CK_RV refused = login_refused_.load(); refused != CKR_OK) {
       return login_refused_error(refused);
     }
+    if (down_.load()) {
+      if (auto unavailable = unavailable_error()) return std::move(*unavailable);
+    }
     Result<SessionPool::Lease> lease = session_retried ? pool_.lease_fresh() : pool_.lease();
     if (!lease) return std::move(lease).error();
 
     CK_RV find_rv = CKR_OK;
-    Result<CK_OBJECT_HANDLE> key = find_key(lease->handle(), label, find_rv);
+    // After a stale handle the key was there before: if it is now missing, it vanished.
+    Result<CK_OBJECT_HANDLE> key = find_key(lease->handle(), label, find_rv, handle_retried);
     if (!key) {
-      if (ckr_class(find_rv) == CkrClass::Session) {
+      if (ckr_class(find_rv) == CkrClass::Device) {
+        lease->discard();
+        note_device_error(find_rv, "C_FindObjects");
+      } else if (ckr_class(find_rv) == CkrClass::Session) {
         sessions_discarded_.fetch_add(1);
         lease->discard();
         if (!session_retried) {
@@ -313,8 +526,23 @@ Result<void> Pkcs11Backend::with_key(std::string_view label, Op&& op, Map&& map)
     }
 
     Step step = op(lease->handle(), *key);
-    if (step.succeeded()) return {};
+    if (step.succeeded()) {
+      note_success();
+      return {};
+    }
     if (step.error) return std::move(*step.error);
+    // C_Decrypt's way of saying "the tag does not verify" (SoftHSM2: CKR_GENERAL_ERROR)
+    // is about the request: never a device error, or bad tags could take the HSM out.
+    if (std::strcmp(step.call, "C_Decrypt") == 0 && ckr_rejects_ciphertext(step.rv)) {
+      return map(step);
+    }
+    if (ckr_class(step.rv) == CkrClass::Device) {
+      // A session on a failing device is not to be trusted again.
+      sessions_discarded_.fetch_add(1);
+      lease->discard();
+      note_device_error(step.rv, step.call);
+      return map(step);
+    }
 
     if ((step.rv == CKR_OBJECT_HANDLE_INVALID || step.rv == CKR_KEY_HANDLE_INVALID) &&
         !handle_retried) {
@@ -522,6 +750,13 @@ std::vector<EkmHealth> Pkcs11Backend::check_health() {
     h.detail = refused->message + "; " + refused->detail;
     return {h};
   }
+  if (down_.load()) {
+    if (auto unavailable = unavailable_error()) {
+      h.status = HealthStatus::Unavailable;
+      h.detail = unavailable->message + "; " + unavailable->detail;
+      return {h};
+    }
+  }
   if (health_key_.empty()) {
     h.status = HealthStatus::Degraded;
     h.detail = "hsm.health_key is not set: no deep check possible";
@@ -563,6 +798,10 @@ Pkcs11Stats Pkcs11Backend::stats() const {
   s.sessions_discarded = sessions_discarded_.load();
   s.key_lookups = key_lookups_.load();
   s.stale_handles = stale_handles_.load();
+  s.device_errors = device_errors_.load();
+  s.reinit_attempts = reinit_attempts_.load();
+  s.module_reinits = module_reinits_.load();
+  s.down = down_.load();
   s.sessions_in_use = pool_.in_use();
   s.sessions_open = pool_.open_count();
   return s;

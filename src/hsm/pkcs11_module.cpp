@@ -62,7 +62,19 @@ Pkcs11Module::~Pkcs11Module() {
   if (handle_ != nullptr) dlclose(handle_);
 }
 
-Result<std::shared_ptr<Pkcs11Module>> Pkcs11Module::load(const std::filesystem::path& path) {
+CK_RV Pkcs11Module::reinitialize() {
+  std::lock_guard lock(registry().mutex);
+  // A failure to finalize is fine: the library may already have lost its state.
+  (void)fn_->C_Finalize(nullptr);
+  CK_C_INITIALIZE_ARGS args{};
+  args.flags = CKF_OS_LOCKING_OK;
+  const CK_RV rv = fn_->C_Initialize(&args);
+  return rv == CKR_CRYPTOKI_ALREADY_INITIALIZED ? CKR_OK : rv;
+}
+
+Result<std::shared_ptr<Pkcs11Module>> Pkcs11Module::load(const std::filesystem::path& path,
+                                                         CK_RV* init_rv) {
+  if (init_rv != nullptr) *init_rv = CKR_OK;
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec)) {
     return load_error(path, "no such file");
@@ -100,6 +112,7 @@ Result<std::shared_ptr<Pkcs11Module>> Pkcs11Module::load(const std::filesystem::
   args.flags = CKF_OS_LOCKING_OK;  // we call it from many worker threads at once
   const CK_RV rv = fn->C_Initialize(&args);
   if (rv != CKR_OK && rv != CKR_CRYPTOKI_ALREADY_INITIALIZED) {
+    if (init_rv != nullptr) *init_rv = rv;
     dlclose(handle);
     return load_error(path, "C_Initialize failed",
                       std::string{"C_Initialize: "}.append(ckr_name(rv)));

@@ -6,13 +6,15 @@ namespace xks::hsm {
 
 SessionPool::Lease::Lease(Lease&& other) noexcept
     : pool_(std::exchange(other.pool_, nullptr)),
-      handle_(std::exchange(other.handle_, CK_INVALID_HANDLE)) {}
+      handle_(std::exchange(other.handle_, CK_INVALID_HANDLE)),
+      generation_(other.generation_) {}
 
 SessionPool::Lease& SessionPool::Lease::operator=(Lease&& other) noexcept {
   if (this != &other) {
     release(false);
     pool_ = std::exchange(other.pool_, nullptr);
     handle_ = std::exchange(other.handle_, CK_INVALID_HANDLE);
+    generation_ = other.generation_;
   }
   return *this;
 }
@@ -23,7 +25,8 @@ void SessionPool::Lease::discard() noexcept { release(true); }
 
 void SessionPool::Lease::release(bool discard) noexcept {
   if (pool_ != nullptr) {
-    std::exchange(pool_, nullptr)->give_back(std::exchange(handle_, CK_INVALID_HANDLE), discard);
+    std::exchange(pool_, nullptr)
+        ->give_back(std::exchange(handle_, CK_INVALID_HANDLE), generation_, discard);
   }
 }
 
@@ -61,7 +64,7 @@ Result<SessionPool::Lease> SessionPool::lease(bool fresh) {
     const CK_SESSION_HANDLE h = idle_.back();
     idle_.pop_back();
     ++leased_;
-    return Lease{this, h};
+    return Lease{this, h, generation_};
   }
   if (!idle_.empty()) {
     // Replace the coldest idle session: the warm end holds the ones most
@@ -73,10 +76,22 @@ Result<SessionPool::Lease> SessionPool::lease(bool fresh) {
   }
   // Outside the lock: opening and closing talk to the HSM. Open before closing
   // the replaced session: closing the last session of a token logs it out.
+  const std::uint64_t generation = generation_;
   lock.unlock();
   Result<CK_SESSION_HANDLE> opened = hooks_.open();
   if (opened && replaced != CK_INVALID_HANDLE) hooks_.close(replaced);
   lock.lock();
+  if (opened && generation != generation_) {
+    // invalidate() ran while we were opening: the new session may belong to the
+    // state being torn down. Give up this attempt; the caller's error says why.
+    --open_;
+    lock.unlock();
+    hooks_.close(*opened);
+    available_.notify_one();
+    return make_error(ErrorName::InternalException,
+                      "HSM '" + name_ + "' is being re-initialized; retry later",
+                      "session pool invalidated while a session was being opened");
+  }
   if (!opened) {
     if (replaced != CK_INVALID_HANDLE) {
       idle_.insert(idle_.begin(), replaced);  // it may still be good
@@ -87,7 +102,7 @@ Result<SessionPool::Lease> SessionPool::lease(bool fresh) {
     return std::move(opened).error();
   }
   ++leased_;
-  return Lease{this, *opened};
+  return Lease{this, *opened, generation_};
 }
 
 Result<void> SessionPool::fill() {
@@ -100,10 +115,24 @@ Result<void> SessionPool::fill() {
   return {};  // the leases go back to the pool here
 }
 
-void SessionPool::give_back(CK_SESSION_HANDLE handle, bool discard) noexcept {
+void SessionPool::invalidate() {
+  std::vector<CK_SESSION_HANDLE> idle;
+  {
+    std::lock_guard lock(mutex_);
+    ++generation_;
+    idle.swap(idle_);
+    open_ -= idle.size();
+  }
+  for (CK_SESSION_HANDLE h : idle) hooks_.close(h);  // outside the lock: talks to the HSM
+  available_.notify_all();
+}
+
+void SessionPool::give_back(CK_SESSION_HANDLE handle, std::uint64_t generation,
+                            bool discard) noexcept {
   {
     std::lock_guard lock(mutex_);
     --leased_;
+    discard = discard || generation != generation_;
     if (discard) {
       --open_;
     } else {

@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "xks/config/config.hpp"
 #include "xks/core/result.hpp"
 #include "xks/core/secure.hpp"
 
@@ -76,6 +77,11 @@ class KeyBackend {
   // Deep check: a real encrypt+decrypt on the configured health key of every HSM,
   // one entry per HSM.
   virtual std::vector<EkmHealth> check_health() = 0;
+
+  // A configuration reload: take the HSMs' new secrets (PINs) and clear a latched
+  // login refusal, so that the next session logs in once more. Other HSM
+  // settings still need a restart. Default: nothing to do (fakes).
+  virtual void reload_hsm_secrets(const std::vector<config::HsmConfig>& hsms) { (void)hsms; }
 };
 
 }  // namespace xks::hsm

@@ -9,14 +9,66 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 #include "xks/config/config.hpp"
+#include "xks/hsm/events.hpp"
 #include "xks/hsm/key_backend.hpp"
 #include "xks/hsm/pkcs11_backend.hpp"
 
 namespace xks::hsm {
+
+// A member of a fleet that did not open at startup for a reason worth retrying
+// (device or network, never configuration). It fails every call fast with
+// InternalException naming the reason, reports UNAVAILABLE (with the reason) from
+// check_health(), and each check_health() whose backoff has elapsed tries to open
+// it again (backoff: reinit_backoff_initial doubling to reinit_backoff_max of the
+// options); once open, it forwards everything to the real backend.
+class DeferredHsm final : public KeyBackend {
+ public:
+  // Opens the real backend; on failure sets `transient` (see Pkcs11Backend::open).
+  using Opener = std::function<Result<std::unique_ptr<KeyBackend>>(const config::HsmConfig&,
+                                                                     bool& transient)>;
+
+  DeferredHsm(config::HsmConfig config, Error first_error, Opener opener,
+              HsmEventHook on_event = {},
+              std::chrono::milliseconds backoff_initial = std::chrono::milliseconds{100},
+              std::chrono::milliseconds backoff_max = std::chrono::milliseconds{30000});
+
+  Result<KeyAttributes> key_attributes(std::string_view label) override;
+  Result<GcmCiphertext> encrypt(std::string_view label, ByteView plaintext,
+                                ByteView aad) override;
+  Result<SecureBytes> decrypt(std::string_view label, ByteView ciphertext, ByteView iv,
+                              ByteView tag, ByteView aad) override;
+  std::vector<EkmHealth> check_health() override;
+  void reload_hsm_secrets(const std::vector<config::HsmConfig>& hsms) override;
+
+  bool is_open() const;
+  const std::string& name() const noexcept { return name_; }
+
+ private:
+  std::shared_ptr<KeyBackend> real() const;
+  Error not_open_error() const;
+  void try_open();
+
+  const std::string name_;
+  const Opener opener_;
+  const HsmEventHook on_event_;
+  const std::chrono::milliseconds backoff_max_;
+
+  std::mutex open_mutex_;  // one attempt at a time
+  mutable std::mutex mutex_;
+  config::HsmConfig config_;
+  std::shared_ptr<KeyBackend> real_;
+  Error last_error_;
+  bool gave_up_ = false;  // a retry failed for a configuration reason
+  std::chrono::steady_clock::time_point next_attempt_;
+  std::chrono::milliseconds backoff_;
+};
 
 class MultiHsmBackend final : public KeyBackend {
  public:
@@ -31,6 +83,15 @@ class MultiHsmBackend final : public KeyBackend {
   static Result<std::unique_ptr<MultiHsmBackend>> open(
       const std::vector<config::HsmConfig>& hsms, const Pkcs11Backend::Options& options = {});
 
+  // Starts degraded if need be: opens every HSM it can; one that fails for a
+  // device or network reason becomes a DeferredHsm (UNAVAILABLE in health, retried
+  // from check_health with backoff; options.on_event gets OpenDeferred / Opened).
+  // A configuration failure of any HSM (module missing, not a PKCS#11 module,
+  // token not found, PIN refused) still fails the whole fleet, with that HSM's
+  // message: the daemon must exit and say what to fix.
+  static Result<std::unique_ptr<MultiHsmBackend>> open_fleet(
+      const std::vector<config::HsmConfig>& hsms, const Pkcs11Backend::Options& options = {});
+
   Result<KeyAttributes> key_attributes(std::string_view label) override;
   Result<GcmCiphertext> encrypt(std::string_view label, ByteView plaintext,
                                 ByteView aad) override;
@@ -39,6 +100,8 @@ class MultiHsmBackend final : public KeyBackend {
   // One entry per HSM, in configuration order. Also updates which HSMs are
   // marked failed: UNAVAILABLE marks, ACTIVE or DEGRADED clears.
   std::vector<EkmHealth> check_health() override;
+  // Passes the reload on to every member (PIN refusals are cleared).
+  void reload_hsm_secrets(const std::vector<config::HsmConfig>& hsms) override;
 
   std::size_t size() const noexcept { return members_.size(); }
   bool is_marked_failed(std::size_t index) const;

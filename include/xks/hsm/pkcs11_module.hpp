@@ -21,7 +21,11 @@ class Pkcs11Module {
   // initialization, and only the last one may finalize.
   // Errors (InternalException, message names the path): file missing, dlopen
   // failure, no C_GetFunctionList (not a PKCS#11 module), C_Initialize failure.
-  static Result<std::shared_ptr<Pkcs11Module>> load(const std::filesystem::path& path);
+  // `init_rv`, when given, receives C_Initialize's code if that is what failed
+  // (CKR_OK otherwise), so that a caller can tell a device that is down from a
+  // configuration mistake.
+  static Result<std::shared_ptr<Pkcs11Module>> load(const std::filesystem::path& path,
+                                                    CK_RV* init_rv = nullptr);
 
   ~Pkcs11Module();
   Pkcs11Module(const Pkcs11Module&) = delete;
@@ -31,6 +35,14 @@ class Pkcs11Module {
   const std::filesystem::path& path() const noexcept { return path_; }
   // "<manufacturerID> <libraryDescription> <major.minor>" from C_GetInfo.
   const std::string& description() const noexcept { return description_; }
+
+  // True when this process's C_Initialize was ours (not "already initialized").
+  bool owns_initialization() const noexcept { return finalize_; }
+
+  // C_Finalize + C_Initialize, to recover a library that lost its device. Every
+  // session of every user of this module dies: only for a sole owner with no call
+  // in flight (the backend checks both). Returns C_Initialize's code.
+  CK_RV reinitialize();
 
  private:
   struct Token {};  // keeps the constructor private to load() yet make_shared-able

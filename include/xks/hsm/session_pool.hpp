@@ -9,6 +9,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <mutex>
 #include <string>
@@ -42,10 +43,12 @@ class SessionPool {
 
    private:
     friend class SessionPool;
-    Lease(SessionPool* pool, CK_SESSION_HANDLE handle) noexcept : pool_(pool), handle_(handle) {}
+    Lease(SessionPool* pool, CK_SESSION_HANDLE handle, std::uint64_t generation) noexcept
+        : pool_(pool), handle_(handle), generation_(generation) {}
     void release(bool discard) noexcept;
     SessionPool* pool_ = nullptr;
     CK_SESSION_HANDLE handle_ = CK_INVALID_HANDLE;
+    std::uint64_t generation_ = 0;
   };
 
   // `name` is the HSM's name for error messages.
@@ -69,13 +72,18 @@ class SessionPool {
   // Opens sessions until `capacity` exist (used at startup to fail fast).
   Result<void> fill();
 
+  // Forgets every session: the idle ones are closed now, the leased ones when
+  // they come back (their handles belong to a token or module state that is
+  // being re-initialized). Their places can be reopened at once.
+  void invalidate();
+
   std::size_t capacity() const noexcept { return capacity_; }
   std::size_t in_use() const;     // leased right now
   std::size_t open_count() const; // open (idle + leased + being opened)
 
  private:
   Result<Lease> lease(bool fresh);
-  void give_back(CK_SESSION_HANDLE handle, bool discard) noexcept;
+  void give_back(CK_SESSION_HANDLE handle, std::uint64_t generation, bool discard) noexcept;
 
   const std::string name_;
   const std::size_t capacity_;
@@ -87,6 +95,7 @@ class SessionPool {
   std::vector<CK_SESSION_HANDLE> idle_;  // LIFO: the warmest session first
   std::size_t open_ = 0;                 // includes sessions being opened
   std::size_t leased_ = 0;
+  std::uint64_t generation_ = 0;         // bumped by invalidate()
 };
 
 }  // namespace xks::hsm
