@@ -21,7 +21,7 @@ const std::vector<std::string> kAllSettings = {
     "server.limits.max_connections", "server.limits.max_requests_per_connection",
     "server.limits.handshake_timeout_ms", "server.limits.header_timeout_ms",
     "server.limits.body_timeout_ms", "server.limits.idle_timeout_ms",
-    "server.limits.write_timeout_ms", "tls.enabled", "tls.certificate", "tls.private_key",
+    "server.limits.write_timeout_ms", "server.user", "server.group", "tls.enabled", "tls.certificate", "tls.private_key",
     "tls.client_ca", "tls.client_names", "hsm.name", "hsm.module", "hsm.token_label",
     "hsm.pin.file", "hsm.sessions", "hsm.health_key", "hsm.iv", "keystores[].uri_path",
     "keystores[].credentials[].access_key_id", "keystores[].credentials[].secret.file",
@@ -32,7 +32,8 @@ const std::vector<std::string> kAllSettings = {
 // Settings documented (commented out) rather than set in the main example,
 // because they are alternatives to what it sets.
 const std::vector<std::string> kAlternatives = {"hsm.slot_id", "hsm.pin.env",
-                                                "hsm.pin.allow_insecure_permissions"};
+                                                "hsm.pin.allow_insecure_permissions",
+                                                "server.allow_root"};
 
 void collect_paths(const YAML::Node& n, const std::string& path, std::set<std::string>& out) {
   if (n.IsMap()) {
