@@ -5,6 +5,7 @@
 
 #include "xks/api/version.hpp"
 #include "xks/config/config.hpp"
+#include "xks/policy/cli.hpp"
 #include "xks/tools/cli.hpp"
 
 namespace {
@@ -20,6 +21,7 @@ constexpr std::string_view kUsage =
     "                      send one signed XKS request and time it\n"
     "  doctor              check configuration, TLS, credentials, HSM and the proxy end to end\n"
     "  bench               load-generate signed requests; requests/s and latency percentiles\n"
+    "  policy check|test   validate a secondary-authorization policy; evaluate it on a request\n"
     "  version             print the version\n";
 
 }  // namespace
@@ -39,6 +41,14 @@ int main(int argc, char** argv) {
     if (command == "call") return call_main(argc, argv);
     if (command == "doctor") return doctor_main(argc, argv);
     if (command == "bench") return bench_main(argc, argv);
+    if (command == "policy") {
+      // The policy commands take argv[0] = their own name ("check"/"test").
+      const std::string_view sub = argc > 2 ? argv[2] : "";
+      if (sub == "check") return xks::policy::policy_check_main(argc - 2, argv + 2);
+      if (sub == "test") return xks::policy::policy_test_main(argc - 2, argv + 2);
+      throw UsageError("policy needs a subcommand: policy check <policy.yaml> | "
+                       "policy test <policy.yaml> <request.json>");
+    }
     if (command == "version" || command == "--version") {
       std::printf("xksctl %s\n", xks::api::kVersion.data());
       return 0;
