@@ -321,7 +321,7 @@ int bench_main(int argc, char** argv) {
     if (rate > 0) j["rate"] = rate;
     std::printf("%s\n", j.dump().c_str());
   } else {
-    std::printf("bench: %s on %s%s key %s, %u connection(s), %u thread(s), %s%s, %.1f s, %zu-byte plaintext\n",
+    std::printf("bench: %s on %s%s key %s, %u connection(s), %u thread(s), %s%s, %.2f s, %zu-byte plaintext\n",
                 api_name.c_str(), sh.endpoint.url().c_str(), ks.uri_path.c_str(), key.c_str(), connections, threads,
                 mode.c_str(), rate > 0 ? (" at " + std::to_string(static_cast<long long>(rate)) + " req/s").c_str() : "",
                 elapsed, size);
