@@ -17,19 +17,24 @@ url="https://127.0.0.1:$port/demo/kms/xks/v1"
 # The credential is read from run/kms-proxy-config.json when the command runs and is
 # handed to curl through a config file (-K), so it is neither printed here nor on argv.
 cred="-K <(sed -nE 's/.*\"AccessKeyId\": \"([^\"]+)\".*\"RawSecretAccessKey\": \"([^\"]+)\".*/user = \"\\1:\\2\"/p' $root/run/kms-proxy-config.json)"
+# XKS_MTLS=1: the demo requires the client certificate (see provision-demo.sh).
+client_cert=""
+if [ "${XKS_MTLS:-0}" = 1 ]; then
+  client_cert="--cert $root/run/tls/client.pem --key $root/run/tls/client.key "
+fi
 cat <<MSG
 
 xks-proxy demo: key store $url
 KMS console import file: $root/run/kms-proxy-config.json (holds the secret; mode 0600)
 Try it from another shell (bash or zsh):
 
-  curl -sS --cacert $root/run/tls/ca.pem --aws-sigv4 'aws:amz:us-east-1:kms-xks-proxy' \\
+  curl -sS ${client_cert}--cacert $root/run/tls/ca.pem --aws-sigv4 'aws:amz:us-east-1:kms-xks-proxy' \\
     $cred \\
     -H 'Content-Type: application/json' \\
     -d '{"requestMetadata":{"kmsRequestId":"demo-1","kmsOperation":"KmsHealthCheck"}}' \\
     $url/health; echo
 
-  curl -sS --cacert $root/run/tls/ca.pem --aws-sigv4 'aws:amz:us-east-1:kms-xks-proxy' \\
+  curl -sS ${client_cert}--cacert $root/run/tls/ca.pem --aws-sigv4 'aws:amz:us-east-1:kms-xks-proxy' \\
     $cred \\
     -H 'Content-Type: application/json' \\
     -d '{"requestMetadata":{"kmsRequestId":"demo-2","kmsOperation":"Encrypt","awsPrincipalArn":"arn:aws:iam::123456789012:user/Alice","kmsKeyArn":"arn:aws:kms:us-east-1:123456789012:key/demo"},"plaintext":"SGVsbG8gV29ybGQh","encryptionAlgorithm":"AES_GCM"}' \\

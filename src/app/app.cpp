@@ -14,6 +14,8 @@
 #include "xks/app/handler.hpp"
 #include "xks/app/health_monitor.hpp"
 #include "xks/app/instrumented_backend.hpp"
+#include "xks/app/privileges.hpp"
+#include "xks/hsm/events.hpp"
 #include "xks/app/runtime.hpp"
 #include "xks/auth/sigv4.hpp"
 #include "xks/config/config.hpp"
@@ -35,10 +37,23 @@ namespace {
 constexpr auto kDrainTimeout = 10s;
 
 // Core dumps of this process could hold plaintext, PINs and SigV4 secrets.
+// PR_SET_DUMPABLE 0 also keeps other processes of the same user from
+// ptrace-attaching or reading /proc/<pid>/mem.
 void disable_core_dumps() {
   const rlimit none{0, 0};
   setrlimit(RLIMIT_CORE, &none);
   prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+}
+
+// server.allow_core_dumps: for debugging a crash, on the operator's say-so.
+void enable_core_dumps() {
+  rlimit limit{};
+  getrlimit(RLIMIT_CORE, &limit);
+  limit.rlim_cur = limit.rlim_max;
+  setrlimit(RLIMIT_CORE, &limit);
+  prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
+  obs::warn("core_dumps_allowed", {{"detail", "server.allow_core_dumps is true: a core dump may "
+                                              "contain plaintext, the HSM PIN and SigV4 secrets"}});
 }
 
 unsigned io_threads(const config::Config& cfg) {
@@ -115,7 +130,21 @@ Result<std::shared_ptr<Engine>> open_engine(const config::Config& cfg, obs::Metr
       obs::error("hsm_login", fields);
     }
   };
-  auto multi = hsm::MultiHsmBackend::open(cfg.hsms, options);
+  options.on_event = [](const hsm::HsmEvent& event) {
+    nlohmann::json fields = {{"hsm", event.hsm}, {"detail", event.detail}};
+    if (event.rv != CKR_OK) fields["result"] = hsm::ckr_name(event.rv);
+    if (event.retry_in.count() > 0) fields["retryInMs"] = event.retry_in.count();
+    const bool bad = event.kind != hsm::HsmEvent::Kind::Recovered &&
+                     event.kind != hsm::HsmEvent::Kind::Opened &&
+                     event.kind != hsm::HsmEvent::Kind::LoginReset &&
+                     event.kind != hsm::HsmEvent::Kind::ReinitAttempt;
+    obs::log(bad ? obs::Level::Warn : obs::Level::Info,
+             std::string("hsm_") + std::string(hsm::to_string(event.kind)), fields);
+  };
+  // An HSM that is unreachable at startup (device or network) does not stop a
+  // fleet: it reports UNAVAILABLE and is opened in the background. A
+  // configuration problem (module, token, PIN) of any HSM does.
+  auto multi = hsm::MultiHsmBackend::open_fleet(cfg.hsms, options);
   if (!multi) return std::move(multi).error();
   // HSM call latency is recorded per fleet: one HSM is labelled by its name.
   const std::string label = cfg.hsms.size() == 1 ? cfg.hsms.front().name : "fleet";
@@ -175,7 +204,8 @@ class Daemon {
         server_(ioc_, cfg->server.limits, cfg->tls.enabled ? &tls_ : nullptr, handler_, &metrics_),
         signals_(ioc_, SIGTERM, SIGINT, SIGHUP),
         drain_timer_(ioc_),
-        watchdog_timer_(ioc_) {
+        watchdog_timer_(ioc_),
+        rotation_timer_(ioc_) {
     metrics_.set_worker_pool_samplers(
         [this] { return static_cast<double>(pool_.queue_depth()); },
         [this] { return static_cast<double>(pool_.busy_workers()); });
@@ -210,11 +240,14 @@ class Daemon {
       obs::info("metrics_listening", {{"address", cfg->metrics.listen_host},
                                       {"port", metrics_server_->local_port()}});
     }
+    // Both listeners are bound: privileged ports need root no longer.
+    drop_privileges(cfg->server, cfg->source);
     const auto endpoint = server_.local_endpoint();
     health_.start();
     server_.start();
     wait_for_signal();
     start_watchdog();
+    schedule_ticket_rotation();
     obs::info("listening", {{"address", endpoint.address().to_string()},
                             {"port", endpoint.port()},
                             {"tls", cfg->tls.enabled},
@@ -365,6 +398,26 @@ class Daemon {
     });
   }
 
+  // Fresh session-ticket keys: a new TLS context from the current files.
+  // Connections keep the context they started with.
+  void schedule_ticket_rotation() {
+    const auto cfg = runtime_.get()->config;
+    if (!cfg->tls.enabled || !cfg->tls.session_tickets) return;
+    rotation_timer_.expires_after(cfg->tls.ticket_key_rotation);
+    rotation_timer_.async_wait([this](const boost::system::error_code& ec) {
+      if (ec) return;
+      const auto current = runtime_.get()->config;
+      try {
+        tls_.replace(make_tls(*current));
+        obs::info("tls_ticket_keys_rotated");
+      } catch (const std::exception& e) {
+        obs::error("tls_ticket_rotation_failed",
+                   {{"error", e.what()}, {"detail", "the previous TLS context keeps serving"}});
+      }
+      schedule_ticket_rotation();
+    });
+  }
+
   void begin_shutdown(int signo) {
     sd_notify(0, "STOPPING=1");
     obs::info("stopping", {{"signal", signo == SIGTERM ? "SIGTERM" : "SIGINT"},
@@ -373,6 +426,7 @@ class Daemon {
     server_.begin_drain();
     health_.stop();
     watchdog_timer_.cancel();
+    rotation_timer_.cancel();
     if (metrics_server_) metrics_server_->stop();
     drain_deadline_ = core::SteadyClock::now() + kDrainTimeout;
     poll_drain();
@@ -406,6 +460,7 @@ class Daemon {
   asio::signal_set signals_;
   asio::steady_timer drain_timer_;
   asio::steady_timer watchdog_timer_;
+  asio::steady_timer rotation_timer_;
   std::chrono::microseconds watchdog_period_{0};
   core::Deadline drain_deadline_{};
   std::atomic<bool> reloading_{false};
@@ -428,10 +483,18 @@ int check_config(const std::filesystem::path& config_file) {
 }
 
 int run_daemon(const std::filesystem::path& config_file) {
+  // Off before the configuration (and its secrets) is even read.
   disable_core_dumps();
   std::shared_ptr<const config::Config> cfg;
   try {
     cfg = std::make_shared<const config::Config>(config::load_config(config_file));
+  } catch (const std::exception& e) {
+    std::cerr << "xks-proxy: " << e.what() << "\n";
+    return kExitConfig;
+  }
+  if (cfg->server.allow_core_dumps) enable_core_dumps();
+  try {
+    check_root_policy(cfg->server, cfg->source);
   } catch (const std::exception& e) {
     std::cerr << "xks-proxy: " << e.what() << "\n";
     return kExitConfig;

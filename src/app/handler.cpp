@@ -187,17 +187,29 @@ asio::awaitable<net::Response> XksHandler::dispatch(net::Request& request,
   const auto& index = rt->keystores[route->keystore];
   const auto& keystore = cfg.keystores[route->keystore];
   const auto now = std::chrono::system_clock::now();
+  const config::Credential* expired = nullptr;
   auth::SecretLookup lookup = [&](std::string_view akid) -> const SecureString* {
     const auto it = index.credentials.find(akid);
     if (it == index.credentials.end()) return nullptr;
     const auto& cred = *it->second;
-    if (cred.not_after && now > *cred.not_after) return nullptr;
+    if (cred.not_after && now > *cred.not_after) {
+      expired = &cred;
+      return nullptr;
+    }
     return &cred.secret;
   };
   const std::string_view method(request.method_string().data(), request.method_string().size());
   auto verified = verifier_.verify(
       auth::RequestView{method, target, request.base(), request.body()}, lookup, now);
-  if (!verified) co_return fail(std::move(verified).error());
+  if (!verified) {
+    if (expired != nullptr) {
+      co_return fail(make_error(
+          ErrorName::AuthenticationFailedException,
+          "access key id \"" + expired->access_key_id + "\" has expired (its not_after has passed)",
+          "keystores[].credentials[].not_after"));
+    }
+    co_return fail(std::move(verified).error());
+  }
   outcome.access_key_id = verified->access_key_id;
   metrics_.record_credential_use(index.metrics_index, verified->access_key_id, now);
 

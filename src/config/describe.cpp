@@ -60,12 +60,15 @@ std::string describe_redacted(const Config& c) {
         {"write_timeout_ms", millis(s.limits.write_timeout)}}},
       {"user", s.user},
       {"group", s.group},
-      {"allow_root", s.allow_root}};
+      {"allow_root", s.allow_root},
+      {"allow_core_dumps", s.allow_core_dumps}};
   j["tls"] = {{"enabled", c.tls.enabled},
               {"certificate", c.tls.certificate.string()},
               {"private_key", c.tls.private_key.string()},
               {"client_ca", c.tls.client_ca.string()},
-              {"client_names", c.tls.client_names}};
+              {"client_names", c.tls.client_names},
+              {"session_tickets", c.tls.session_tickets},
+              {"ticket_key_rotation_hours", c.tls.ticket_key_rotation.count()}};
   json hsms = json::array();
   for (const auto& h : c.hsms) {
     json e = {{"name", h.name},

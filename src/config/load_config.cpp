@@ -444,7 +444,7 @@ void Loader::parse_limits(const YAML::Node& n, const std::string& path, Limits& 
 void Loader::parse_server(const YAML::Node& n, ServerConfig& out) const {
   const Section s(*this, n, "server",
                   {"listen", "threads", "fleet_size", "ping_path", "request_deadline_ms", "limits",
-                   "user", "group", "allow_root"});
+                   "user", "group", "allow_root", "allow_core_dumps"});
   if (s.has("listen")) parse_listen(s.get("listen"), s.path("listen"), out);
   opt_uint(s, "threads", out.threads, 0, 256,
            "0 uses one I/O thread per core; HSM calls run on their own pool, so more I/O threads "
@@ -491,12 +491,23 @@ void Loader::parse_server(const YAML::Node& n, ServerConfig& out) const {
          "server.allow_root: true if running as root is really intended");
   }
   if (s.has("allow_root")) out.allow_root = bool_value(s.get("allow_root"), s.path("allow_root"));
+  if (s.has("allow_core_dumps")) {
+    out.allow_core_dumps = bool_value(s.get("allow_core_dumps"), s.path("allow_core_dumps"));
+  }
 }
 
 void Loader::parse_tls(const YAML::Node& n, TlsConfig& out) const {
   const Section s(*this, n, "tls",
-                  {"enabled", "certificate", "private_key", "client_ca", "client_names"});
+                  {"enabled", "certificate", "private_key", "client_ca", "client_names",
+                   "session_tickets", "ticket_key_rotation_hours"});
   if (s.has("enabled")) out.enabled = bool_value(s.get("enabled"), s.path("enabled"));
+  if (s.has("session_tickets")) {
+    out.session_tickets = bool_value(s.get("session_tickets"), s.path("session_tickets"));
+  }
+  unsigned rotation_hours = static_cast<unsigned>(out.ticket_key_rotation.count());
+  opt_uint(s, "ticket_key_rotation_hours", rotation_hours, 1, 168,
+           "session ticket keys are replaced this often, limiting what a stolen key decrypts");
+  out.ticket_key_rotation = std::chrono::hours(rotation_hours);
   const auto path_setting = [&](std::string_view key, fs::path& dst) {
     if (!s.has(key)) return;
     const std::string v = string_value(s.get(key), s.path(key));

@@ -119,6 +119,13 @@ asio::awaitable<Result<void>> read_request_head(Stream& stream, beast::flat_buff
                          "request headers exceed " + std::to_string(limits.max_header_bytes) +
                              " bytes (server.limits.max_header_bytes)");
   }
+  if (ec == http::error::body_limit) {
+    // A Content-Length above the limit is refused before reading the body.
+    co_return make_error(ErrorName::UnsupportedOperationException,
+                         "request body exceeds the supported " +
+                             std::to_string(limits.max_body_bytes) +
+                             " bytes (server.limits.max_body_bytes)");
+  }
   if (ec || !parser.is_header_done()) {
     co_return make_error(ErrorName::ValidationException,
                          "malformed HTTP request: " + (ec ? ec.message() : "incomplete head"));

@@ -132,6 +132,14 @@ std::shared_ptr<ssl::context> make_server_tls_context(const config::TlsConfig& t
     throw std::runtime_error("TLS: cannot set the cipher suites: " + openssl_reason());
   }
   SSL_CTX_set_alpn_select_cb(native, select_alpn, nullptr);
+  // Each context gets fresh random ticket keys from OpenSSL; the daemon
+  // replaces the context every tls.ticket_key_rotation_hours, which rotates
+  // them. TLS 1.3 resumption also uses tickets, so NO_TICKET turns both off.
+  if (!tls.session_tickets) {
+    SSL_CTX_set_options(native, SSL_OP_NO_TICKET);
+    SSL_CTX_set_num_tickets(native, 0);
+    SSL_CTX_set_session_cache_mode(native, SSL_SESS_CACHE_OFF);
+  }
 
   if (SSL_CTX_use_certificate_chain_file(native, tls.certificate.c_str()) != 1) {
     fail(config_file, "tls.certificate", "cannot load certificate chain '" +

@@ -721,19 +721,14 @@ class EdgeTests(unittest.TestCase):
         many = "".join(f"X-H{i}: v\r\n" for i in range(100))
         self.assert_refused(self.head(many + "Content-Length: 2\r\n", b"{}"), pattern="max_header_count")
 
-    # Known daemon bug (reported to the lead): a Content-Length above max_body_bytes
-    # is caught by Beast while parsing the head (http::error::body_limit), and
-    # read_request_head maps every parse error to 400 ValidationException "malformed
-    # HTTP request: body limit exceeded". The spec's answer for a value beyond the
-    # supported size is 501 UnsupportedOperationException (as it already is when the
-    # limit trips while reading the body). Remove expectedFailure with the fix.
-    @unittest.expectedFailure
+    # The spec's answer for a value beyond the supported size is 501
+    # UnsupportedOperationException, whether the limit trips on the announced
+    # Content-Length (while parsing the head) or while reading the body.
     def test_oversized_body_is_501(self):
         body = b"{" + b" " * 70000 + b"}"
         self.assert_refused(self.head(f"Content-Length: {len(body)}\r\n", body), status=501,
                             name="UnsupportedOperationException")
 
-    @unittest.expectedFailure   # same bug as test_oversized_body_is_501
     def test_oversized_body_announced_but_not_sent_is_501(self):
         self.assert_refused(self.head("Content-Length: 10000000\r\n", b"{}"), status=501,
                             name="UnsupportedOperationException")

@@ -80,6 +80,10 @@ struct TlsConfig {
   std::filesystem::path private_key;     // any key format OpenSSL reads
   std::filesystem::path client_ca;       // empty: no mTLS
   std::vector<std::string> client_names; // accepted client CN / DNS SAN
+  // TLS session resumption (tickets, TLS 1.2 and 1.3). The ticket keys are
+  // replaced every ticket_key_rotation; resumption is off when false.
+  bool session_tickets = true;
+  std::chrono::hours ticket_key_rotation{12};
 };
 
 struct Limits {
@@ -112,6 +116,8 @@ struct ServerConfig {
   std::string user;               // empty: keep the starting user
   std::string group;              // empty: the user's primary group; needs `user`
   bool allow_root = false;
+  // Core dumps can hold plaintext, PINs and SigV4 secrets; off unless allowed.
+  bool allow_core_dumps = false;
 };
 
 struct HealthConfig {
