@@ -232,6 +232,24 @@ asio::awaitable<net::Response> XksHandler::dispatch(net::Request& request,
     return it->second;
   };
 
+  // For the three key APIs: record the metadata for the access log, find the
+  // key in this key store, apply the key store's policy.
+  auto admit = [&](api::RequestMetadata&& md) -> Result<const config::KeyEntry*> {
+    outcome.metadata = std::move(md);
+    auto key = find_key(route->key_id);
+    if (!key) return key;
+    if (auto allowed = authorize(keystore, route->api, route->key_id, *outcome.metadata,
+                                 metrics_, index.metrics_index);
+        !allowed) {
+      return std::move(allowed).error();
+    }
+    return key;
+  };
+  auto respond = [&](auto& result) {
+    if (!result) return fail(std::move(result).error());
+    return json_response(http::status::ok, api::serialize(*result), version);
+  };
+
   // The HSM jobs below may outlive this coroutine (a deadline answers first and
   // the job finishes on its worker), so each owns what it touches: the parsed
   // request, and the Runtime snapshot that owns the KeyEntry.
@@ -248,52 +266,34 @@ asio::awaitable<net::Response> XksHandler::dispatch(net::Request& request,
     case Api::GetKeyMetadata: {
       auto req = api::parse_key_metadata_request(request.body());
       if (!req) co_return fail(std::move(req).error());
-      outcome.metadata = std::move(req->metadata);
-      auto key = find_key(route->key_id);
+      auto key = admit(std::move(req->metadata));
       if (!key) co_return fail(std::move(key).error());
-      if (auto allowed = authorize(keystore, route->api, route->key_id, *outcome.metadata,
-                                    metrics_, index.metrics_index); !allowed) {
-        co_return fail(std::move(allowed).error());
-      }
       // The job is a named local, not a temporary inside the co_await
       // expression: g++ 12 destroys such temporaries twice.
       auto work = [rt, entry = *key] { return rt->engine->service.get_key_metadata(*entry); };
       auto result = co_await core::offload(pool_, deadline, std::move(work));
-      if (!result) co_return fail(std::move(result).error());
-      co_return json_response(http::status::ok, api::serialize(*result), version);
+      co_return respond(result);
     }
     case Api::Encrypt: {
       auto req = api::parse_encrypt_request(request.body());
       if (!req) co_return fail(std::move(req).error());
-      outcome.metadata = std::move(req->metadata);
-      auto key = find_key(route->key_id);
+      auto key = admit(std::move(req->metadata));
       if (!key) co_return fail(std::move(key).error());
-      if (auto allowed = authorize(keystore, route->api, route->key_id, *outcome.metadata,
-                                    metrics_, index.metrics_index); !allowed) {
-        co_return fail(std::move(allowed).error());
-      }
       auto job = std::make_shared<api::EncryptRequest>(std::move(*req));
       auto work = [rt, entry = *key, job] { return rt->engine->service.encrypt(*entry, *job); };
       auto result = co_await core::offload(pool_, deadline, std::move(work));
-      if (!result) co_return fail(std::move(result).error());
-      co_return json_response(http::status::ok, api::serialize(*result), version);
+      co_return respond(result);
     }
     case Api::Decrypt: {
       auto req = api::parse_decrypt_request(request.body());
       if (!req) co_return fail(std::move(req).error());
-      outcome.metadata = std::move(req->metadata);
-      auto key = find_key(route->key_id);
+      auto key = admit(std::move(req->metadata));
       if (!key) co_return fail(std::move(key).error());
-      if (auto allowed = authorize(keystore, route->api, route->key_id, *outcome.metadata,
-                                    metrics_, index.metrics_index); !allowed) {
-        co_return fail(std::move(allowed).error());
-      }
       auto job = std::make_shared<api::DecryptRequest>(std::move(*req));
       auto work = [rt, entry = *key, job] { return rt->engine->service.decrypt(*entry, *job); };
       auto result = co_await core::offload(pool_, deadline, std::move(work));
-      if (!result) co_return fail(std::move(result).error());
-      // serialize() builds the body in place; the server wipes it once sent.
-      co_return json_response(http::status::ok, api::serialize(*result), version);
+      // serialize() builds the plaintext body in place; the server wipes it once sent.
+      co_return respond(result);
     }
   }
   co_return fail(make_error(ErrorName::InternalException, "unknown API"));
