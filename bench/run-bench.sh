@@ -1,0 +1,492 @@
+#!/usr/bin/env bash
+# make bench: xks-proxy against an nginx baseline with the same TLS settings, driven by
+# the same load generator (wrk) with the same connection counts, in one run.
+# See docs/performance.md for the method and how to read the results.
+#
+# Steps: install nginx/wrk (scripts/install-deps.sh bench), build Release (build/release),
+# provision the SoftHSM2 demo in bench/out/demo on free 127.0.0.1 ports, start the proxy and
+# nginx, then per scenario: pre-sign requests with botocore (bench/presign.py), 2 s wrk
+# warm-up, 10 s measured, same against nginx; new TLS connections/s (ECDSA, RSA-2048); an
+# open-loop run at 1800 req/s; a mixed soak sampling RSS every 5 s; RSS with 1000 idle
+# keep-alive connections. Writes bench/out/results.json and prints a table.
+# Everything stops by itself; the proxy and nginx are stopped on exit.
+#
+# Env (defaults in brackets):
+#   BENCH_DURATION [10] BENCH_WARMUP [2] seconds per scenario; BENCH_THREADS [2] and
+#   BENCH_CONNECTIONS [64] for wrk; BENCH_OPEN_RATE [1800] BENCH_OPEN_SECONDS [30]
+#   BENCH_OPEN_CONNECTIONS [16]; BENCH_SOAK_SECONDS [60] (600 for the issue's 10-minute run)
+#   BENCH_SOAK_RATE [1800]; BENCH_IDLE_CONNECTIONS [1000]; BENCH_RSA [1] RSA-2048 handshakes;
+#   BENCH_SKIP_BUILD [0] reuse build/release; BENCH_PERF [0] perf-record the proxy during
+#   the measured Encrypt 32 B run (bench/out/perf.data, perf-report.txt);
+#   BENCH_SCENARIOS [health enc32 enc32cdiv enc4300 enc4300cdiv decrypt].
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+out=$root/bench/out
+raw=$out/raw
+demo=$out/demo
+py=/usr/bin/python3
+
+DUR=${BENCH_DURATION:-10}
+WARM=${BENCH_WARMUP:-2}
+THREADS=${BENCH_THREADS:-2}
+CONNS=${BENCH_CONNECTIONS:-64}
+OPEN_RATE=${BENCH_OPEN_RATE:-1800}
+OPEN_SECONDS=${BENCH_OPEN_SECONDS:-30}
+OPEN_CONNS=${BENCH_OPEN_CONNECTIONS:-16}
+SOAK=${BENCH_SOAK_SECONDS:-60}
+SOAK_RATE=${BENCH_SOAK_RATE:-1800}
+IDLE=${BENCH_IDLE_CONNECTIONS:-1000}
+RSA=${BENCH_RSA:-1}
+PERF=${BENCH_PERF:-0}
+SCENARIOS=${BENCH_SCENARIOS:-health enc32 enc32cdiv enc4300 enc4300cdiv decrypt}
+
+log() { printf '\n== %s\n' "$*" >&2; }
+die() { echo "run-bench: $*" >&2; exit 1; }
+
+# --- dependencies and build --------------------------------------------------------
+if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
+  log "dependencies (scripts/install-deps.sh bench)"
+  scripts/install-deps.sh bench
+  log "build Release (build/release)"
+  scripts/build.sh release xks-proxy xksctl
+fi
+for t in nginx wrk "$py"; do command -v "$t" >/dev/null || die "'$t' not found (scripts/install-deps.sh bench)"; done
+proxy_bin=$root/build/release/xks-proxy
+xksctl=$root/build/release/xksctl
+[ -x "$proxy_bin" ] || die "$proxy_bin not built"
+
+mkdir -p "$out" "$raw"
+rm -f "$raw"/*.json "$raw"/*.txt "$out/results.json"
+# 1000 idle connections need file descriptors in the proxy and in bench/memory.py.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+free_port() {
+  "$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+wait_port() {  # wait_port PORT PID: until a TLS server answers on PORT (10 s)
+  local i
+  for i in $(seq 1 100); do
+    kill -0 "$2" 2>/dev/null || return 1
+    if "$py" -c "import socket,sys; socket.create_connection(('127.0.0.1',$1),0.2).close()" 2>/dev/null; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  return 1
+}
+
+proxy_port=$(free_port)
+nginx_port=$(free_port)
+[ "$proxy_port" != "$nginx_port" ] || nginx_port=$(free_port)
+
+# --- demo provisioning ----------------------------------------------------------------
+log "provision the demo in bench/out/demo (proxy on 127.0.0.1:$proxy_port)"
+# Guard: a backquoted `make run` in an unquoted heredoc of provision-demo.sh (commit
+# 34d35da) runs `make run`, which never returns; a no-op `make` on PATH defuses it.
+shim=$out/shim
+mkdir -p "$shim"
+printf '#!/bin/sh\necho "run-bench: provision-demo.sh tried to run make $*; ignored" >&2\n' >"$shim/make"
+chmod +x "$shim/make"
+PATH=$shim:$PATH XKS_LISTEN=127.0.0.1:$proxy_port scripts/provision-demo.sh "$demo" >&2
+grep -q 'allow_root: true' "$demo/xks-proxy.yaml" || die "$demo/xks-proxy.yaml lacks server.allow_root: true"
+# shellcheck source=/dev/null
+. "$demo/env"
+
+# RSA-2048 server certificate from the same demo CA, for the RSA handshake comparison.
+if [ "$RSA" = 1 ] && { [ ! -s "$demo/tls/bench-rsa.pem" ] || [ ! -s "$demo/tls/bench-rsa.key" ]; }; then
+  ( umask 077
+    openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$demo/tls/bench-rsa.key" 2>/dev/null
+    openssl req -new -key "$demo/tls/bench-rsa.key" -subj "/O=xks-proxy demo/CN=localhost" -out "$out/rsa.csr"
+    printf 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n' >"$out/rsa.ext"
+    openssl x509 -req -in "$out/rsa.csr" -CA "$demo/tls/ca.pem" -CAkey "$demo/tls/ca.key" \
+      -set_serial "0x$(openssl rand -hex 16)" -days 825 -sha256 -extfile "$out/rsa.ext" \
+      -out "$demo/tls/bench-rsa.pem" 2>/dev/null
+    rm -f "$out/rsa.csr" "$out/rsa.ext" )
+fi
+
+# --- processes: started here, stopped on exit ---------------------------------------
+proxy_pid=""
+nginx_pid=""
+perf_pid=""
+stop_pid() {  # stop_pid PID: TERM, then KILL after 5 s
+  local pid=$1 i
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+cleanup() {
+  stop_pid "$perf_pid"
+  stop_pid "$proxy_pid"
+  stop_pid "$nginx_pid"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+start_proxy() {  # start_proxy CONFIG PORT LOG
+  "$proxy_bin" --config "$1" >>"$3" 2>&1 &
+  proxy_pid=$!
+  wait_port "$2" "$proxy_pid" || { tail -20 "$3" >&2; die "xks-proxy did not start (log: $3)"; }
+}
+start_nginx() {  # start_nginx NAME PORT CERT KEY
+  local dir=$out/$1
+  mkdir -p "$dir"
+  sed -e "s|@OUT@|$dir|g" -e "s|@PORT@|$2|g" -e "s|@CERT@|$3|g" -e "s|@KEY@|$4|g" \
+    "$root/bench/nginx/nginx.conf.in" >"$dir/nginx.conf"
+  nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" >>"$dir/stdout.log" 2>&1 &
+  nginx_pid=$!
+  wait_port "$2" "$nginx_pid" || { tail -20 "$dir/error.log" >&2; die "nginx did not start"; }
+}
+# The proxy's access log (one JSON line per request) goes to a file like a journal would
+# take it; between phases keep only what is not an info line, so the disk stays small.
+proxy_log=$out/proxy.log
+trim_log() {
+  [ -f "$proxy_log" ] || return 0
+  grep -v '"level":"info"' "$proxy_log" | tail -n 200 >>"$out/proxy-warnings.log" || true
+  : >"$proxy_log"
+}
+
+loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+
+# CPU time (utime+stime of all threads, clock ticks) of the server under test: the proxy,
+# or nginx's master and workers (CPU_OF=nginx). Wall-clock rates on a shared machine depend
+# on what else runs; CPU per request much less.
+CPU_OF=proxy
+cpu_ticks() {
+  local s=0 p pids
+  if [ "$CPU_OF" = nginx ]; then pids="$nginx_pid $(pgrep -P "$nginx_pid" | tr '\n' ' ')"; else pids=$proxy_pid; fi
+  for p in $pids; do s=$((s + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done
+  echo "$s"
+}
+
+# tls_full NAME PORT: full TLS handshakes/s from BENCH_STIME_PROCS parallel
+# `openssl s_time -new` clients, which never resume (wrk resumes with TLS 1.3 tickets).
+STIME_PROCS=${BENCH_STIME_PROCS:-4}
+tls_full() {
+  local name=$1 port=$2 i pids=() t0 t1 c0 c1
+  c0=$(cpu_ticks); t0=$(date +%s.%N)
+  for i in $(seq 1 "$STIME_PROCS"); do
+    openssl s_time -connect "127.0.0.1:$port" -new -time "$DUR" -www /ping >"$raw/$name.stime.$i.txt" 2>&1 &
+    pids+=($!)
+  done
+  wait "${pids[@]}" || true
+  t1=$(date +%s.%N); c1=$(cpu_ticks)
+  "$py" - "$raw" "$name" "$STIME_PROCS" "$t0" "$t1" "$((c1 - c0))" "$(getconf CLK_TCK)" "$(loadavg)" \
+    >"$raw/$name.json" <<'EOF'
+import json, re, sys
+raw, name, procs, t0, t1, ticks, tck, load = sys.argv[1:]
+n = 0
+for i in range(1, int(procs) + 1):
+    m = re.search(r"(\d+) connections in \d+ real seconds", open(f"{raw}/{name}.stime.{i}.txt").read())
+    n += int(m.group(1)) if m else 0
+secs = float(t1) - float(t0)
+cpu = int(ticks) / int(tck)
+r = {"requests": n, "duration_s": secs, "rps": n / secs, "errors": {}, "clients": int(procs),
+     "generator": "openssl s_time -new", "server_cpu_s": cpu, "cpu_us_per_request": 1e6 * cpu / max(1, n),
+     "loadavg_after": load, "latency_us": None}
+print(json.dumps(r))
+print(f"  {name:<22} {r['rps']:>10.0f} conn/s {r['cpu_us_per_request']:6.1f} us CPU/conn", file=sys.stderr)
+EOF
+}
+
+# wrk_run NAME URL [wrk args...]: warm-up, then the measured run; JSON to raw/NAME.json
+wrk_run() {
+  local name=$1 url=$2
+  shift 2
+  wrk -t"$THREADS" -c"$CONNS" -d"${WARM}s" --timeout 5s -s "$root/bench/lua/replay.lua" "$@" "$url" >/dev/null
+  local load_before cpu0 cpu1
+  load_before=$(loadavg)
+  cpu0=$(cpu_ticks)
+  wrk -t"$THREADS" -c"$CONNS" -d"${DUR}s" --timeout 5s -s "$root/bench/lua/replay.lua" "$@" "$url" \
+    >"$raw/$name.wrk.txt"
+  cpu1=$(cpu_ticks)
+  local line
+  line=$(sed -n 's/^BENCH_JSON //p' "$raw/$name.wrk.txt")
+  [ -n "$line" ] || { cat "$raw/$name.wrk.txt" >&2; die "wrk printed no result for $name"; }
+  "$py" - "$line" "$load_before" "$(loadavg)" "$((cpu1 - cpu0))" "$(getconf CLK_TCK)" >"$raw/$name.json" <<'EOF'
+import json, sys
+r = json.loads(sys.argv[1]); r["loadavg_before"] = sys.argv[2]; r["loadavg_after"] = sys.argv[3]
+r["server_cpu_s"] = int(sys.argv[4]) / int(sys.argv[5])
+r["cpu_us_per_request"] = 1e6 * r["server_cpu_s"] / max(1, r["requests"])
+print(json.dumps(r))
+EOF
+  "$py" - "$raw/$name.json" "$name" >&2 <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1])); l = r["latency_us"]; e = sum(r["errors"].values())
+print(f"  {sys.argv[2]:<22} {r['rps']:>10.0f} req/s {r['cpu_us_per_request']:6.1f} us CPU/req  p50 {l['p50']/1000:.2f} ms  p99 {l['p99']/1000:.2f} ms  p99.9 {l['p999']/1000:.2f} ms  errors {e}")
+EOF
+}
+
+echo "{\"loadavg_start\": \"$(loadavg)\", \"started\": \"$(date -u +%FT%TZ)\"}" >"$raw/meta.json"
+
+# --- keep-alive scenarios ------------------------------------------------------------
+log "start xks-proxy (Release) on 127.0.0.1:$proxy_port and nginx on 127.0.0.1:$nginx_port"
+: >"$proxy_log"
+start_proxy "$demo/xks-proxy.yaml" "$proxy_port" "$proxy_log"
+start_nginx nginx "$nginx_port" "$demo/tls/server.pem" "$demo/tls/server.key"
+echo "$proxy_pid" >"$out/proxy.pid"
+
+# The health cache fills in the background: wait until GetHealthStatus answers 200.
+for i in $(seq 1 50); do
+  "$py" "$root/bench/presign.py" --dir "$demo" --port "$proxy_port" --scenario health --count 1 \
+    --out "$raw/health-probe.lua" --check >/dev/null 2>&1 && break
+  [ "$i" = 50 ] && die "GetHealthStatus never answered 200 (log: $proxy_log)"
+  sleep 0.2
+done
+
+log "keep-alive scenarios: wrk -t$THREADS -c$CONNS, ${WARM} s warm-up + ${DUR} s each, proxy then nginx"
+for s in $SCENARIOS; do
+  # Signed right before use: SigV4 signatures are accepted for 5 minutes.
+  "$py" "$root/bench/presign.py" --dir "$demo" --port "$proxy_port" --scenario "$s" --count 64 \
+    --out "$raw/$s.lua" --check >&2
+  if [ "$PERF" = 1 ] && [ "$s" = enc32 ]; then
+    (sleep "$WARM"; exec perf record -g -e task-clock -F 999 -p "$proxy_pid" -o "$out/perf.data" \
+       -- sleep "$DUR") >"$out/perf-record.log" 2>&1 &
+    perf_pid=$!
+  fi
+  BENCH_REQUESTS=$raw/$s.lua wrk_run "proxy-$s" "https://127.0.0.1:$proxy_port/"
+  trim_log
+  CPU_OF=nginx BENCH_REQUESTS=$raw/$s.lua wrk_run "nginx-$s" "https://127.0.0.1:$nginx_port/"
+  if [ -n "$perf_pid" ]; then
+    wait "$perf_pid" || true
+    perf_pid=""
+    perf report -i "$out/perf.data" --no-children --percent-limit 0.5 --stdio 2>/dev/null \
+      | head -n 400 >"$out/perf-report.txt" || true
+  fi
+done
+
+# --- new TLS connections per second ---------------------------------------------------
+log "new TLS connections/s (ECDSA P-256): full handshakes (openssl s_time -new x$STIME_PROCS), resumptions (wrk, Connection: close)"
+tls_full proxy-conn-ecdsa "$proxy_port"
+CPU_OF=nginx tls_full nginx-conn-ecdsa "$nginx_port"
+wrk_run proxy-resume-ecdsa "https://127.0.0.1:$proxy_port/ping" -H "Connection: close"
+trim_log
+CPU_OF=nginx wrk_run nginx-resume-ecdsa "https://127.0.0.1:$nginx_port/ping" -H "Connection: close"
+
+log "memory baseline: nginx (2 workers) with $IDLE idle keep-alive TLS connections"
+"$py" "$root/bench/memory.py" --pid "$(pgrep -P "$nginx_pid" | paste -sd,)" --port "$nginx_port" \
+  --cafile "$demo/tls/ca.pem" -n "$IDLE" >"$raw/memory-nginx.json" || true
+cat "$raw/memory-nginx.json" >&2
+
+# --- open loop ---------------------------------------------------------------------------
+if "$xksctl" bench --help >/dev/null 2>&1; then
+  openloop=("$xksctl" bench --config "$demo/xks-proxy.yaml" --endpoint "https://127.0.0.1:$proxy_port"
+            --cacert "$demo/tls/ca.pem" --json)
+  openloop_gen="xksctl bench"
+else
+  openloop=("$py" "$root/bench/openloop.py" --dir "$demo" --port "$proxy_port")
+  openloop_gen="bench/openloop.py"
+fi
+log "open loop: encrypt at $OPEN_RATE req/s for $OPEN_SECONDS s over $OPEN_CONNS connections ($openloop_gen)"
+stop_pid "$nginx_pid"; nginx_pid=""   # nothing else on the cores during latency runs
+"${openloop[@]}" --api encrypt --rate "$OPEN_RATE" --duration "$OPEN_SECONDS" \
+  --connections "$OPEN_CONNS" >"$raw/openloop.json" || true
+"$py" - "$raw/openloop.json" >&2 <<'EOF' || die "open loop produced no JSON: $(head -c 500 "$raw/openloop.json")"
+import json, sys
+j = json.load(open(sys.argv[1])); l = j["latency_ms"]
+print(f"  {j['requests_per_second']:.0f} req/s  p50 {l['p50']:.2f} ms  p99 {l['p99']:.2f} ms  p99.9 {l['p99.9']:.2f} ms"
+      f"  errors {j['errors']} transport {j.get('transport_errors', 0)}")
+EOF
+trim_log
+
+# --- soak: mixed open-loop load, RSS every 5 s -----------------------------------------
+log "soak: mixed load at $SOAK_RATE req/s for $SOAK s, RSS every 5 s"
+rss() { awk '/^VmRSS:/ {print $2}' "/proc/$proxy_pid/status"; }
+"${openloop[@]}" --api mix --rate "$SOAK_RATE" --duration "$SOAK" --connections "$OPEN_CONNS" \
+  >"$raw/soak-load.json" &
+soak_pid=$!
+t0=$(date +%s)
+: >"$raw/soak-rss.txt"
+while kill -0 "$soak_pid" 2>/dev/null; do
+  echo "$(( $(date +%s) - t0 )) $(rss)" >>"$raw/soak-rss.txt"
+  for i in 1 2 3 4 5; do if kill -0 "$soak_pid" 2>/dev/null; then sleep 1; fi; done
+  # Keep the disk small on 10-minute runs.
+  [ "$(stat -c %s "$proxy_log")" -lt 200000000 ] || trim_log
+done
+wait "$soak_pid" || true
+soak_pid=""
+echo "$(( $(date +%s) - t0 )) $(rss)" >>"$raw/soak-rss.txt"
+trim_log
+
+# --- RSS with idle keep-alive connections -----------------------------------------------
+log "memory: $IDLE idle keep-alive TLS connections"
+"$py" "$root/bench/memory.py" --pid "$proxy_pid" --port "$proxy_port" --cafile "$demo/tls/ca.pem" \
+  -n "$IDLE" >"$raw/memory.json"
+cat "$raw/memory.json" >&2
+trim_log
+
+# --- RSA-2048 handshakes ---------------------------------------------------------------------
+if [ "$RSA" = 1 ]; then
+  log "new TLS connections/s with an RSA-2048 certificate (proxy restarted on it)"
+  stop_pid "$proxy_pid"; proxy_pid=""
+  sed -e 's|certificate: tls/server.pem|certificate: tls/bench-rsa.pem|' \
+      -e 's|private_key: tls/server.key|private_key: tls/bench-rsa.key|' \
+      "$demo/xks-proxy.yaml" >"$demo/xks-proxy-rsa.yaml"
+  chmod 0600 "$demo/xks-proxy-rsa.yaml"
+  grep -q bench-rsa.pem "$demo/xks-proxy-rsa.yaml" || die "cannot derive the RSA config"
+  start_proxy "$demo/xks-proxy-rsa.yaml" "$proxy_port" "$proxy_log"
+  tls_full proxy-conn-rsa "$proxy_port"
+  wrk_run proxy-resume-rsa "https://127.0.0.1:$proxy_port/ping" -H "Connection: close"
+  stop_pid "$proxy_pid"; proxy_pid=""
+  trim_log
+  start_nginx nginx-rsa "$nginx_port" "$demo/tls/bench-rsa.pem" "$demo/tls/bench-rsa.key"
+  CPU_OF=nginx tls_full nginx-conn-rsa "$nginx_port"
+  CPU_OF=nginx wrk_run nginx-resume-rsa "https://127.0.0.1:$nginx_port/ping" -H "Connection: close"
+fi
+cleanup
+proxy_pid=""; nginx_pid=""
+
+# --- report ------------------------------------------------------------------------------------
+log "results"
+BENCH_OPENLOOP_GEN=$openloop_gen BENCH_PARAMS="threads=$THREADS connections=$CONNS warmup_s=$WARM duration_s=$DUR open_rate=$OPEN_RATE open_seconds=$OPEN_SECONDS open_connections=$OPEN_CONNS soak_seconds=$SOAK soak_rate=$SOAK_RATE idle_connections=$IDLE" \
+"$py" - "$raw" "$out/results.json" "$root" <<'EOF'
+import json, os, platform, subprocess, sys
+
+raw, dest, root = sys.argv[1], sys.argv[2], sys.argv[3]
+def load(name):
+    p = os.path.join(raw, name + ".json")
+    return json.load(open(p)) if os.path.exists(p) else None
+def sh(cmd):
+    try:
+        return subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=10).stdout.strip()
+    except Exception:
+        return ""
+
+meta = load("meta") or {}
+cpu = sh("lscpu | sed -n 's/^Model name:[ \\t]*//p' | head -1")
+machine = {
+    "nproc": os.cpu_count(), "cpu_model": cpu, "kernel": platform.release(),
+    "mem_total_kib": int(sh("awk '/MemTotal/ {print $2}' /proc/meminfo") or 0),
+    "loadavg_start": meta.get("loadavg_start"), "loadavg_end": open("/proc/loadavg").read().split()[:3],
+    "openssl": sh("openssl version"), "nginx": sh("nginx -v 2>&1"), "wrk": sh("wrk --version 2>&1 | head -1"),
+    "proxy_commit": sh(f"git -C {root} rev-parse --short HEAD") +
+                    (" (dirty tree)" if sh(f"git -C {root} status --porcelain -- src include") else ""),
+}
+params = dict(kv.split("=") for kv in os.environ.get("BENCH_PARAMS", "").split())
+
+labels = {"health": "GetHealthStatus", "enc32": "Encrypt 32 B", "enc32cdiv": "Encrypt 32 B + CDIV",
+          "enc4300": "Encrypt 4300 B", "enc4300cdiv": "Encrypt 4300 B + CDIV", "decrypt": "Decrypt 32 B",
+          "conn-ecdsa": "Full TLS handshakes/s ECDSA", "conn-rsa": "Full TLS handshakes/s RSA-2048",
+          "resume-ecdsa": "Resumed TLS conns/s ECDSA", "resume-rsa": "Resumed TLS conns/s RSA-2048"}
+def brief(r):
+    if r is None:
+        return None
+    l = r.get("latency_us")
+    return {"rps": round(r["rps"], 1), "requests": r["requests"], "errors": r["errors"],
+            "errors_total": sum(r["errors"].values()),
+            "cpu_us_per_request": round(r.get("cpu_us_per_request", 0), 1),
+            "generator": r.get("generator", "wrk"),
+            "latency_ms": {k: round(l[k] / 1000, 3) for k in ("mean", "p50", "p90", "p99", "p999", "max")} if l else None,
+            "loadavg_before": r.get("loadavg_before"), "loadavg_after": r.get("loadavg_after")}
+scen = {}
+for key in labels:
+    p, n = brief(load("proxy-" + key)), brief(load("nginx-" + key))
+    if p is None and n is None:
+        continue
+    scen[key] = {"label": labels[key], "proxy": p, "nginx": n,
+                 "ratio": round(p["rps"] / n["rps"], 3) if p and n and n["rps"] else None,
+                 "cpu_ratio": round(n["cpu_us_per_request"] / p["cpu_us_per_request"], 3)
+                              if p and n and p["cpu_us_per_request"] else None}
+
+openloop = load("openloop")
+if openloop is not None:
+    openloop["generator"] = openloop.get("generator", os.environ.get("BENCH_OPENLOOP_GEN"))
+soak_load = load("soak-load")
+samples = []
+for line in open(os.path.join(raw, "soak-rss.txt")) if os.path.exists(os.path.join(raw, "soak-rss.txt")) else []:
+    t, _, v = line.partition(" ")
+    if v.strip():
+        samples.append((int(t), int(v)))
+steady = [v for t, v in samples if t >= 10] or [v for _, v in samples]
+soak = None
+if steady:
+    mean = sum(steady) / len(steady)
+    soak = {"samples_s_kib": samples, "load": soak_load,
+            "rss_mib_min": round(min(steady) / 1024, 1), "rss_mib_max": round(max(steady) / 1024, 1),
+            "rss_mib_mean": round(mean / 1024, 1),
+            "max_deviation_pct": round(100 * max(abs(v - mean) for v in steady) / mean, 2),
+            "growth_first_to_last_pct": round(100 * (steady[-1] - steady[0]) / steady[0], 2),
+            "note": "samples from t >= 10 s; deviation = max |sample - mean| / mean"}
+memory = load("memory")
+memory_nginx = load("memory-nginx")
+
+def ratio(k):
+    return scen.get(k, {}).get("ratio")
+def tgt(name, value, op, limit, extra_ok=True):
+    ok = value is not None and extra_ok and (value >= limit if op == ">=" else value <= limit)
+    return {"target": name, "value": value, "limit": f"{op} {limit}", "pass": bool(ok)}
+ol_err = None
+if openloop:
+    ol_err = sum(openloop.get("errors", {}).values()) + openloop.get("transport_errors", 0)
+targets = [
+    tgt("GetHealthStatus rate / nginx", ratio("health"), ">=", 0.70),
+    tgt("Encrypt 32 B (no CDIV) rate / nginx", ratio("enc32"), ">=", 0.40),
+    tgt("Encrypt 32 B + CDIV rate / nginx", ratio("enc32cdiv"), ">=", 0.25),
+    tgt("New TLS connections/s / nginx (ECDSA, full handshakes)", ratio("conn-ecdsa"), ">=", 0.80),
+]
+if "conn-rsa" in scen:
+    targets.append(tgt("New TLS connections/s / nginx (RSA-2048, full handshakes)", ratio("conn-rsa"), ">=", 0.80))
+targets += [
+    tgt(f"Open loop {params.get('open_rate')} req/s: p99 ms (and zero errors: {ol_err})",
+        openloop and openloop["latency_ms"]["p99"], "<=", 2.0, ol_err == 0),
+    tgt(f"RSS MiB with {params.get('idle_connections')} idle keep-alive connections",
+        memory and memory["rss_mib_with_connections"], "<=", 64,
+        bool(memory) and memory["connections_alive_after_settle"] == memory["connections_requested"]),
+    tgt(f"RSS flat over the {params.get('soak_seconds')} s mixed run: max deviation %",
+        soak and soak["max_deviation_pct"], "<=", 5.0),
+]
+results = {"machine": machine, "params": params, "scenarios": scen, "open_loop": openloop,
+           "memory_idle": memory, "memory_idle_nginx": memory_nginx, "soak": soak, "targets": targets,
+           "targets_met": sum(t["pass"] for t in targets), "targets_total": len(targets),
+           "started": meta.get("started")}
+json.dump(results, open(dest, "w"), indent=2)
+
+print(f"machine: {machine['nproc']} cores, {cpu}, load average at start {machine['loadavg_start']}, "
+      f"at end {' '.join(machine['loadavg_end'])} (shared machine: other builds running)")
+print(f"wrk -t{params.get('threads')} -c{params.get('connections')}, {params.get('warmup_s')} s warm-up + "
+      f"{params.get('duration_s')} s measured per scenario, keep-alive unless stated\n")
+hdr = (f"{'scenario':<31}{'proxy/s':>8}{'nginx/s':>8}{'ratio':>6}  {'CPU us p/n':>12}{'cpu-ratio':>10}  "
+       f"{'proxy p50/p99/p99.9 ms':<23}{'nginx p50/p99/p99.9 ms':<23}{'err p/n':>8}")
+print(hdr); print("-" * len(hdr))
+def pct(r):
+    if not r or not r["latency_ms"]: return "-"
+    l = r["latency_ms"]; return f"{l['p50']:.2f}/{l['p99']:.2f}/{l['p999']:.2f}"
+for k, s in scen.items():
+    p, n = s["proxy"], s["nginx"]
+    cpu = f"{(p['cpu_us_per_request'] if p else 0):.0f}/{(n['cpu_us_per_request'] if n else 0):.0f}"
+    print(f"{s['label']:<31}{(p['rps'] if p else 0):>8.0f}{(n['rps'] if n else 0):>8.0f}"
+          f"{(s['ratio'] or 0):>6.2f}  {cpu:>12}{(s['cpu_ratio'] or 0):>10.2f}  {pct(p):<23}{pct(n):<23}"
+          f"{(p['errors_total'] if p else '-')!s:>4}/{(n['errors_total'] if n else '-')!s:<3}")
+print("(ratio = proxy rate / nginx rate; cpu-ratio = nginx CPU per request / proxy CPU per request,\n"
+      " i.e. the rate ratio both would reach with the same CPU; full handshakes: openssl s_time -new,\n"
+      " resumed: wrk with Connection: close, which resumes with TLS 1.3 tickets)")
+if openloop:
+    l = openloop["latency_ms"]
+    print(f"\nopen loop ({openloop.get('generator')}): encrypt 32 B at {params.get('open_rate')} req/s for "
+          f"{params.get('open_seconds')} s, {params.get('open_connections')} connections: "
+          f"{openloop['requests_per_second']:.0f} req/s, p50 {l['p50']:.2f} ms p90 {l['p90']:.2f} ms "
+          f"p99 {l['p99']:.2f} ms p99.9 {l['p99.9']:.2f} ms max {l['max']:.2f} ms, errors {openloop.get('errors')}, "
+          f"transport errors {openloop.get('transport_errors', 0)}")
+if memory:
+    print(f"memory: RSS {memory['rss_kib_before']/1024:.1f} MiB before, {memory['rss_mib_with_connections']} MiB with "
+          f"{memory['connections_opened']} idle keep-alive TLS connections ({memory['kib_per_connection']} KiB each, "
+          f"{memory['connections_alive_after_settle']} still open), {memory['rss_kib_after_close']/1024:.1f} MiB after closing")
+if memory_nginx:
+    print(f"        nginx baseline (2 workers): {memory_nginx['rss_kib_before']/1024:.1f} MiB before, "
+          f"{memory_nginx['rss_mib_with_connections']} MiB with {memory_nginx['connections_opened']} "
+          f"({memory_nginx['kib_per_connection']} KiB each)")
+if soak:
+    curve = " ".join(f"{t}s:{v/1024:.1f}" for t, v in samples)
+    sl = soak_load or {}
+    print(f"soak ({params.get('soak_seconds')} s mixed at {params.get('soak_rate')} req/s, "
+          f"{sl.get('requests', '?')} requests, errors {sl.get('errors', '?')}): RSS MiB {curve}")
+    print(f"      min {soak['rss_mib_min']} max {soak['rss_mib_max']} MiB, max deviation {soak['max_deviation_pct']} %, "
+          f"growth {soak['growth_first_to_last_pct']} %")
+print("\ntargets:")
+for t in targets:
+    v = t["value"]
+    print(f"  [{'PASS' if t['pass'] else 'FAIL'}] {t['target']}: {v if v is not None else 'n/a'} (target {t['limit']})")
+print(f"\n{results['targets_met']}/{results['targets_total']} targets met; full figures in {dest}")
+EOF
