@@ -82,13 +82,7 @@ nginx_port=$(free_port)
 
 # --- demo provisioning ----------------------------------------------------------------
 log "provision the demo in bench/out/demo (proxy on 127.0.0.1:$proxy_port)"
-# Guard: a backquoted `make run` in an unquoted heredoc of provision-demo.sh (commit
-# 34d35da) runs `make run`, which never returns; a no-op `make` on PATH defuses it.
-shim=$out/shim
-mkdir -p "$shim"
-printf '#!/bin/sh\necho "run-bench: provision-demo.sh tried to run make $*; ignored" >&2\n' >"$shim/make"
-chmod +x "$shim/make"
-PATH=$shim:$PATH XKS_LISTEN=127.0.0.1:$proxy_port scripts/provision-demo.sh "$demo" >&2
+XKS_LISTEN=127.0.0.1:$proxy_port scripts/provision-demo.sh "$demo" >&2
 grep -q 'allow_root: true' "$demo/xks-proxy.yaml" || die "$demo/xks-proxy.yaml lacks server.allow_root: true"
 # shellcheck source=/dev/null
 . "$demo/env"

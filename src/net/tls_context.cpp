@@ -132,6 +132,9 @@ std::shared_ptr<ssl::context> make_server_tls_context(const config::TlsConfig& t
     throw std::runtime_error("TLS: cannot set the cipher suites: " + openssl_reason());
   }
   SSL_CTX_set_alpn_select_cb(native, select_alpn, nullptr);
+  // Idle keep-alive connections give their read/write buffers back (about
+  // 34 KiB each); KMS keeps many connections open between bursts.
+  SSL_CTX_set_mode(native, SSL_MODE_RELEASE_BUFFERS);
   // Each context gets fresh random ticket keys from OpenSSL; the daemon
   // replaces the context every tls.ticket_key_rotation_hours, which rotates
   // them. TLS 1.3 resumption also uses tickets, so NO_TICKET turns both off.
