@@ -197,7 +197,14 @@ class Daemon {
             },
             cfg->health,
             [this](const std::vector<hsm::EkmHealth>& ekms) {
-              for (const auto& ekm : ekms) metrics_.set_hsm_health(ekm.id, hsm::to_string(ekm.status));
+              // Labelled by the configured HSM name, as the HSM call metrics
+              // are; the health entries come in configuration order.
+              const auto current = runtime_.get()->config;
+              for (std::size_t i = 0; i < ekms.size(); ++i) {
+                const auto& name =
+                    i < current->hsms.size() ? current->hsms[i].name : ekms[i].id;
+                metrics_.set_hsm_health(name, hsm::to_string(ekms[i].status));
+              }
             }),
         tls_(make_tls(*cfg)),
         handler_(runtime_, pool_, health_, verifier_, metrics_),
