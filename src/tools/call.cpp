@@ -159,8 +159,12 @@ int call_main(int argc, char** argv) {
     }
     const std::string text = out.dump(2);
     std::printf("%s\n", text.c_str());
-    std::string status = "HTTP " + std::to_string(reply.status);
-    if (out.is_object() && out.contains("errorName")) status += " " + out["errorName"].get<std::string>();
+    std::string status = "HTTP ";
+    status += std::to_string(reply.status);
+    if (out.is_object() && out.contains("errorName") && out["errorName"].is_string()) {
+      status += ' ';
+      status += out["errorName"].get<std::string>();
+    }
     std::fprintf(stderr, "%s POST %s%s\n", status.c_str(), ep.url().c_str(), target.c_str());
   }
   std::fprintf(stderr, "timing: %s\n", timing.line().c_str());

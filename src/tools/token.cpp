@@ -55,14 +55,19 @@ std::string TokenKey::type_name() const {
       }
     }
   }
-  if (value_len) name += "-" + std::to_string(type && *type == CKK_AES ? *value_len * 8 : *value_len);
+  if (value_len) {
+    name += '-';
+    name += std::to_string(type && *type == CKK_AES ? *value_len * 8 : *value_len);
+  }
   return name;
 }
 
 std::string TokenKey::usages() const {
   std::string out;
   const auto add = [&](bool on, const char* n) {
-    if (on) out += (out.empty() ? "" : ",") + std::string(n);
+    if (!on) return;
+    if (!out.empty()) out += ',';
+    out += n;
   };
   add(encrypt, "encrypt");
   add(decrypt, "decrypt");

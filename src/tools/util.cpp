@@ -10,7 +10,6 @@
 #include <cstring>
 #include <fstream>
 #include <iostream>
-#include <iterator>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <stdexcept>
@@ -122,12 +121,13 @@ void write_private_file(const std::filesystem::path& path, std::string_view cont
 }
 
 std::string read_file_or_stdin(const std::string& path) {
+  std::ostringstream ss;
   if (path == "-") {
-    return {std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>()};
+    ss << std::cin.rdbuf();
+    return ss.str();
   }
   std::ifstream in(path, std::ios::binary);
   if (!in) throw std::runtime_error("cannot read " + path + ": " + std::strerror(errno));
-  std::ostringstream ss;
   ss << in.rdbuf();
   return ss.str();
 }
