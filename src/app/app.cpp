@@ -111,6 +111,15 @@ nlohmann::json describe_changes(const config::Config& before, const config::Conf
   if (before.logging.level != after.logging.level) {
     changes.push_back("logging.level: " + after.logging.level);
   }
+  if (before.logging.format != after.logging.format) changes.push_back("logging.format");
+  if (before.logging.file != after.logging.file) {
+    changes.push_back("logging.file: " +
+                      (after.logging.file ? after.logging.file->path.string() : "stdout"));
+  }
+  if (before.logging.flush_interval != after.logging.flush_interval) {
+    changes.push_back("logging.flush_interval_ms: " +
+                      std::to_string(after.logging.flush_interval.count()));
+  }
   return changes;
 }
 
@@ -362,12 +371,14 @@ class Daemon {
         obs::info("hsm_reopened", {{"reason", hsm_changed ? "hsm settings changed"
                                                           : "an HSM was unavailable"}});
       }
+      // Last of what can refuse the reload (a log file that cannot be opened),
+      // first of what applies it.
+      obs::init_logging(fresh->logging);
       auto changes = describe_changes(old_cfg, *fresh);
       runtime_.set(make_runtime(fresh, std::move(engine)));
       if (tls) tls_.replace(std::move(tls));
       publish_tls_expiry(*fresh);
       server_.set_limits(fresh->server.limits);
-      obs::init_logging(fresh->logging);
       obs::info("reloaded", {{"config", fresh->source.string()}, {"changes", changes}});
       if (hsm_changed || hsm_unavailable) health_.check_now();
     } catch (const std::exception& e) {
@@ -506,7 +517,12 @@ int run_daemon(const std::filesystem::path& config_file) {
     std::cerr << "xks-proxy: " << e.what() << "\n";
     return kExitConfig;
   }
-  obs::init_logging(cfg->logging);
+  try {
+    obs::init_logging(cfg->logging);
+  } catch (const std::exception& e) {
+    std::cerr << "xks-proxy: " << cfg->source.string() << ": " << e.what() << "\n";
+    return kExitConfig;
+  }
   obs::info("starting", {{"version", api::kVersion},
                          {"config", nlohmann::json::parse(config::describe_redacted(*cfg))}});
   for (const auto& w : config::config_warnings(*cfg)) obs::warn("config_warning", {{"detail", w}});

@@ -42,36 +42,33 @@ std::string_view or_dash(const std::optional<std::string>& v) {
 
 void log_access(const net::Request& request, const net::RequestContext& ctx,
                 const auto& outcome, unsigned status) {
+  obs::Line line(status >= 500 ? obs::Level::Error : obs::Level::Info, "access");
   const auto latency = std::chrono::duration_cast<std::chrono::microseconds>(
       core::SteadyClock::now() - ctx.arrival);
-  nlohmann::json fields = {
-      {"kmsRequestId", outcome.metadata ? outcome.metadata->kms_request_id : std::string("-")},
-      {"keystore", outcome.keystore},
-      {"api", outcome.api},
-      {"keyId", outcome.key_id.empty() ? "-" : outcome.key_id},
-      {"kmsOperation", outcome.metadata ? outcome.metadata->kms_operation : std::string("-")},
-      {"principal", outcome.metadata ? or_dash(outcome.metadata->aws_principal_arn)
-                                     : std::string_view("-")},
-      {"outcome", outcome.error ? to_string(outcome.error->name) : "ok"},
-      {"status", status},
-      {"latencyUs", latency.count()},
-      {"peer", ctx.peer},
-      {"method", std::string_view(request.method_string())},
-  };
-  if (outcome.metadata) {
-    const auto& md = *outcome.metadata;
-    fields["kmsKeyArn"] = or_dash(md.kms_key_arn);
-    fields["kmsViaService"] = or_dash(md.kms_via_service);
-    fields["awsSourceVpc"] = or_dash(md.aws_source_vpc);
-    fields["awsSourceVpce"] = or_dash(md.aws_source_vpce);
+  const auto* md = outcome.metadata ? &*outcome.metadata : nullptr;
+  line.add("kmsRequestId", md ? std::string_view(md->kms_request_id) : "-")
+      .add("keystore", outcome.keystore)
+      .add("api", outcome.api)
+      .add("keyId", outcome.key_id.empty() ? "-" : std::string_view(outcome.key_id))
+      .add("kmsOperation", md ? std::string_view(md->kms_operation) : "-")
+      .add("principal", md ? or_dash(md->aws_principal_arn) : "-")
+      .add("outcome", outcome.error ? to_string(outcome.error->name) : "ok")
+      .add("status", std::int64_t{status})
+      .add("latencyUs", std::int64_t{latency.count()})
+      .add("peer", ctx.peer)
+      .add("method", std::string_view(request.method_string()));
+  if (md) {
+    line.add("kmsKeyArn", or_dash(md->kms_key_arn))
+        .add("kmsViaService", or_dash(md->kms_via_service))
+        .add("awsSourceVpc", or_dash(md->aws_source_vpc))
+        .add("awsSourceVpce", or_dash(md->aws_source_vpce));
   }
-  if (!outcome.key_label.empty()) fields["hsmKeyLabel"] = outcome.key_label;
-  if (!outcome.access_key_id.empty()) fields["accessKeyId"] = outcome.access_key_id;
+  if (!outcome.key_label.empty()) line.add("hsmKeyLabel", outcome.key_label);
+  if (!outcome.access_key_id.empty()) line.add("accessKeyId", outcome.access_key_id);
   if (outcome.error) {
-    fields["errorMessage"] = outcome.error->message;
-    if (!outcome.error->detail.empty()) fields["detail"] = outcome.error->detail;
+    line.add("errorMessage", outcome.error->message);
+    if (!outcome.error->detail.empty()) line.add("detail", outcome.error->detail);
   }
-  obs::log(status >= 500 ? obs::Level::Error : obs::Level::Info, "access", fields);
 }
 
 std::optional<std::string_view> opt_view(const std::optional<std::string>& v) {

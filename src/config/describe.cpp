@@ -6,6 +6,8 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include <cstdio>
+
 #include "xks/config/config.hpp"
 
 namespace xks::config {
@@ -110,7 +112,23 @@ std::string describe_redacted(const Config& c) {
                  {"degraded_latency_ms", millis(c.health.degraded_latency)},
                  {"max_age_ms", millis(c.health.max_age)}};
   j["logging"] = {{"level", c.logging.level},
-                  {"format", c.logging.format == LoggingConfig::Format::Json ? "json" : "text"}};
+                  {"format", c.logging.format == LoggingConfig::Format::Json ? "json" : "text"},
+                  {"flush_interval_ms", millis(c.logging.flush_interval)}};
+  if (const auto& f = c.logging.file) {
+    json file = {{"path", f->path.string()}, {"max_files", f->max_files}};
+    if (f->rotate == LogFileConfig::Rotate::Daily) {
+      char at[8];
+      std::snprintf(at, sizeof at, "%02d:%02d", f->daily_hour, f->daily_minute);
+      file["rotate"] = "daily";
+      file["daily_at"] = at;
+    } else {
+      file["rotate"] = "size";
+      file["max_size_mb"] = f->max_size_mb;
+    }
+    j["logging"]["file"] = std::move(file);
+  } else {
+    j["logging"]["output"] = "stdout";
+  }
   // Invalid UTF-8 in a label must not make the startup log line throw.
   return j.dump(-1, ' ', false, json::error_handler_t::replace);
 }

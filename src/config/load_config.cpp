@@ -202,6 +202,7 @@ class Loader {
   KeyEntry parse_key(const YAML::Node& n, const std::string& path) const;
   void parse_health(const YAML::Node& n, HealthConfig& out) const;
   void parse_logging(const YAML::Node& n, LoggingConfig& out) const;
+  LogFileConfig parse_log_file(const YAML::Node& n, const std::string& path) const;
   void parse_metrics(const YAML::Node& n, MetricsConfig& out) const;
   void cross_check(const Config& c) const;
 
@@ -834,8 +835,62 @@ void Loader::parse_metrics(const YAML::Node& n, MetricsConfig& out) const {
   }
 }
 
+LogFileConfig Loader::parse_log_file(const YAML::Node& n, const std::string& path) const {
+  const Section s(*this, n, path, {"path", "rotate", "max_size_mb", "daily_at", "max_files"});
+  LogFileConfig out;
+  const std::string p = nonempty_string(
+      s, "path", "write where the log goes, e.g. path: /var/log/xks-proxy/xks-proxy.log");
+  out.path = resolve(p);
+  std::error_code ec;
+  const fs::path dir = out.path.parent_path();
+  if (!fs::is_directory(dir, ec)) {
+    fail(s.path("path"), "the folder " + quote(dir.string()) + " does not exist",
+         "create it, writable by the proxy's user (install -d -o xks-proxy " + dir.string() +
+             "; the systemd unit's LogsDirectory= creates /var/log/xks-proxy)");
+  }
+  if (fs::is_directory(out.path, ec)) {
+    fail(s.path("path"), quote(out.path.string()) + " is a folder",
+         "name a file inside it, e.g. " + (out.path / "xks-proxy.log").string());
+  }
+  if (s.has("rotate")) {
+    const std::string v = string_value(s.get("rotate"), s.path("rotate"));
+    if (v == "size") {
+      out.rotate = LogFileConfig::Rotate::Size;
+    } else if (v == "daily") {
+      out.rotate = LogFileConfig::Rotate::Daily;
+    } else {
+      fail(s.path("rotate"), quote(v) + " is not a rotation", "use size or daily");
+    }
+  }
+  const bool daily = out.rotate == LogFileConfig::Rotate::Daily;
+  if (daily && s.has("max_size_mb")) {
+    fail(s.path("max_size_mb"), "only applies to rotate: size",
+         "delete it, or set rotate: size");
+  }
+  if (!daily && s.has("daily_at")) {
+    fail(s.path("daily_at"), "only applies to rotate: daily", "delete it, or set rotate: daily");
+  }
+  opt_uint(s, "max_size_mb", out.max_size_mb, 1, 1'000'000,
+           "the current file is rotated once it reaches this many MiB");
+  opt_uint(s, "max_files", out.max_files, 1, 10'000,
+           "older files beyond this many are deleted");
+  if (s.has("daily_at")) {
+    const std::string v = string_value(s.get("daily_at"), s.path("daily_at"));
+    const auto digit = [&](std::size_t i) { return v[i] >= '0' && v[i] <= '9' ? v[i] - '0' : -100; };
+    const int h = v.size() == 5 && v[2] == ':' ? digit(0) * 10 + digit(1) : -1;
+    const int m = v.size() == 5 && v[2] == ':' ? digit(3) * 10 + digit(4) : -1;
+    if (h < 0 || h > 23 || m < 0 || m > 59) {
+      fail(s.path("daily_at"), quote(v) + " is not a time of day",
+           "write it as \"HH:MM\" (24-hour, the proxy's local time zone), e.g. \"00:00\"");
+    }
+    out.daily_hour = h;
+    out.daily_minute = m;
+  }
+  return out;
+}
+
 void Loader::parse_logging(const YAML::Node& n, LoggingConfig& out) const {
-  const Section s(*this, n, "logging", {"level", "format"});
+  const Section s(*this, n, "logging", {"level", "format", "file", "flush_interval_ms"});
   if (s.has("level")) {
     const std::string v = string_value(s.get("level"), s.path("level"));
     static constexpr std::string_view kLevels[] = {"trace", "debug", "info", "warn",
@@ -856,6 +911,9 @@ void Loader::parse_logging(const YAML::Node& n, LoggingConfig& out) const {
       fail(s.path("format"), quote(v) + " is not a log format", "use json or text");
     }
   }
+  opt_millis(s, "flush_interval_ms", out.flush_interval, 0, 10'000,
+             "lines wait in memory at most this long before they are written (0 = at once)");
+  if (s.has("file")) out.file = parse_log_file(s.get("file"), s.path("file"));
 }
 
 void Loader::cross_check(const Config& c) const {

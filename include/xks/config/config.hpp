@@ -134,10 +134,28 @@ struct MetricsConfig {
   std::uint16_t listen_port = 9464;
 };
 
+// Where log lines go: stdout (journald, container runtimes) unless `file` is
+// set, then to that file with size- or time-based rotation.
+struct LogFileConfig {
+  enum class Rotate { Size, Daily };
+  std::filesystem::path path;       // absolute (relative ones are taken from the config's folder)
+  Rotate rotate = Rotate::Size;
+  std::uint64_t max_size_mb = 100;  // rotate: size — a new file once this size is reached
+  int daily_hour = 0;               // rotate: daily — at this local time (daily_at "HH:MM")
+  int daily_minute = 0;
+  std::uint32_t max_files = 10;     // rotated files kept besides the current one
+  bool operator==(const LogFileConfig&) const = default;
+};
+
 struct LoggingConfig {
   enum class Format { Json, Text };
   std::string level = "info";       // trace|debug|info|warn|error|critical|off
   Format format = Format::Json;
+  std::optional<LogFileConfig> file;  // absent: stdout
+  // 0: every line is written at once (nothing lost in a crash). Otherwise lines
+  // are buffered for at most this long (fewer write(2)s under load); warnings
+  // and errors are always written at once.
+  Millis flush_interval{0};
 };
 
 struct Config {

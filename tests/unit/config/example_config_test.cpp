@@ -27,13 +27,15 @@ const std::vector<std::string> kAllSettings = {
     "keystores[].credentials[].access_key_id", "keystores[].credentials[].secret.file",
     "keystores[].credentials[].not_after", "keystores[].keys[].id", "keystores[].keys[].label",
     "keystores[].keys[].enabled", "health.interval_ms", "health.degraded_latency_ms",
-    "health.max_age_ms", "logging.level", "logging.format"};
+    "health.max_age_ms", "logging.level", "logging.format", "logging.flush_interval_ms"};
 
 // Settings documented (commented out) rather than set in the main example,
 // because they are alternatives to what it sets.
 const std::vector<std::string> kAlternatives = {"hsm.slot_id", "hsm.pin.env",
                                                 "hsm.pin.allow_insecure_permissions",
-                                                "server.allow_root"};
+                                                "server.allow_root", "logging.file.path",
+                                                "logging.file.rotate", "logging.file.max_size_mb",
+                                                "logging.file.daily_at", "logging.file.max_files"};
 
 void collect_paths(const YAML::Node& n, const std::string& path, std::set<std::string>& out) {
   if (n.IsMap()) {

@@ -68,6 +68,36 @@ TEST_F(ConfigTest, FullExampleLoadsEveryField) {
   EXPECT_EQ(c.health.max_age, Millis(60000));
   EXPECT_EQ(c.logging.level, "info");
   EXPECT_EQ(c.logging.format, LoggingConfig::Format::Json);
+  EXPECT_FALSE(c.logging.file.has_value());  // stdout
+  EXPECT_EQ(c.logging.flush_interval, Millis(0));
+}
+
+TEST_F(ConfigTest, LogFileWithSizeOrDailyRotation) {
+  fs::create_directories(dir_ / "logs");
+  YAML::Node n = base();
+  n["logging"]["file"]["path"] = "logs/xks.log";  // relative: from the config's folder
+  n["logging"]["flush_interval_ms"] = 200;
+  Config c = load_config(write_config(n));
+  ASSERT_TRUE(c.logging.file.has_value());
+  EXPECT_EQ(c.logging.file->path, dir_ / "logs/xks.log");
+  EXPECT_EQ(c.logging.file->rotate, LogFileConfig::Rotate::Size);
+  EXPECT_EQ(c.logging.file->max_size_mb, 100U);
+  EXPECT_EQ(c.logging.file->max_files, 10U);
+  EXPECT_EQ(c.logging.flush_interval, Millis(200));
+
+  n["logging"]["file"]["max_size_mb"] = 5;
+  n["logging"]["file"]["max_files"] = 3;
+  c = load_config(write_config(n));
+  EXPECT_EQ(c.logging.file->max_size_mb, 5U);
+  EXPECT_EQ(c.logging.file->max_files, 3U);
+
+  n["logging"]["file"].remove("max_size_mb");
+  n["logging"]["file"]["rotate"] = "daily";
+  n["logging"]["file"]["daily_at"] = "23:05";
+  c = load_config(write_config(n));
+  EXPECT_EQ(c.logging.file->rotate, LogFileConfig::Rotate::Daily);
+  EXPECT_EQ(c.logging.file->daily_hour, 23);
+  EXPECT_EQ(c.logging.file->daily_minute, 5);
 }
 
 TEST_F(ConfigTest, MinimalConfigTakesDocumentedDefaults) {

@@ -502,6 +502,51 @@ TEST_F(ConfigTest, LoggingValues) {
   expect_error([](YAML::Node& n) { n["logging"]["format"] = "xml"; }, "logging.format");
 }
 
+TEST_F(ConfigTest, LogFileSettings) {
+  fs::create_directories(dir_ / "logs");
+  const auto file = [](std::function<void(YAML::Node&)> f) {
+    return [f](YAML::Node& n) {
+      n["logging"]["file"]["path"] = "logs/xks.log";
+      f(n);
+    };
+  };
+  expect_error([](YAML::Node& n) { n["logging"]["file"]["rotate"] = "size"; },
+               "logging.file.path");
+  std::string msg = expect_error(
+      [](YAML::Node& n) { n["logging"]["file"]["path"] = "missing-folder/xks.log"; },
+      "logging.file.path");
+  EXPECT_THAT(msg, HasSubstr("does not exist"));
+  msg = expect_error([](YAML::Node& n) { n["logging"]["file"]["path"] = "logs"; },
+                     "logging.file.path");
+  EXPECT_THAT(msg, HasSubstr("is a folder"));
+  expect_error(file([](YAML::Node& n) { n["logging"]["file"]["rotate"] = "hourly"; }),
+               "logging.file.rotate");
+  expect_error(file([](YAML::Node& n) { n["logging"]["file"]["max_size_mb"] = 0; }),
+               "logging.file.max_size_mb");
+  expect_error(file([](YAML::Node& n) { n["logging"]["file"]["max_files"] = 0; }),
+               "logging.file.max_files");
+  for (const char* bad : {"24:00", "7:30", "07:60", "0730", "07:3x", "-1:30"}) {
+    SCOPED_TRACE(bad);
+    expect_error(file([bad](YAML::Node& n) {
+                   n["logging"]["file"]["rotate"] = "daily";
+                   n["logging"]["file"]["daily_at"] = bad;
+                 }),
+                 "logging.file.daily_at");
+  }
+  msg = expect_error(file([](YAML::Node& n) {
+                       n["logging"]["file"]["rotate"] = "daily";
+                       n["logging"]["file"]["max_size_mb"] = 5;
+                     }),
+                     "logging.file.max_size_mb");
+  EXPECT_THAT(msg, HasSubstr("rotate: size"));
+  expect_error(file([](YAML::Node& n) { n["logging"]["file"]["daily_at"] = "01:00"; }),
+               "logging.file.daily_at");
+  expect_error(file([](YAML::Node& n) { n["logging"]["file"]["colour"] = "red"; }),
+               "logging.file.colour");
+  expect_error([](YAML::Node& n) { n["logging"]["flush_interval_ms"] = 10001; },
+               "logging.flush_interval_ms");
+}
+
 TEST_F(ConfigTest, ValuesWithControlCharactersStayOnOneLine) {
   const std::string msg = expect_error(
       [](YAML::Node& n) { n["logging"]["level"] = "info\n\x1b[31mred"; }, "logging.level");
