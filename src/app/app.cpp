@@ -4,9 +4,12 @@
 #include <sys/resource.h>
 #include <systemd/sd-daemon.h>
 
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <atomic>
 #include <iostream>
 #include <thread>
 
@@ -195,7 +198,8 @@ class Daemon {
         metrics_(metrics),
         pool_(total_sessions(*cfg), cfg->server.limits.hsm_queue_capacity, "xks-hsm"),
         runtime_(make_runtime(cfg, std::move(engine))),
-        ioc_(static_cast<int>(io_threads(*cfg))),
+        ioc_(1),
+        io_workers_(make_io_workers(io_threads(*cfg))),
         health_(
             ioc_, pool_,
             [this] {
@@ -217,7 +221,8 @@ class Daemon {
             }),
         tls_(make_tls(*cfg)),
         handler_(runtime_, pool_, health_, verifier_, metrics_),
-        server_(ioc_, cfg->server.limits, cfg->tls.enabled ? &tls_ : nullptr, handler_, &metrics_),
+        server_(ioc_, cfg->server.limits, cfg->tls.enabled ? &tls_ : nullptr, handler_, &metrics_,
+                connection_contexts()),
         signals_(ioc_, SIGTERM, SIGINT, SIGHUP),
         drain_timer_(ioc_),
         watchdog_timer_(ioc_),
@@ -272,21 +277,52 @@ class Daemon {
                             {"hsmWorkers", pool_.threads()}});
     sd_notify(0, "READY=1");
 
+    // One thread per connection io_context; this thread runs the listener,
+    // signals, timers, health checks and the metrics listener.
     std::vector<std::thread> threads;
-    const unsigned n = io_threads(*cfg);
-    for (unsigned i = 1; i < n; ++i) threads.emplace_back([this] { ioc_.run(); });
+    for (auto& worker : io_workers_) {
+      threads.emplace_back([&context = worker->context] { context.run(); });
+    }
     ioc_.run();
+    for (auto& worker : io_workers_) {
+      worker->guard.reset();
+      worker->context.stop();
+    }
     for (auto& t : threads) t.join();
 
-    // Ordered shutdown: no more HSM jobs; the backend closes its sessions when
-    // the last Runtime holding the engine goes (in ~Daemon).
+    // Ordered shutdown: no more HSM jobs (their completions are queued to the
+    // stopped contexts), then the connections still open are destroyed with
+    // their io_contexts while the server, handler and metrics they use exist;
+    // the backend closes its sessions when the last Runtime holding the engine
+    // goes (in ~Daemon).
     pool_.stop();
+    io_workers_.clear();
     obs::info("stopped", {{"openConnections", server_.open_connections()}});
     obs::flush();
     return kExitOk;
   }
 
  private:
+  // A connection io_context and what keeps its run() going while it is idle.
+  struct IoWorker {
+    asio::io_context context{1};  // one thread: no strands needed on it
+    asio::executor_work_guard<asio::io_context::executor_type> guard{context.get_executor()};
+    // Watchdog heartbeats: posted by the main thread, counted by this one.
+    std::atomic<std::uint64_t> heartbeats_run{0};
+    std::uint64_t heartbeats_posted = 0;
+    unsigned missed_ticks = 0;
+  };
+  static std::vector<std::unique_ptr<IoWorker>> make_io_workers(unsigned n) {
+    std::vector<std::unique_ptr<IoWorker>> workers;
+    for (unsigned i = 0; i < n; ++i) workers.push_back(std::make_unique<IoWorker>());
+    return workers;
+  }
+  std::vector<asio::io_context*> connection_contexts() {
+    std::vector<asio::io_context*> out;
+    for (auto& worker : io_workers_) out.push_back(&worker->context);
+    return out;
+  }
+
   static unsigned total_sessions(const config::Config& cfg) {
     unsigned workers = 0;
     for (const auto& h : cfg.hsms) workers += h.sessions;
@@ -400,15 +436,32 @@ class Daemon {
 
   void watchdog_tick() {
     const auto since = pool_.all_busy_since();
-    const bool wedged = since != core::SteadyClock::time_point::max() &&
-                        core::SteadyClock::now() - since > watchdog_period_ / 2;
-    if (!wedged) {
+    const bool pool_wedged = since != core::SteadyClock::time_point::max() &&
+                             core::SteadyClock::now() - since > watchdog_period_ / 2;
+    // Each I/O thread must run a heartbeat posted at the previous tick (a third
+    // of the period ago); two missed in a row is a wedged event loop.
+    std::size_t io_wedged = 0;
+    for (auto& worker : io_workers_) {
+      const auto done = worker->heartbeats_run.load();
+      worker->missed_ticks = done == worker->heartbeats_posted ? 0 : worker->missed_ticks + 1;
+      if (worker->missed_ticks >= 2) ++io_wedged;
+      if (done == worker->heartbeats_posted) {
+        ++worker->heartbeats_posted;
+        asio::post(worker->context, [w = worker.get()] { ++w->heartbeats_run; });
+      }
+    }
+    if (!pool_wedged && io_wedged == 0) {
       sd_notify(0, "WATCHDOG=1");
-    } else {
+    } else if (pool_wedged) {
       obs::error("hsm_pool_wedged",
                  {{"detail", "every HSM worker has been stuck in an HSM call for more than "
                              "half the watchdog period; withholding the watchdog ping"},
                   {"workers", pool_.threads()}});
+    } else {
+      obs::error("io_thread_wedged",
+                 {{"detail", "an I/O thread has not run its event loop for more than half the "
+                             "watchdog period; withholding the watchdog ping"},
+                  {"threads", io_wedged}});
     }
     watchdog_timer_.expires_after(watchdog_period_ / 3);
     watchdog_timer_.async_wait([this](const boost::system::error_code& ec) {
@@ -470,6 +523,7 @@ class Daemon {
   auth::SigV4Verifier verifier_;
   RuntimeHolder runtime_;
   asio::io_context ioc_;
+  std::vector<std::unique_ptr<IoWorker>> io_workers_;
   HealthMonitor health_;
   net::TlsContextProvider tls_;
   XksHandler handler_;

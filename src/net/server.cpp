@@ -148,8 +148,10 @@ asio::awaitable<Result<void>> read_request_head(Stream& stream, beast::flat_buff
 }  // namespace
 
 Server::Server(asio::io_context& ioc, config::Limits limits, TlsContextProvider* tls,
-               RequestHandler& handler, obs::Metrics* metrics)
+               RequestHandler& handler, obs::Metrics* metrics,
+               std::vector<asio::io_context*> connection_contexts)
     : ioc_(ioc),
+      connection_contexts_(std::move(connection_contexts)),
       acceptor_(asio::make_strand(ioc)),
       limits_(std::make_shared<const config::Limits>(limits)),
       tls_(tls),
@@ -195,9 +197,16 @@ void Server::stop_accepting() {
 
 asio::awaitable<void> Server::accept_loop() {
   for (;;) {
-    // Each connection gets its own strand: its coroutine, its timers and the
-    // HSM completions posted back to it never run concurrently.
-    auto [ec, socket] = co_await acceptor_.async_accept(asio::make_strand(ioc_), kTuple);
+    // A connection's coroutine, its timers and the HSM completions posted back
+    // to it never run concurrently: its io_context has one thread, or it gets
+    // its own strand.
+    asio::any_io_executor where =
+        connection_contexts_.empty()
+            ? asio::any_io_executor(asio::make_strand(ioc_))
+            : asio::any_io_executor(
+                  connection_contexts_[next_context_++ % connection_contexts_.size()]
+                      ->get_executor());
+    auto [ec, socket] = co_await acceptor_.async_accept(where, kTuple);
     if (ec == asio::error::operation_aborted || !acceptor_.is_open()) co_return;
     if (ec) {
       // EMFILE and friends: log, back off a little, keep accepting.

@@ -1,5 +1,8 @@
-// The HTTPS listener and its connections: one C++20 coroutine per connection on
-// its own strand (Beast's advanced_server_flex_awaitable is the model). Limits
+// The HTTPS listener and its connections: one C++20 coroutine per connection
+// (Beast's advanced_server_flex_awaitable is the model), each on one of the
+// connection io_contexts — one per I/O thread, as nginx has one event loop per
+// worker, so a request never changes threads and no strand is needed — or, without
+// them, on its own strand of the listener's io_context. Limits
 // and timeouts are applied where they are used: handshake, header and body
 // reads, writes, keep-alive idle time, header and body sizes.
 #pragma once
@@ -12,6 +15,7 @@
 #include <boost/beast/http/string_body.hpp>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "xks/config/config.hpp"
 #include "xks/core/blocking_pool.hpp"
@@ -46,8 +50,11 @@ class Server {
  public:
   // `tls` null means plain HTTP (only with an explicit tls.enabled: false).
   // `metrics` may be null (tests).
+  // `connection_contexts`: where accepted connections run, round-robin; each
+  // must be run by exactly one thread. Empty: strands on `ioc`.
   Server(boost::asio::io_context& ioc, config::Limits limits, TlsContextProvider* tls,
-         RequestHandler& handler, obs::Metrics* metrics = nullptr);
+         RequestHandler& handler, obs::Metrics* metrics = nullptr,
+         std::vector<boost::asio::io_context*> connection_contexts = {});
 
   // Binds and listens. Throws std::runtime_error naming the address on failure.
   void listen(const std::string& host, std::uint16_t port);
@@ -73,6 +80,8 @@ class Server {
                                           RequestContext ctx);
 
   boost::asio::io_context& ioc_;
+  const std::vector<boost::asio::io_context*> connection_contexts_;
+  std::size_t next_context_ = 0;  // accept loop only
   boost::asio::ip::tcp::acceptor acceptor_;
   std::shared_ptr<const config::Limits> limits_;
   mutable std::mutex limits_mutex_;
