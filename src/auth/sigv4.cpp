@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <array>
-#include <cstdio>
 #include <map>
 #include <stdexcept>
 
@@ -374,12 +373,25 @@ std::string format_amz_date(system_clock::time_point tp) {
   const auto days = floor<std::chrono::days>(secs);
   const year_month_day ymd{days};
   const hh_mm_ss hms{secs - days};
-  char buf[17];
-  std::snprintf(buf, sizeof(buf), "%04d%02u%02uT%02d%02d%02dZ", static_cast<int>(ymd.year()),
-                static_cast<unsigned>(ymd.month()), static_cast<unsigned>(ymd.day()),
-                static_cast<int>(hms.hours().count()), static_cast<int>(hms.minutes().count()),
-                static_cast<int>(hms.seconds().count()));
-  return std::string(buf, 16);
+  // Digits by hand rather than snprintf: GCC 12 at -O2 cannot bound %02d by the
+  // ranges of hh_mm_ss and fails -Werror=format-truncation. A system_clock
+  // time point (int64 nanoseconds) is always within the years 1677-2262.
+  std::string out(16, '0');
+  const auto put = [&out](std::size_t at, std::size_t width, long long value) {
+    for (std::size_t i = at + width; i > at; --i) {
+      out[i - 1] = static_cast<char>('0' + value % 10);
+      value /= 10;
+    }
+  };
+  put(0, 4, static_cast<int>(ymd.year()));
+  put(4, 2, static_cast<unsigned>(ymd.month()));
+  put(6, 2, static_cast<unsigned>(ymd.day()));
+  out[8] = 'T';
+  put(9, 2, hms.hours().count());
+  put(11, 2, hms.minutes().count());
+  put(13, 2, hms.seconds().count());
+  out[15] = 'Z';
+  return out;
 }
 
 SignedHeaders sign(const SignInput& input) {
