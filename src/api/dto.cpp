@@ -22,9 +22,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <charconv>
 #include <exception>
 #include <utility>
 
+#include "xks/api/json_writer.hpp"
 #include "xks/crypto/base64.hpp"
 
 namespace xks::api {
@@ -307,45 +310,73 @@ Result<DecryptRequest> parse_decrypt_request(std::string_view body) try {
   return internal_parse_failure(e);
 }
 
+// ---------------------------------------------------------------------------
+// Responses: each fixed-schema body is written straight into one string. The
+// bytes are exactly those of the nlohmann::json objects this replaced (members
+// in std::map order, i.e. sorted by name, except the Encrypt response, which was
+// always written by hand), which the unit tests check against that code.
+
 namespace {
 
-// Strings from an HSM (token labels, models) are not guaranteed UTF-8: replace
-// bad bytes instead of throwing.
-std::string dump(const Json& j) { return j.dump(-1, ' ', false, Json::error_handler_t::replace); }
-
-void append_field(std::string& out, std::string_view name, std::string_view base64, bool first) {
-  if (!first) out.push_back(',');
+void append_base64_field(std::string& out, std::string_view name, ByteView value) {
   out.push_back('"');
   out.append(name);
   out.append("\":\"");
-  out.append(base64);
+  const std::size_t at = out.size();
+  out.resize(at + base64_encoded_size(value.size()));
+  base64_encode_to(value, out.data() + at);
   out.push_back('"');
+}
+
+void append_unsigned(std::string& out, unsigned value) {
+  char digits[16];
+  const auto r = std::to_chars(digits, digits + sizeof digits, value);
+  out.append(digits, static_cast<std::size_t>(r.ptr - digits));
 }
 
 }  // namespace
 
 std::string serialize(const KeyMetadataResponse& response) {
-  Json usage = Json::array();
+  std::string out;
+  out.reserve(64 + response.key_spec.size() + 12 * response.key_usage.size());
+  out.append("{\"keySpec\":");
+  append_json_string(out, response.key_spec);
+  out.append(response.enabled ? ",\"keyStatus\":\"ENABLED\",\"keyUsage\":["
+                              : ",\"keyStatus\":\"DISABLED\",\"keyUsage\":[");
   for (std::size_t i = 0; i < response.key_usage.size() && i < kMaxKeyUsages; ++i) {
-    usage.push_back(response.key_usage[i]);
+    if (i != 0) out.push_back(',');
+    append_json_string(out, response.key_usage[i]);
   }
-  Json j = {{"keySpec", response.key_spec},
-            {"keyUsage", std::move(usage)},
-            {"keyStatus", response.enabled ? "ENABLED" : "DISABLED"}};
-  return dump(j);
+  out.append("]}");
+  return out;
 }
 
 std::string serialize(const EncryptResponse& response) {
-  // Base64 needs no JSON escaping, so the body is assembled directly.
-  std::string out = "{";
-  append_field(out, "ciphertext", crypto::base64_encode(response.ciphertext), true);
-  append_field(out, "initializationVector", crypto::base64_encode(response.iv), false);
-  append_field(out, "authenticationTag", crypto::base64_encode(response.tag), false);
+  // Base64 needs no JSON escaping. Sized up front: one allocation.
+  constexpr std::size_t kFixed = sizeof "{'ciphertext':'','initializationVector':'',"
+                                        "'authenticationTag':'',"
+                                        "'ciphertextMetadata':'',"
+                                        "'ciphertextDataIntegrityValue':''}";
+  std::string out;
+  out.reserve(kFixed + base64_encoded_size(response.ciphertext.size()) +
+              base64_encoded_size(response.iv.size()) + base64_encoded_size(response.tag.size()) +
+              base64_encoded_size(response.ciphertext_metadata.size()) +
+              (response.cdiv ? response.cdiv->size() : 0));
+  out.push_back('{');
+  append_base64_field(out, "ciphertext", response.ciphertext);
+  out.push_back(',');
+  append_base64_field(out, "initializationVector", response.iv);
+  out.push_back(',');
+  append_base64_field(out, "authenticationTag", response.tag);
   if (!response.ciphertext_metadata.empty()) {
-    append_field(out, "ciphertextMetadata", crypto::base64_encode(response.ciphertext_metadata),
-                 false);
+    out.push_back(',');
+    append_base64_field(out, "ciphertextMetadata", response.ciphertext_metadata);
   }
-  if (response.cdiv) append_field(out, "ciphertextDataIntegrityValue", *response.cdiv, false);
+  if (response.cdiv) {
+    out.append(",\"ciphertextDataIntegrityValue\":\"");
+    out.append(*response.cdiv);
+    out.push_back('"');
+  }
   out.push_back('}');
   return out;
 }
@@ -353,36 +384,58 @@ std::string serialize(const EncryptResponse& response) {
 std::string serialize(const DecryptResponse& response) {
   constexpr std::string_view kHead = "{\"plaintext\":\"";
   constexpr std::string_view kTail = "\"}";
-  std::string encoded = crypto::base64_encode(response.plaintext);
-  std::string out;
-  // Reserved up front so appending never reallocates (a reallocation would free
-  // a plaintext-bearing buffer without wiping it).
-  out.reserve(kHead.size() + encoded.size() + kTail.size());
-  out.append(kHead);
-  out.append(encoded);
-  out.append(kTail);
-  secure_wipe(encoded.data(), encoded.size());
+  // Allocated once at its final size and the Base64 written in place: the only
+  // copy of the encoded plaintext is the one the caller wipes after sending.
+  // (Never below 16 characters, so never in the small-string buffer.)
+  std::string out(kHead.size() + base64_encoded_size(response.plaintext.size()) + kTail.size(),
+                  '\0');
+  char* p = out.data();
+  p = std::copy(kHead.begin(), kHead.end(), p);
+  p = base64_encode_to(response.plaintext, p);
+  std::copy(kTail.begin(), kTail.end(), p);
   return out;
 }
 
 std::string serialize(const HealthResponse& response) {
-  Json fleet = Json::array();
+  std::string out;
+  std::size_t estimate = 160 + response.proxy_vendor.size() + response.proxy_model.size() +
+                         response.ekm_vendor.size();
+  for (const auto& e : response.ekm_fleet) estimate += 56 + e.id.size() + e.model.size();
+  out.reserve(estimate);
+  out.append("{\"ekmFleetDetails\":[");
   for (std::size_t i = 0; i < response.ekm_fleet.size() && i < kMaxEkmFleetEntries; ++i) {
     const auto& e = response.ekm_fleet[i];
-    fleet.push_back({{"id", e.id}, {"model", e.model}, {"healthStatus", std::string(hsm::to_string(e.status))}});
+    out.append(i == 0 ? "{\"healthStatus\":" : ",{\"healthStatus\":");
+    append_json_string(out, hsm::to_string(e.status));
+    out.append(",\"id\":");
+    append_json_string(out, e.id);
+    out.append(",\"model\":");
+    append_json_string(out, e.model);
+    out.push_back('}');
   }
-  Json j = {{"xksProxyFleetSize", response.fleet_size},
-            {"xksProxyVendor", response.proxy_vendor},
-            {"xksProxyModel", response.proxy_model},
-            {"ekmVendor", response.ekm_vendor},
-            {"ekmFleetDetails", std::move(fleet)}};
-  return dump(j);
+  out.append("],\"ekmVendor\":");
+  append_json_string(out, response.ekm_vendor);
+  out.append(",\"xksProxyFleetSize\":");
+  append_unsigned(out, response.fleet_size);
+  out.append(",\"xksProxyModel\":");
+  append_json_string(out, response.proxy_model);
+  out.append(",\"xksProxyVendor\":");
+  append_json_string(out, response.proxy_vendor);
+  out.push_back('}');
+  return out;
 }
 
 std::string error_body(const Error& error) {
-  Json j = {{"errorName", std::string(to_string(error.name))},
-            {"errorMessage", sanitize_error_message(error.message)}};
-  return dump(j);
+  const std::string message = sanitize_error_message(error.message);
+  const std::string_view name = to_string(error.name);
+  std::string out;
+  out.reserve(36 + message.size() + name.size());
+  out.append("{\"errorMessage\":");
+  append_json_string(out, message);
+  out.append(",\"errorName\":");
+  append_json_string(out, name);
+  out.push_back('}');
+  return out;
 }
 
 }  // namespace xks::api

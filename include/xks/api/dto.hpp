@@ -114,13 +114,15 @@ struct HealthResponse {
   std::vector<EkmFleetEntry> ekm_fleet; // 1..kMaxEkmFleetEntries
 };
 
-// Response bodies (JSON text). Never throw except std::bad_alloc.
+// Response bodies (JSON text), written directly (no JSON tree); strings from the
+// HSM are escaped as append_json_string() says. Never throw except std::bad_alloc.
 std::string serialize(const KeyMetadataResponse& response);
 std::string serialize(const EncryptResponse& response);
 std::string serialize(const HealthResponse& response);
-// The returned string carries the plaintext (Base64). It is built in a buffer of
-// its final size, so no unwiped copy is left behind; the caller must move it (not
-// copy it) into the HTTP response and secure_wipe(s.data(), s.size()) once sent.
+// The returned string carries the plaintext (Base64). It is allocated once at its
+// final size and the Base64 is written straight into it, so no other copy exists;
+// the caller must move it (not copy it) into the HTTP response and
+// secure_wipe(s.data(), s.size()) once sent.
 std::string serialize(const DecryptResponse& response);
 
 // {"errorName": ..., "errorMessage": sanitize_error_message(error.message)}.

@@ -501,5 +501,155 @@ TEST(Dto, ErrorBody) {
   EXPECT_EQ(j.size(), 2u);
 }
 
+// ---------------------------------------------------------------------------
+// Responses: byte for byte what the nlohmann::json code they replaced wrote.
+
+namespace reference {
+
+std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+std::string serialize(const KeyMetadataResponse& response) {
+  json usage = json::array();
+  for (std::size_t i = 0; i < response.key_usage.size() && i < kMaxKeyUsages; ++i) {
+    usage.push_back(response.key_usage[i]);
+  }
+  return dump({{"keySpec", response.key_spec},
+               {"keyUsage", std::move(usage)},
+               {"keyStatus", response.enabled ? "ENABLED" : "DISABLED"}});
+}
+
+std::string serialize(const EncryptResponse& response) {
+  std::string out = "{";
+  const auto field = [&](std::string_view name, std::string_view value, bool first) {
+    if (!first) out += ',';
+    out += '"';
+    out += name;
+    out += "\":\"";
+    out += value;
+    out += '"';
+  };
+  field("ciphertext", testing::b64(response.ciphertext), true);
+  field("initializationVector", testing::b64(response.iv), false);
+  field("authenticationTag", testing::b64(response.tag), false);
+  if (!response.ciphertext_metadata.empty()) {
+    field("ciphertextMetadata", testing::b64(response.ciphertext_metadata), false);
+  }
+  if (response.cdiv) field("ciphertextDataIntegrityValue", *response.cdiv, false);
+  out += '}';
+  return out;
+}
+
+std::string serialize(const DecryptResponse& response) {
+  return "{\"plaintext\":\"" + testing::b64(response.plaintext) + "\"}";
+}
+
+std::string serialize(const HealthResponse& response) {
+  json fleet = json::array();
+  for (std::size_t i = 0; i < response.ekm_fleet.size() && i < kMaxEkmFleetEntries; ++i) {
+    const auto& e = response.ekm_fleet[i];
+    fleet.push_back({{"id", e.id},
+                     {"model", e.model},
+                     {"healthStatus", std::string(hsm::to_string(e.status))}});
+  }
+  return dump({{"xksProxyFleetSize", response.fleet_size},
+               {"xksProxyVendor", response.proxy_vendor},
+               {"xksProxyModel", response.proxy_model},
+               {"ekmVendor", response.ekm_vendor},
+               {"ekmFleetDetails", std::move(fleet)}});
+}
+
+std::string error_body(const Error& error) {
+  return dump({{"errorName", std::string(to_string(error.name))},
+               {"errorMessage", sanitize_error_message(error.message)}});
+}
+
+}  // namespace reference
+
+// Strings an HSM might report: plain, quoted, control characters, UTF-8, and
+// bytes that are not UTF-8.
+const std::vector<std::string> kAwkwardStrings = {
+    "",
+    "SoftHSM",
+    "Luna \"7\" \\ fw 7.8.4",
+    "tab\there\nnewline\x01\x1f\x7f",
+    "caf\xc3\xa9 \xe2\x82\xac",
+    "bad \xff\xfe utf8 \xc3",
+    "\xe2\x82",
+    "\xed\xa0\x80 surrogate",
+    std::string(300, 'x')};
+
+TEST(Dto, SerializedBytesAreUnchanged) {
+  KeyMetadataResponse km;
+  EXPECT_EQ(serialize(km), reference::serialize(km));
+  km.key_usage = {"ENCRYPT", "DECRYPT", "WRAP", "UNWRAP"};
+  EXPECT_EQ(serialize(km), reference::serialize(km));
+  EXPECT_EQ(serialize(km), R"({"keySpec":"AES_256","keyStatus":"ENABLED",)"
+                          R"("keyUsage":["ENCRYPT","DECRYPT","WRAP","UNWRAP"]})");
+  km.enabled = false;
+  km.key_usage = kAwkwardStrings;
+  km.key_usage.resize(12, "SIGN");
+  km.key_spec = "AES\"256\xff";
+  EXPECT_EQ(serialize(km), reference::serialize(km));
+
+  for (std::size_t n : {0u, 1u, 2u, 3u, 4u, 12u, 32u, 4300u}) {
+    EncryptResponse er;
+    er.ciphertext.assign(n, 0xc5);
+    er.iv.assign(12, 1);
+    er.tag.assign(16, 2);
+    EXPECT_EQ(serialize(er), reference::serialize(er)) << n;
+    er.ciphertext_metadata = {'x', 'k', 's', 1};
+    er.cdiv = "qHA/ImC9h5HsLRXqCyPmWgYx7tzyoTplzILbP0fPXsc=";
+    EXPECT_EQ(serialize(er), reference::serialize(er)) << n;
+
+    DecryptResponse dr;
+    dr.plaintext.assign(n, 0x3e);
+    EXPECT_EQ(serialize(dr), reference::serialize(dr)) << n;
+  }
+
+  HealthResponse h;
+  h.fleet_size = 4294967295u;
+  h.proxy_vendor = "xks-proxy project";
+  h.proxy_model = "xks-proxy 0.1.0";
+  for (const auto& s : kAwkwardStrings) {
+    h.ekm_vendor = s;
+    h.ekm_fleet.push_back({s, s + "-model", hsm::HealthStatus::Degraded});
+    EXPECT_EQ(serialize(h), reference::serialize(h));
+    EXPECT_TRUE(json::accept(serialize(h)));
+  }
+  h.ekm_fleet.resize(12);  // only 10 are listed
+  EXPECT_EQ(serialize(h), reference::serialize(h));
+  h.ekm_fleet.clear();
+  h.fleet_size = 1;
+  EXPECT_EQ(serialize(h), reference::serialize(h));
+}
+
+// Error messages can carry bytes from the request (a key id, a field name): the
+// body stays valid JSON and UTF-8, the message printable ASCII under 512.
+TEST(Dto, ErrorBodyOfArbitraryBytes) {
+  std::vector<std::string> messages = kAwkwardStrings;
+  messages.push_back(std::string("nul \0 inside", 12));
+  messages.push_back(R"(key "a\b" not found)");
+  messages.push_back(std::string(1000, '"'));
+  std::string all;
+  for (int c = 0; c < 256; ++c) all += static_cast<char>(c);
+  messages.push_back(all);
+  for (const auto& m : messages) {
+    for (const ErrorName name : {ErrorName::ValidationException, ErrorName::KeyNotFoundException,
+                                 ErrorName::InternalException}) {
+      const Error e = make_error(name, m, "log-only \xff detail");
+      const std::string body = error_body(e);
+      ASSERT_EQ(body, reference::error_body(e)) << testing::b64(m);
+      json j;
+      ASSERT_NO_THROW(j = json::parse(body)) << testing::b64(m);
+      EXPECT_EQ(j.size(), 2u);
+      EXPECT_EQ(j["errorName"], std::string(to_string(name)));
+      EXPECT_EQ(j["errorMessage"], sanitize_error_message(m));  // round trip
+      EXPECT_EQ(body.find("log-only"), std::string::npos);
+    }
+  }
+  EXPECT_EQ(error_body(make_error(ErrorName::ThrottlingException, "")),
+            R"({"errorMessage":"","errorName":"ThrottlingException"})");
+}
+
 }  // namespace
 }  // namespace xks::api
