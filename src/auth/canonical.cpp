@@ -48,20 +48,52 @@ bool is_blank(char c) noexcept { return c == ' ' || c == '\t'; }
 
 void uri_encode_append(std::string& out, std::string_view text, bool keep_slash) {
   out.reserve(out.size() + text.size());
-  for (const char ch : text) {
-    const auto c = static_cast<unsigned char>(ch);
-    if (is_unreserved(c) || (keep_slash && c == '/')) {
-      out.push_back(ch);
-    } else {
-      out.push_back('%');
-      out.push_back(kUpperHex[c >> 4]);
-      out.push_back(kUpperHex[c & 0x0f]);
-    }
+  const auto kept = [keep_slash](char ch) {
+    return is_unreserved(static_cast<unsigned char>(ch)) || (keep_slash && ch == '/');
+  };
+  std::size_t i = 0;
+  while (i < text.size()) {
+    // Runs of kept bytes in one append: a path is nearly all of them.
+    std::size_t j = i;
+    while (j < text.size() && kept(text[j])) ++j;
+    out.append(text.substr(i, j - i));
+    if (j == text.size()) break;
+    const auto c = static_cast<unsigned char>(text[j]);
+    const char escaped[3] = {'%', kUpperHex[c >> 4], kUpperHex[c & 0x0f]};
+    out.append(escaped, sizeof(escaped));
+    i = j + 1;
   }
 }
 
-std::string canonical_uri(std::string_view path) {
-  if (path.empty()) return "/";
+namespace {
+
+// True if path is absolute and has no empty, "." or ".." segment, which is
+// what every real request looks like: then normalising changes nothing.
+bool is_normal_absolute_path(std::string_view path) noexcept {
+  if (path.empty() || path.front() != '/') return false;
+  std::size_t seg_start = 1;
+  for (std::size_t i = 1; i <= path.size(); ++i) {
+    if (i != path.size() && path[i] != '/') continue;
+    const std::string_view seg = path.substr(seg_start, i - seg_start);
+    // An empty last segment is a trailing '/', which the general path keeps.
+    if ((seg.empty() && i != path.size()) || seg == "." || seg == "..") return false;
+    seg_start = i + 1;
+  }
+  return true;
+}
+
+}  // namespace
+
+void canonical_uri_append(std::string& out, std::string_view path) {
+  if (path.empty()) {
+    out.push_back('/');
+    return;
+  }
+  if (is_normal_absolute_path(path)) {
+    // Segment by segment would encode the same bytes and keep the same '/'s.
+    uri_encode_append(out, path, true);
+    return;
+  }
   // RFC 3986 5.2.4 dot-segment removal, plus dropping empty segments (runs of
   // '/'), as the AWS SDKs normalise every non-S3 path before signing.
   std::vector<std::string_view> segments;
@@ -76,15 +108,20 @@ std::string canonical_uri(std::string_view path) {
     }
     pos = slash + 1;
   }
-  std::string out;
-  out.reserve(path.size() + 8);
+  const std::size_t start = out.size();
+  out.reserve(start + path.size() + 8);
   if (path.front() == '/') out.push_back('/');
   for (std::size_t i = 0; i < segments.size(); ++i) {
     if (i != 0) out.push_back('/');
     uri_encode_append(out, segments[i], false);
   }
   if (path.back() == '/' && !segments.empty()) out.push_back('/');
-  if (out.empty()) out.push_back('/');
+  if (out.size() == start) out.push_back('/');
+}
+
+std::string canonical_uri(std::string_view path) {
+  std::string out;
+  canonical_uri_append(out, path);
   return out;
 }
 
@@ -120,15 +157,15 @@ void canonical_header_value_append(std::string& out, std::string_view value) {
   std::size_t e = value.size();
   while (b < e && is_blank(value[b])) ++b;
   while (e > b && is_blank(value[e - 1])) --e;
-  bool in_blank = false;
-  for (std::size_t i = b; i < e; ++i) {
-    if (is_blank(value[i])) {
-      in_blank = true;
-      continue;
-    }
-    if (in_blank) out.push_back(' ');
-    in_blank = false;
-    out.push_back(value[i]);
+  while (b < e) {
+    std::size_t j = b;
+    while (j < e && !is_blank(value[j])) ++j;
+    out.append(value.substr(b, j - b));
+    if (j == e) break;
+    // A run of blanks inside the value (e is not blank): one space.
+    while (is_blank(value[j])) ++j;
+    out.push_back(' ');
+    b = j;
   }
 }
 

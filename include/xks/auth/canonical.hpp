@@ -19,6 +19,9 @@ void uri_encode_append(std::string& out, std::string_view text, bool keep_slash)
 // "double encoding" every AWS SDK applies for non-S3 services, so "%20" in the
 // request becomes "%2520" here. An empty path is "/".
 std::string canonical_uri(std::string_view path);
+// The same, appended to out (the verifier builds its canonical request in one
+// reused buffer).
+void canonical_uri_append(std::string& out, std::string_view path);
 
 // The CanonicalQueryString of a raw query (the part after '?'): each name and
 // value percent-decoded, re-encoded with uri_encode_append, and the pairs sorted

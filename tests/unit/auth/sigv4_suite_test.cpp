@@ -207,6 +207,29 @@ TEST(Canonical, UriMatchesTheSuite) {
             "/xks/kms/xks/v1/keys/my-key_1.v2/encrypt");
 }
 
+// Paths that need no normalisation take a shortcut (encode the whole path
+// once); it must agree with the segment-by-segment route.
+TEST(Canonical, UriShortcutAgreesWithNormalisation) {
+  EXPECT_EQ(canonical_uri("/a/b/"), "/a/b/");
+  EXPECT_EQ(canonical_uri("/.a/..b/c."), "/.a/..b/c.");
+  EXPECT_EQ(canonical_uri("/a b/~x/%2F"), "/a%20b/~x/%252F");
+  EXPECT_EQ(canonical_uri("/a/."), "/a");
+  EXPECT_EQ(canonical_uri("/a/.."), "/");
+  EXPECT_EQ(canonical_uri("/a/b/../"), "/a/");
+  EXPECT_EQ(canonical_uri("/a//b"), "/a/b");
+  EXPECT_EQ(canonical_uri("relative/p"), "relative/p");
+  EXPECT_EQ(canonical_uri(".."), "/");
+  std::string out = "POST\n";
+  canonical_uri_append(out, "/k/enc rypt");
+  EXPECT_EQ(out, "POST\n/k/enc%20rypt");
+  out = "POST\n";
+  canonical_uri_append(out, "//");
+  EXPECT_EQ(out, "POST\n/");
+  out = "POST\n";
+  canonical_uri_append(out, "");
+  EXPECT_EQ(out, "POST\n/");
+}
+
 TEST(Canonical, QueryIsDecodedReencodedAndSorted) {
   EXPECT_EQ(canonical_query(""), "");
   EXPECT_EQ(canonical_query("Param2=value2&Param1=value1"), "Param1=value1&Param2=value2");
@@ -221,6 +244,11 @@ TEST(Canonical, HeaderValuesAreTrimmedAndCollapsed) {
   std::string out;
   canonical_header_value_append(out, "  \t\"a   b \t c\"  ");
   EXPECT_EQ(out, "\"a b c\"");
+  out = "x:";
+  canonical_header_value_append(out, " \t ");
+  EXPECT_EQ(out, "x:");
+  canonical_header_value_append(out, "a\t\tb c");
+  EXPECT_EQ(out, "x:a b c");
 }
 
 }  // namespace
