@@ -1,6 +1,7 @@
 #include "xks/auth/sigv4.hpp"
 
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 
 #include <algorithm>
 #include <array>
@@ -56,9 +57,21 @@ struct Authorization {
   std::string_view scope;  // date/region/service/aws4_request, verbatim
   std::string_view date, region, service;
   std::string_view signed_headers;  // verbatim: it is part of the canonical request
-  std::vector<std::string_view> header_names;
-  std::array<std::uint8_t, crypto::kSha256Size> signature{};
+  crypto::Sha256 signature{};
 };
+
+// Calls f on each ';'-separated name of a SignedHeaders value, in order, until
+// f returns false; returns whether it ran to the end. Names are not copied.
+template <class F>
+bool for_each_name(std::string_view signed_headers, F f) {
+  std::size_t pos = 0;
+  while (pos <= signed_headers.size()) {
+    const std::size_t semi = std::min(signed_headers.find(';', pos), signed_headers.size());
+    if (!f(signed_headers.substr(pos, semi - pos))) return false;
+    pos = semi + 1;
+  }
+  return true;
+}
 
 Result<void> parse_credential(std::string_view value, Authorization& out,
                               std::string_view expected_service) {
@@ -108,27 +121,31 @@ Result<void> parse_credential(std::string_view value, Authorization& out,
 
 Result<void> parse_signed_headers(std::string_view value, Authorization& out) {
   if (value.empty()) return fail("malformed SignedHeaders: empty");
-  std::size_t pos = 0;
-  while (pos <= value.size()) {
-    const std::size_t semi = std::min(value.find(';', pos), value.size());
-    const std::string_view name = value.substr(pos, semi - pos);
-    pos = semi + 1;
+  // The names are split again where they are used: a fixed array here keeps
+  // the parse free of allocation.
+  std::array<std::string_view, kMaxSignedHeaders> names;
+  std::size_t count = 0;
+  Result<void> result;
+  for_each_name(value, [&](std::string_view name) {
+    const auto end = names.begin() + static_cast<std::ptrdiff_t>(count);
     if (name.empty() || name.size() > kMaxHeaderNameLength || !all_of(name, is_lower_token_char)) {
-      return fail("malformed SignedHeaders: header names must be lower-case tokens separated by ';'");
+      result = fail("malformed SignedHeaders: header names must be lower-case tokens separated by ';'");
+    } else if (std::find(names.begin(), end, name) != end) {
+      result = fail("malformed SignedHeaders: \"" + std::string(name) + "\" is listed twice");
+    } else if (count == kMaxSignedHeaders) {
+      result = fail("malformed SignedHeaders: more than 64 headers");
+    } else if (name == "authorization") {
+      result = fail("malformed SignedHeaders: the Authorization header cannot sign itself");
+    } else {
+      names[count++] = name;
+      return true;
     }
-    if (std::find(out.header_names.begin(), out.header_names.end(), name) != out.header_names.end()) {
-      return fail("malformed SignedHeaders: \"" + std::string(name) + "\" is listed twice");
-    }
-    if (out.header_names.size() == kMaxSignedHeaders) {
-      return fail("malformed SignedHeaders: more than 64 headers");
-    }
-    if (name == "authorization") {
-      return fail("malformed SignedHeaders: the Authorization header cannot sign itself");
-    }
-    out.header_names.push_back(name);
-  }
+    return false;
+  });
+  if (!result) return result;
   const auto listed = [&](std::string_view n) {
-    return std::find(out.header_names.begin(), out.header_names.end(), n) != out.header_names.end();
+    const auto end = names.begin() + static_cast<std::ptrdiff_t>(count);
+    return std::find(names.begin(), end, n) != end;
   };
   if (!listed("host")) return fail("SignedHeaders must include host");
   if (!listed("x-amz-date")) return fail("SignedHeaders must include x-amz-date");
@@ -136,13 +153,13 @@ Result<void> parse_signed_headers(std::string_view value, Authorization& out) {
   return {};
 }
 
-Result<Authorization> parse_authorization(std::string_view header, std::string_view service) {
+Result<void> parse_authorization(std::string_view header, std::string_view service,
+                                 Authorization& out) {
   if (header.substr(0, kAlgorithm.size()) != kAlgorithm || header.size() == kAlgorithm.size() ||
       header[kAlgorithm.size()] != ' ') {
     return fail("the Authorization header is not AWS4-HMAC-SHA256 (SigV4)");
   }
   std::string_view rest = header.substr(kAlgorithm.size());
-  Authorization out;
   bool have_credential = false, have_signed_headers = false, have_signature = false;
   std::size_t pos = 0;
   while (pos <= rest.size()) {
@@ -180,7 +197,7 @@ Result<Authorization> parse_authorization(std::string_view header, std::string_v
   if (!have_credential) return fail("malformed Authorization header: Credential is missing");
   if (!have_signed_headers) return fail("malformed Authorization header: SignedHeaders is missing");
   if (!have_signature) return fail("malformed Authorization header: Signature is missing");
-  return out;
+  return {};
 }
 
 // The value of a header that must appear at most once; nullopt-like state via flags.
@@ -222,42 +239,80 @@ std::string describe_window(std::chrono::seconds skew) {
   return std::to_string(skew.count()) + "-second";
 }
 
-// The parts of the canonical request after the method, URI and query.
-std::string build_canonical_request(std::string_view method, std::string_view target,
-                                    std::string_view canonical_headers,
-                                    std::string_view signed_headers,
-                                    std::string_view payload_hash) {
+// The canonical request is built in three steps so that the verifier can
+// append the canonical headers straight from the request in between:
+// "METHOD\nURI\nQUERY\n" + "name:value\n"... + "\nSIGNED_HEADERS\nPAYLOAD_HASH".
+void append_canonical_request_head(std::string& out, std::string_view method,
+                                   std::string_view target) {
   const std::size_t q = target.find('?');
   const std::string_view path = target.substr(0, q);
   const std::string_view query = q == std::string_view::npos ? std::string_view{} : target.substr(q + 1);
-  std::string creq;
-  creq.reserve(method.size() + target.size() + canonical_headers.size() + signed_headers.size() + 96);
-  creq.append(method).push_back('\n');
-  creq.append(canonical_uri(path)).push_back('\n');
-  creq.append(canonical_query(query)).push_back('\n');
-  creq.append(canonical_headers).push_back('\n');
-  creq.append(signed_headers).push_back('\n');
-  creq.append(payload_hash);
-  return creq;
+  out.append(method).push_back('\n');
+  canonical_uri_append(out, path);
+  out.push_back('\n');
+  if (!query.empty()) out.append(canonical_query(query));
+  out.push_back('\n');
 }
 
-std::string build_string_to_sign(std::string_view amz_date, std::string_view scope,
-                                 std::string_view canonical_request_hash) {
-  std::string sts;
-  sts.reserve(kAlgorithm.size() + amz_date.size() + scope.size() + canonical_request_hash.size() + 3);
-  sts.append(kAlgorithm).push_back('\n');
-  sts.append(amz_date).push_back('\n');
-  sts.append(scope).push_back('\n');
-  sts.append(canonical_request_hash);
-  return sts;
+void append_canonical_header(std::string& out, std::string_view name) {
+  out.append(name).push_back(':');
 }
+
+void append_canonical_request_tail(std::string& out, std::string_view signed_headers,
+                                   const crypto::Sha256& payload_hash) {
+  out.push_back('\n');
+  out.append(signed_headers).push_back('\n');
+  crypto::hex_encode_append(out, payload_hash);
+}
+
+void append_string_to_sign(std::string& out, std::string_view amz_date, std::string_view scope,
+                           const crypto::Sha256& canonical_request_hash) {
+  out.append(kAlgorithm).push_back('\n');
+  out.append(amz_date).push_back('\n');
+  out.append(scope).push_back('\n');
+  crypto::hex_encode_append(out, canonical_request_hash);
+}
+
+// What verify() reuses from call to call on one thread, so that a
+// verification allocates next to nothing: a digest context, the buffer for
+// the canonical request and then the string to sign (neither holds a
+// secret), and the prepared signing keys.
+struct Workspace {
+  detail::MdCtx md{EVP_MD_CTX_new()};
+  std::string text;
+  detail::SigningKeyCache keys;
+};
+
+Workspace& workspace() {
+  thread_local Workspace ws;
+  return ws;
+}
+
+// Lends the workspace's text buffer for one verification. A buffer that grew
+// past kMaxKept (headers near the configured limit) is given back at the end,
+// however the verification ends, so one odd request does not pin memory on
+// every I/O thread.
+class TextLease {
+ public:
+  static constexpr std::size_t kMaxKept = 64 * 1024;
+  explicit TextLease(std::string& text) noexcept : text_(text) { text_.clear(); }
+  ~TextLease() {
+    if (text_.capacity() > kMaxKept) std::string{}.swap(text_);
+  }
+  TextLease(const TextLease&) = delete;
+  TextLease& operator=(const TextLease&) = delete;
+  std::string& get() noexcept { return text_; }
+
+ private:
+  std::string& text_;
+};
 
 }  // namespace
 
 struct SigV4Verifier::Impl {
   explicit Impl(SigV4Options o) : options(std::move(o)) {}
   SigV4Options options;
-  mutable detail::SigningKeyCache keys;
+  // The signing keys are cached per thread (see Workspace), not here.
 };
 
 SigV4Verifier::SigV4Verifier(SigV4Options options)
@@ -278,9 +333,8 @@ Result<Verified> SigV4Verifier::verify(const RequestView& request, const SecretL
     case Single::Many: return fail("more than one Authorization header");
     case Single::One: break;
   }
-  auto parsed = parse_authorization(auth_header, opt.service);
-  if (!parsed) return std::move(parsed).error();
-  const Authorization& auth = *parsed;
+  Authorization auth;
+  if (auto r = parse_authorization(auth_header, opt.service, auth); !r) return std::move(r).error();
 
   std::string_view amz_date;
   switch (single_header(request.headers, "x-amz-date", amz_date)) {
@@ -311,54 +365,75 @@ Result<Verified> SigV4Verifier::verify(const RequestView& request, const SecretL
                 "\" (not configured for this key store)");
   }
 
-  const std::string payload_hash = hex_sha256(request.body);
-  if (payload_hash.empty()) return make_error(ErrorName::InternalException, "SHA-256 failed");
+  Workspace& ws = workspace();
+  if (!ws.md) ws.md.reset(EVP_MD_CTX_new());  // failed when the thread started; try again
+  EVP_MD_CTX* md = ws.md.get();
+  crypto::Sha256 payload_hash{};
+  if (md == nullptr || !detail::sha256(md, request.body, payload_hash)) {
+    return make_error(ErrorName::InternalException, "SHA-256 failed");
+  }
   std::string_view content_sha;
   switch (single_header(request.headers, "x-amz-content-sha256", content_sha)) {
     case Single::Absent: break;
     case Single::Many: return fail("more than one X-Amz-Content-Sha256 header");
     case Single::One: {
-      std::array<std::uint8_t, crypto::kSha256Size> claimed{};
-      std::array<std::uint8_t, crypto::kSha256Size> actual{};
-      if (!crypto::hex_decode_into(trim(content_sha), claimed) ||
-          !crypto::hex_decode_into(payload_hash, actual) || claimed != actual) {
+      crypto::Sha256 claimed{};
+      if (!crypto::hex_decode_into(trim(content_sha), claimed) || claimed != payload_hash) {
         return fail("X-Amz-Content-Sha256 does not match the SHA-256 of the request body");
       }
       break;
     }
   }
 
-  std::string canonical_headers;
-  for (const std::string_view name : auth.header_names) {
+  const std::string_view target = request.target.empty() ? std::string_view{"/"} : request.target;
+  TextLease lease(ws.text);
+  std::string& text = lease.get();
+  append_canonical_request_head(text, request.method, target);
+  std::string_view missing;
+  const bool all_present = for_each_name(auth.signed_headers, [&](std::string_view name) {
+    if (name == "x-amz-date") {  // known to be there exactly once, and already found
+      append_canonical_header(text, name);
+      canonical_header_value_append(text, amz_date);
+      text.push_back('\n');
+      return true;
+    }
     const auto range = request.headers.equal_range(name);
     if (range.first == range.second) {
-      return fail("signed header \"" + std::string(name) + "\" is missing from the request");
+      missing = name;
+      return false;
     }
-    canonical_headers.append(name).push_back(':');
+    append_canonical_header(text, name);
     for (auto it = range.first; it != range.second; ++it) {
-      if (it != range.first) canonical_headers.push_back(',');
-      canonical_header_value_append(canonical_headers, it->value());
+      if (it != range.first) text.push_back(',');
+      canonical_header_value_append(text, it->value());
     }
-    canonical_headers.push_back('\n');
+    text.push_back('\n');
+    return true;
+  });
+  if (!all_present) {
+    return fail("signed header \"" + std::string(missing) + "\" is missing from the request");
   }
-
-  std::string_view target = request.target.empty() ? std::string_view{"/"} : request.target;
   if (target.front() != '/') return fail("the request target is not an absolute path");
+  append_canonical_request_tail(text, auth.signed_headers, payload_hash);
 
-  const std::string creq = build_canonical_request(request.method, target, canonical_headers,
-                                                   auth.signed_headers, payload_hash);
-  const std::string sts = build_string_to_sign(amz_date, auth.scope, hex_sha256(creq));
+  crypto::Sha256 creq_hash{};
+  if (!detail::sha256(md, text, creq_hash)) {
+    return make_error(ErrorName::InternalException, "SHA-256 failed");
+  }
+  text.clear();
+  append_string_to_sign(text, amz_date, auth.scope, creq_hash);
 
-  auto key = impl_->keys.get(secret->view(), auth.date, auth.region, auth.service);
-  if (!key) return make_error(ErrorName::InternalException, "HMAC-SHA-256 failed");
-  auto expected = crypto::hmac_sha256(*key, as_bytes(sts));
-  secure_wipe(key->data(), key->size());
-  if (!expected) return make_error(ErrorName::InternalException, "HMAC-SHA-256 failed");
+  const detail::HmacSha256Key* key =
+      ws.keys.get(md, secret->view(), auth.date, auth.region, auth.service);
+  crypto::Sha256 expected{};
+  if (key == nullptr || !key->mac(md, text, expected)) {
+    return make_error(ErrorName::InternalException, "HMAC-SHA-256 failed");
+  }
   const bool match =
-      CRYPTO_memcmp(expected->data(), auth.signature.data(), auth.signature.size()) == 0;
+      CRYPTO_memcmp(expected.data(), auth.signature.data(), auth.signature.size()) == 0;
   // The right signature for a request the client got wrong is still worth
   // nothing to leave on the stack.
-  secure_wipe(expected->data(), expected->size());
+  secure_wipe(expected.data(), expected.size());
   if (!match) {
     return fail("signature does not match: check the secret access key of \"" +
                 std::string(auth.access_key_id) +
@@ -410,24 +485,29 @@ SignedHeaders sign(const SignInput& input) {
     });
     headers[lower].push_back(value);
   }
-  std::string canonical_headers, signed_headers;
+  const auto body_hash = crypto::sha256(as_bytes(input.body));
+  if (!body_hash) throw std::runtime_error("SigV4 signing: SHA-256 failed");
+  std::string creq, signed_headers;
+  append_canonical_request_head(creq, input.method,
+                                input.target.empty() ? std::string_view{"/"} : input.target);
   for (const auto& [name, values] : headers) {
     if (!signed_headers.empty()) signed_headers.push_back(';');
     signed_headers.append(name);
-    canonical_headers.append(name).push_back(':');
+    append_canonical_header(creq, name);
     for (std::size_t i = 0; i < values.size(); ++i) {
-      if (i != 0) canonical_headers.push_back(',');
-      canonical_header_value_append(canonical_headers, values[i]);
+      if (i != 0) creq.push_back(',');
+      canonical_header_value_append(creq, values[i]);
     }
-    canonical_headers.push_back('\n');
+    creq.push_back('\n');
   }
+  append_canonical_request_tail(creq, signed_headers, *body_hash);
 
   std::string scope;
   scope.append(date).append("/").append(input.region).append("/").append(input.service).append("/aws4_request");
-  const std::string creq = build_canonical_request(
-      input.method, input.target.empty() ? std::string_view{"/"} : input.target, canonical_headers,
-      signed_headers, hex_sha256(input.body));
-  const std::string sts = build_string_to_sign(out.amz_date, scope, hex_sha256(creq));
+  const auto creq_hash = crypto::sha256(as_bytes(creq));
+  if (!creq_hash) throw std::runtime_error("SigV4 signing: SHA-256 failed");
+  std::string sts;
+  append_string_to_sign(sts, out.amz_date, scope, *creq_hash);
   auto key = detail::derive_signing_key(input.secret, date, input.region, input.service);
   if (!key) throw std::runtime_error("SigV4 signing: HMAC-SHA-256 failed");
   const auto signature = crypto::hmac_sha256(*key, as_bytes(sts));

@@ -29,6 +29,7 @@ const SecureString* lookup(std::string_view akid) {
 struct Options {
   std::string_view secret = kSecret;
   std::string_view region = "us-east-1";
+  std::string_view service = kXksService;
   std::chrono::system_clock::time_point at = t0();
   std::vector<std::pair<std::string, std::string>> extra = {{"content-type", "application/json"}};
   bool send_extra = true;
@@ -41,6 +42,7 @@ OwnedRequest signed_request(const Options& o = {}) {
   in.target = kTarget;
   in.body = kBody;
   in.region = o.region;
+  in.service = o.service;
   in.access_key_id = kAkid;
   in.secret = o.secret;
   in.now = o.at;
@@ -428,6 +430,45 @@ TEST_F(Verify, ManyDatesAndRegionsAndThreads) {
   }
   for (auto& th : threads) th.join();
   EXPECT_EQ(failures.load(), 0);
+}
+
+TEST_F(Verify, RotatedSecretIsNotServedFromTheKeyCache) {
+  // Same access key id, date and region, new secret: the key derived from the
+  // old secret (cached by the first verification) must not be used.
+  constexpr std::string_view kRotated = "cm90YXRlZC1zZWNyZXQtZm9yLXVuaXQtdGVzdHMtMDEyMzQ1Ng==";
+  SecureString current(kSecret);
+  const SecretLookup rotating = [&](std::string_view akid) -> const SecureString* {
+    return akid == kAkid ? &current : nullptr;
+  };
+  const OwnedRequest old_signed = signed_request();
+  Options o;
+  o.secret = kRotated;
+  const OwnedRequest new_signed = signed_request(o);
+  EXPECT_TRUE(verifier_.verify(old_signed.view(), rotating, t0()));
+  EXPECT_FALSE(verifier_.verify(new_signed.view(), rotating, t0()));
+  current = SecureString(kRotated);
+  EXPECT_FALSE(verifier_.verify(old_signed.view(), rotating, t0()));
+  EXPECT_TRUE(verifier_.verify(new_signed.view(), rotating, t0()));
+}
+
+TEST_F(Verify, KeysAreNotSharedAcrossServices) {
+  // Two verifiers on one thread, same secret, date and region, different
+  // services: each must use its own signing key.
+  SigV4Options one_options, two_options;
+  one_options.service = "svc-one";
+  two_options.service = "svc-two";
+  const SigV4Verifier one(one_options), two(two_options);
+  Options o;
+  o.service = "svc-one";
+  const OwnedRequest for_one = signed_request(o);
+  o.service = "svc-two";
+  const OwnedRequest for_two = signed_request(o);
+  for (int round = 0; round < 2; ++round) {
+    EXPECT_TRUE(one.verify(for_one.view(), lookup, t0()));
+    EXPECT_TRUE(two.verify(for_two.view(), lookup, t0()));
+    EXPECT_FALSE(one.verify(for_two.view(), lookup, t0()));
+    EXPECT_FALSE(two.verify(for_one.view(), lookup, t0()));
+  }
 }
 
 TEST_F(Verify, VerifierIsMovable) {
