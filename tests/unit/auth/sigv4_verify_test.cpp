@@ -237,6 +237,27 @@ TEST_F(Verify, RepeatedAuthorization) {
   expect_failure(r, "more than one Authorization header");
 }
 
+TEST_F(Verify, HeaderNamesInAnyCase) {
+  const OwnedRequest base = signed_request();
+  OwnedRequest r = base;
+  r.headers.clear();
+  r.headers.insert("HOST", base.headers["Host"]);
+  r.headers.insert("x-AMZ-date", base.headers["X-Amz-Date"]);
+  r.headers.insert("AUTHORIZATION", base.headers["Authorization"]);
+  r.headers.insert("Content-TYPE", base.headers["content-type"]);
+  EXPECT_TRUE(run(r));
+  r.headers.insert("authorization", base.headers["Authorization"]);
+  expect_failure(r, "more than one Authorization header");
+  OwnedRequest dates = base;
+  dates.headers.insert("x-amz-DATE", base.headers["X-Amz-Date"]);
+  expect_failure(dates, "more than one X-Amz-Date");
+  OwnedRequest shas = base;
+  shas.headers.insert("X-Amz-Content-Sha256", hex_sha256(kBody));
+  EXPECT_TRUE(run(shas));
+  shas.headers.insert("x-amz-content-SHA256", hex_sha256(kBody));
+  expect_failure(shas, "more than one X-Amz-Content-Sha256");
+}
+
 TEST_F(Verify, PartsInAnyOrderAndWithoutSpaces) {
   const OwnedRequest base = signed_request();
   const std::string auth(base.headers["Authorization"]);
