@@ -79,10 +79,15 @@ wait_port() {  # wait_port PORT PID: until a TLS server answers on PORT (10 s)
 proxy_port=$(free_port)
 nginx_port=$(free_port)
 [ "$proxy_port" != "$nginx_port" ] || nginx_port=$(free_port)
+# The demo serves Prometheus metrics too: a free port, not 9464, which a concurrent
+# `make run` or test daemon may hold.
+metrics_port=$(free_port)
+while [ "$metrics_port" = "$proxy_port" ] || [ "$metrics_port" = "$nginx_port" ]; do metrics_port=$(free_port); done
 
 # --- demo provisioning ----------------------------------------------------------------
 log "provision the demo in bench/out/demo (proxy on 127.0.0.1:$proxy_port)"
-XKS_LISTEN=127.0.0.1:$proxy_port scripts/provision-demo.sh "$demo" >&2
+XKS_LISTEN=127.0.0.1:$proxy_port XKS_METRICS_LISTEN=127.0.0.1:$metrics_port \
+  scripts/provision-demo.sh "$demo" >&2
 grep -q 'allow_root: true' "$demo/xks-proxy.yaml" || die "$demo/xks-proxy.yaml lacks server.allow_root: true"
 # shellcheck source=/dev/null
 . "$demo/env"

@@ -95,17 +95,28 @@ def flip(data, index=0, bit=0x01):
 class Demo:
     """A provisioned demo directory: config, token, TLS material and credential."""
 
-    def __init__(self, directory, port):
+    def __init__(self, directory, port, metrics_port=None):
+        """`metrics_port`: where the demo config serves Prometheus /metrics. Default: the
+        port already in DIR's config when DIR is provisioned again (so that re-provisioning
+        changes nothing), else a free port — never the fixed default 9464, which parallel
+        test daemons would fight over."""
         self.dir = directory
         self.port = port
-        env = dict(os.environ, XKS_LISTEN=f"127.0.0.1:{port}")
+        self.config = os.path.join(directory, "xks-proxy.yaml")
+        if metrics_port is None:
+            metrics_port = self.configured_metrics_port()
+        while metrics_port is None or metrics_port == port:
+            metrics_port = free_port()
+        self.metrics_port = metrics_port
+        env = dict(os.environ, XKS_LISTEN=f"127.0.0.1:{port}",
+                   XKS_METRICS_LISTEN=f"127.0.0.1:{metrics_port}")
         res = subprocess.run([os.path.join(REPO, "scripts", "provision-demo.sh"), directory],
                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              text=True, timeout=120)
         if res.returncode != 0:
             raise RuntimeError(f"provision-demo.sh failed ({res.returncode}):\n{res.stdout}")
         self.provision_output = res.stdout
-        self.config = os.path.join(directory, "xks-proxy.yaml")
+        self.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
         self.ca = os.path.join(directory, "tls", "ca.pem")
         with open(os.path.join(directory, "kms-proxy-config.json")) as f:
             kms = json.load(f)
@@ -122,6 +133,16 @@ class Demo:
                 m = re.match(r"export (\w+)='(.*)'$", line.strip())
                 if m:
                     self.env[m.group(1)] = m.group(2)
+
+    def configured_metrics_port(self):
+        """The metrics port of an existing demo config in this directory, else None."""
+        try:
+            with open(self.config) as f:
+                text = f.read()
+        except FileNotFoundError:
+            return None
+        m = re.search(r'^metrics: \{ listen: "127\.0\.0\.1:(\d+)" \}$', text, re.M)
+        return int(m.group(1)) if m else None
 
     def secrets(self):
         return [self.secret] + self.pins

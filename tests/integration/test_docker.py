@@ -162,7 +162,8 @@ class EntrypointTests(unittest.TestCase):
         demo_dir = os.path.join(tmp, "volume", "demo")
         env = dict(os.environ, PATH=bindir + os.pathsep + os.environ["PATH"],
                    XKS_CONFIG=os.path.join(tmp, "absent.yaml"), XKS_DEMO_DIR=demo_dir,
-                   XKS_LISTEN=f"127.0.0.1:{port}", XKS_SCRIPTS_DIR=os.path.join(REPO, "scripts"))
+                   XKS_LISTEN=f"127.0.0.1:{port}", XKS_METRICS_LISTEN=f"127.0.0.1:{free_port()}",
+                   XKS_SCRIPTS_DIR=os.path.join(REPO, "scripts"))
         supp = os.path.join(os.path.dirname(__file__), "lsan.supp")
         env.setdefault("LSAN_OPTIONS", f"suppressions={supp}:print_suppressions=0")
         try:

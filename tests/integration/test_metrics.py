@@ -1,14 +1,20 @@
 """Prometheus metrics of the real daemon after known traffic (issue 6): request
 counters by key store, API and outcome, latency histograms, HSM call latency,
-health, credential last use, build info — and never a secret in the output."""
+health, credential last use, build info — and never a secret in the output.
+
+The daemon runs on the demo configuration exactly as scripts/provision-demo.sh wrote
+it: the demo enables metrics (XKS_METRICS_LISTEN, here a free port from harness.Demo)."""
 
 import os
 import re
 import shutil
+import subprocess
 import tempfile
 import unittest
+import urllib.error
 import urllib.request
 
+import harness
 from harness import Client, Daemon, Demo, find_binary, free_port
 
 
@@ -36,15 +42,8 @@ class MetricsTests(unittest.TestCase):
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="xks-it-metrics-")
         cls.demo = Demo(os.path.join(cls.tmp, "demo"), free_port())
-        cls.metrics_port = free_port()
-        cls.config = os.path.join(cls.demo.dir, "metrics-config.yaml")
-        with open(cls.demo.config) as f:
-            text = f.read()
-        with open(cls.config, "w") as f:
-            f.write(text + f'\nmetrics: {{ listen: "127.0.0.1:{cls.metrics_port}" }}\n')
-        os.chmod(cls.config, 0o600)
-        cls.daemon = Daemon(find_binary("xks-proxy", "XKS_PROXY_BIN"), cls.demo,
-                            config=cls.config).start()
+        cls.metrics_port = cls.demo.metrics_port
+        cls.daemon = Daemon(find_binary("xks-proxy", "XKS_PROXY_BIN"), cls.demo).start()
         cls.daemon.wait_ready()
         cls.client = Client(cls.demo)
 
@@ -52,6 +51,43 @@ class MetricsTests(unittest.TestCase):
     def tearDownClass(cls):
         if cls.daemon.stop() == 0:
             shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def test_demo_config_serves_metrics_on_the_given_port(self):
+        """provision-demo.sh writes a metrics section with XKS_METRICS_LISTEN, says where in
+        its summary line, and the daemon started on that file serves /metrics there."""
+        with open(self.demo.config) as f:
+            config = f.read()
+        self.assertRegex(config, re.compile(
+            r'^metrics: \{ listen: "127\.0\.0\.1:%d" \}$' % self.metrics_port, re.M))
+        self.assertIn(f"metrics http://127.0.0.1:{self.metrics_port}/metrics",
+                      self.demo.provision_output)
+        status, ctype, text = scrape(self.metrics_port)
+        self.assertEqual(status, 200)
+        self.assertIn("text/plain", ctype)
+        self.assertEqual(value(text, "xks_proxy_build_info"), 1)
+
+    def test_provisioning_defaults_and_off(self):
+        """Without XKS_METRICS_LISTEN the demo uses the documented 127.0.0.1:9464; "off" leaves
+        the section out. Checked on the written file (a copy of the directory, so the
+        running daemon's demo is untouched); no daemon binds 9464 here."""
+        copy = os.path.join(self.tmp, "copy")
+        shutil.copytree(self.demo.dir, copy, symlinks=True)
+        script = os.path.join(harness.REPO, "scripts", "provision-demo.sh")
+        env = {k: v for k, v in os.environ.items() if k != "XKS_METRICS_LISTEN"}
+        env["XKS_LISTEN"] = f"127.0.0.1:{self.demo.port}"
+        for knob, expected in ((None, 'metrics: { listen: "127.0.0.1:9464" }'), ("off", None)):
+            with self.subTest(XKS_METRICS_LISTEN=knob):
+                run_env = dict(env) if knob is None else dict(env, XKS_METRICS_LISTEN=knob)
+                res = subprocess.run([script, copy], env=run_env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True, timeout=120)
+                self.assertEqual(res.returncode, 0, self.demo.redact(res.stdout))
+                with open(os.path.join(copy, "xks-proxy.yaml")) as f:
+                    lines = [l for l in f.read().splitlines() if l.startswith("metrics:")]
+                self.assertEqual(lines, [expected] if expected else [])
+                if expected:
+                    self.assertIn("metrics http://127.0.0.1:9464/metrics", res.stdout)
+                else:
+                    self.assertNotIn("metrics http", res.stdout)
 
     def test_counters_after_known_traffic(self):
         ks = self.demo.uri_path
