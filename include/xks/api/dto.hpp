@@ -75,12 +75,30 @@ struct DecryptRequest {
 };
 
 // Parse a request body (the bytes as received). Never throws.
-// The encrypt parser wipes the plaintext it copied out of the JSON document; the
-// caller owns (and should wipe) `body` itself.
+// A body as KMS sends it is read in place (dto.cpp): the Base64 plaintext of an
+// Encrypt request is decoded from `body` straight into wiped storage. Any other
+// body goes through nlohmann's parser, whose copy of the plaintext is wiped too.
+// The caller owns (and should wipe) `body` itself.
 Result<HealthRequest> parse_health_request(std::string_view body);
 Result<KeyMetadataRequest> parse_key_metadata_request(std::string_view body);
 Result<EncryptRequest> parse_encrypt_request(std::string_view body);
 Result<DecryptRequest> parse_decrypt_request(std::string_view body);
+
+namespace detail {
+// Which reader parses a body. Production code calls the overloads above (Auto).
+//  - Auto: the fast in-place reader when the body is in its subset of JSON (every
+//    body KMS sends), else nlohmann's DOM parser.
+//  - Dom: always the DOM parser. Results and errors must equal Auto's for every
+//    body; Dom exists so that tests and fuzzers can check exactly that.
+//  - Fast: the fast reader only, for tests that a body takes the in-place path;
+//    a body outside its subset is an InternalException naming this.
+enum class Reader { Auto, Dom, Fast };
+}  // namespace detail
+Result<HealthRequest> parse_health_request(std::string_view body, detail::Reader reader);
+Result<KeyMetadataRequest> parse_key_metadata_request(std::string_view body,
+                                                      detail::Reader reader);
+Result<EncryptRequest> parse_encrypt_request(std::string_view body, detail::Reader reader);
+Result<DecryptRequest> parse_decrypt_request(std::string_view body, detail::Reader reader);
 
 struct KeyMetadataResponse {
   std::string key_spec = "AES_256";
