@@ -284,6 +284,13 @@ class Daemon {
       threads.emplace_back([&context = worker->context] { context.run(); });
     }
     ioc_.run();
+    // poll_drain may stop ioc_ before the acceptor close that stop_accepting
+    // posted has run. The pending accept holds a socket of a connection
+    // io_context; destroyed later with ioc_, it would reach into that
+    // context's freed socket service. Let the close and the aborted accept
+    // complete now, while the connection contexts exist.
+    ioc_.restart();
+    ioc_.poll();
     for (auto& worker : io_workers_) {
       worker->guard.reset();
       worker->context.stop();
