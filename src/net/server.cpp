@@ -12,11 +12,11 @@
 #include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/write.hpp>
-#include <boost/beast/ssl/ssl_stream.hpp>
 #include <stdexcept>
 
 #include "xks/core/result.hpp"
 #include "xks/core/secure.hpp"
+#include "xks/net/tls_stream.hpp"
 #include "xks/obs/log.hpp"
 
 namespace xks::net {
@@ -263,9 +263,9 @@ asio::awaitable<void> Server::run_connection(tcp::socket socket) {
     ctx.peer = endpoint_text(socket.remote_endpoint(ec));
   }
   socket.set_option(tcp::no_delay(true));
-  beast::tcp_stream stream(std::move(socket));
 
   if (tls_ == nullptr) {
+    beast::tcp_stream stream(std::move(socket));
     co_await serve_http(stream, *limits, ctx);
     boost::system::error_code ignored;  // the peer may already be gone
     stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
@@ -274,10 +274,10 @@ asio::awaitable<void> Server::run_connection(tcp::socket socket) {
 
   // The connection keeps the context it started with, even across a reload.
   const auto tls_context = tls_->current();
-  beast::ssl_stream<beast::tcp_stream> tls_stream(std::move(stream), *tls_context);
+  TlsStream tls_stream(std::move(socket), *tls_context);
   ctx.tls = true;
-  beast::get_lowest_layer(tls_stream).expires_after(limits->handshake_timeout);
-  auto [ec] = co_await tls_stream.async_handshake(asio::ssl::stream_base::server, kTuple);
+  tls_stream.expires_after(limits->handshake_timeout);
+  auto [ec] = co_await tls_stream.async_handshake(kTuple);
   if (metrics_) metrics_->record_tls_handshake(classify_handshake(tls_stream.native_handle(), ec));
   if (ec) {
     if (!is_quiet_disconnect(ec) || ec == beast::error::timeout) {
@@ -292,7 +292,7 @@ asio::awaitable<void> Server::run_connection(tcp::socket socket) {
   }
   ctx.client_subject = peer_subject(tls_stream.native_handle());
   co_await serve_http(tls_stream, *limits, ctx);
-  beast::get_lowest_layer(tls_stream).expires_after(std::chrono::seconds(2));
+  tls_stream.expires_after(std::chrono::seconds(2));
   // close_notify; failures only mean the peer left first.
   co_await tls_stream.async_shutdown(kTuple);
 }
