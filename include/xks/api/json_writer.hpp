@@ -6,18 +6,14 @@
 #include <string>
 #include <string_view>
 
+#include "xks/core/json_text.hpp"
 #include "xks/core/secure.hpp"
 
 namespace xks::api {
 
-// Appends `s` as a JSON string literal, quotes included, byte for byte as
-// nlohmann::json::dump(-1, ' ', false, error_handler_t::replace) writes it: '"'
-// and '\' escaped, control characters (0x00-0x1f) as \b \t \n \f \r or \u00xx,
-// valid UTF-8 copied as is, and each ill-formed UTF-8 sequence (its maximal
-// prefix, as the Unicode "substitution of maximal subparts" practice) replaced by
-// U+FFFD. The result is always valid JSON and valid UTF-8, whatever `s` holds
-// (HSM labels and models are not guaranteed to be UTF-8).
-void append_json_string(std::string& out, std::string_view s);
+// JSON string literals are written by core::append_json_string (the access log
+// uses it too): byte for byte as nlohmann's dump with error_handler_t::replace.
+using core::append_json_string;
 
 // Length of the standard Base64 encoding (RFC 4648 section 4, padded) of n bytes.
 constexpr std::size_t base64_encoded_size(std::size_t n) noexcept { return 4 * ((n + 2) / 3); }
