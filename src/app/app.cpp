@@ -9,7 +9,9 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <iostream>
 #include <thread>
 
@@ -38,6 +40,9 @@ using namespace std::chrono_literals;
 namespace {
 
 constexpr auto kDrainTimeout = 10s;
+// How long HSM calls still running after the last connection closed may take
+// before the process exits without waiting for them.
+constexpr auto kHsmStopGrace = 2s;
 
 // Core dumps of this process could hold plaintext, PINs and SigV4 secrets.
 // PR_SET_DUMPABLE 0 also keeps other processes of the same user from
@@ -302,7 +307,23 @@ class Daemon {
     // their io_contexts while the server, handler and metrics they use exist;
     // the backend closes its sessions when the last Runtime holding the engine
     // goes (in ~Daemon).
-    pool_.stop();
+    // An HSM call that never returns must not hold the exit: its client was
+    // answered at the request deadline. Give running calls a little time
+    // (kHsmStopGrace, less if the drain deadline is nearer), then leave without
+    // C_Finalize, which is not allowed while a thread is inside the module.
+    const auto now = core::SteadyClock::now();
+    const auto wait = drain_deadline_ == core::Deadline{}
+                          ? kHsmStopGrace
+                          : std::clamp<core::SteadyClock::duration>(drain_deadline_ - now, 100ms,
+                                                                    kHsmStopGrace);
+    if (!pool_.stop_within(wait)) {
+      obs::error("hsm_calls_abandoned",
+                 {{"busyWorkers", pool_.busy_workers()},
+                  {"detail", "HSM calls still running at the end of the drain; exiting "
+                             "without closing the HSM sessions (no C_Finalize)"}});
+      obs::flush();
+      std::_Exit(kExitOk);
+    }
     io_workers_.clear();
     obs::info("stopped", {{"openConnections", server_.open_connections()}});
     obs::flush();
@@ -499,7 +520,8 @@ class Daemon {
   void begin_shutdown(int signo) {
     sd_notify(0, "STOPPING=1");
     obs::info("stopping", {{"signal", signo == SIGTERM ? "SIGTERM" : "SIGINT"},
-                           {"requestsInFlight", server_.requests_in_flight()}});
+                           {"requestsInFlight", server_.requests_in_flight()},
+                           {"openConnections", server_.open_connections()}});
     server_.stop_accepting();
     server_.begin_drain();
     health_.stop();
@@ -510,12 +532,14 @@ class Daemon {
     poll_drain();
   }
 
-  // In-flight requests finish (their responses say Connection: close); idle
-  // keep-alive connections are simply closed when the io_context stops.
+  // Idle keep-alive connections were closed by begin_drain; the others finish
+  // the request they are receiving or serving (answered with Connection:
+  // close) and close. Whatever is left at the drain deadline is cut.
   void poll_drain() {
-    if (server_.requests_in_flight() == 0 || core::SteadyClock::now() >= drain_deadline_) {
-      if (server_.requests_in_flight() != 0) {
-        obs::warn("drain_timeout", {{"requestsInFlight", server_.requests_in_flight()}});
+    if (server_.open_connections() == 0 || core::SteadyClock::now() >= drain_deadline_) {
+      if (server_.open_connections() != 0) {
+        obs::warn("drain_timeout", {{"openConnections", server_.open_connections()},
+                                    {"requestsInFlight", server_.requests_in_flight()}});
       }
       ioc_.stop();
       return;

@@ -43,6 +43,20 @@ void BlockingPool::stop() {
   workers_.clear();
 }
 
+bool BlockingPool::stop_within(std::chrono::steady_clock::duration limit) {
+  {
+    std::unique_lock lock(mutex_);
+    if (stopping_ && workers_.empty()) return true;
+    stopping_ = true;
+    cv_.notify_all();
+    if (!exited_cv_.wait_for(lock, limit, [this] { return exited_ == workers_.size(); })) {
+      return false;
+    }
+  }
+  stop();  // every worker has returned: the joins are immediate
+  return true;
+}
+
 SteadyClock::time_point BlockingPool::oldest_busy_since() const {
   std::lock_guard lock(mutex_);
   auto oldest = SteadyClock::time_point::max();
@@ -64,7 +78,11 @@ void BlockingPool::worker_loop(std::size_t index) {
     {
       std::unique_lock lock(mutex_);
       cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-      if (queue_.empty()) return;  // stopping and drained
+      if (queue_.empty()) {  // stopping and drained
+        ++exited_;
+        exited_cv_.notify_all();
+        return;
+      }
       entry = std::move(queue_.front());
       queue_.pop_front();
       queued_.store(queue_.size(), std::memory_order_relaxed);

@@ -3,6 +3,7 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/ssl/error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
@@ -12,7 +13,9 @@
 #include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/write.hpp>
+#include <functional>
 #include <stdexcept>
+#include <type_traits>
 
 #include "xks/core/result.hpp"
 #include "xks/core/secure.hpp"
@@ -157,6 +160,26 @@ Server::Server(asio::io_context& ioc, config::Limits limits, TlsContextProvider*
       tls_(tls),
       handler_(handler),
       metrics_(metrics) {}
+
+// What a drain needs to know about a connection: whether it is between
+// requests with nothing received, and how to close it. Touched only on the
+// connection's executor (the drain posts its check there).
+struct Server::Connection {
+  asio::any_io_executor executor;
+  bool between_requests = false;          // waiting for a request head
+  std::function<bool()> input_pending;    // bytes received but not yet parsed
+  std::function<void()> close;            // ends the pending read
+};
+
+void Server::begin_drain() {
+  draining_.store(true);
+  std::lock_guard lock(registry_mutex_);
+  for (const auto& connection : registry_) {
+    asio::post(connection->executor, [connection] {
+      if (connection->between_requests && !connection->input_pending()) connection->close();
+    });
+  }
+}
 
 void Server::set_limits(const config::Limits& limits) {
   std::lock_guard lock(limits_mutex_);
@@ -316,15 +339,57 @@ asio::awaitable<void> Server::serve_http(Stream& stream, const config::Limits& l
   auto& tcp_layer = beast::get_lowest_layer(stream);
   beast::flat_buffer buffer;
   unsigned served = 0;
+
+  // Registered for the drain: between requests with nothing received means
+  // an empty buffer, no bytes waiting in the socket and, with TLS, no part of
+  // a record inside OpenSSL.
+  auto self = std::make_shared<Connection>();
+  self->executor = tcp_layer.socket().get_executor();
+  self->input_pending = [&buffer, &tcp_layer, &stream] {
+    boost::system::error_code ec;
+    if (buffer.size() != 0 || tcp_layer.socket().available(ec) != 0) return true;
+    if constexpr (std::is_same_v<Stream, TlsStream>) {
+      return SSL_has_pending(stream.native_handle()) == 1;
+    }
+    return false;
+  };
+  self->close = [&tcp_layer] {
+    boost::system::error_code ignored;
+    tcp_layer.socket().cancel(ignored);
+  };
+  std::list<std::shared_ptr<Connection>>::iterator registered;
+  {
+    std::lock_guard lock(registry_mutex_);
+    registered = registry_.insert(registry_.end(), self);
+  }
+  struct Unregister {
+    Server& server;
+    std::list<std::shared_ptr<Connection>>::iterator it;
+    std::shared_ptr<Connection> connection;
+    ~Unregister() {
+      // A drain check may still be queued: it must find nothing to close.
+      connection->between_requests = false;
+      connection->input_pending = [] { return true; };
+      connection->close = [] {};
+      std::lock_guard lock(server.registry_mutex_);
+      server.registry_.erase(it);
+    }
+  } unregister{*this, registered, self};
+
   for (;;) {
     http::request_parser<http::string_body> parser;
     parser.header_limit(static_cast<std::uint32_t>(limits.max_header_bytes));
     parser.body_limit(limits.max_body_bytes);
 
+    // Draining: a connection with nothing received closes instead of waiting
+    // (a drain that started while this one was busy did not close it).
+    if (draining_.load() && !self->input_pending()) co_return;
     // The first request must come promptly; later ones may idle in keep-alive.
     // The limit covers the whole header read, so a slowloris client is cut off.
     tcp_layer.expires_after(served == 0 ? limits.header_timeout : limits.idle_timeout);
+    self->between_requests = true;
     auto head = co_await read_request_head(stream, buffer, parser, limits);
+    self->between_requests = false;
     if (!head) {
       if (head.error().name == ErrorName::InternalException) co_return;  // peer gone
       co_await reject_and_close(stream, head.error(), 11, limits);

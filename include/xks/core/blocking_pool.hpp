@@ -36,6 +36,10 @@ class BlockingPool {
 
   // Stops taking jobs, runs those already queued (as expired), joins the workers.
   void stop();
+  // The same, but waits at most `limit` for the workers: false when some are
+  // still inside a job then (a hung HSM call). Those threads are left running;
+  // the caller must then end the process without destroying the pool's users.
+  bool stop_within(std::chrono::steady_clock::duration limit);
 
   std::size_t queue_depth() const noexcept { return queued_.load(std::memory_order_relaxed); }
   std::size_t busy_workers() const noexcept { return busy_.load(std::memory_order_relaxed); }
@@ -60,6 +64,8 @@ class BlockingPool {
   std::condition_variable cv_;
   std::deque<Entry> queue_;
   bool stopping_ = false;
+  std::size_t exited_ = 0;  // workers that returned from worker_loop
+  std::condition_variable exited_cv_;
   std::atomic<std::size_t> queued_{0};
   std::atomic<std::size_t> busy_{0};
   std::vector<SteadyClock::time_point> busy_since_;  // per worker; max() when idle

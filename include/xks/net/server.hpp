@@ -13,7 +13,9 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/string_body.hpp>
+#include <list>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -60,8 +62,10 @@ class Server {
   void listen(const std::string& host, std::uint16_t port);
   void start();            // starts accepting
   void stop_accepting();   // closes the listener; live connections go on
-  // Asks connections to close after their current response.
-  void begin_drain() { draining_.store(true); }
+  // Graceful stop: connections waiting for their next request with nothing
+  // received are closed now; the others finish the request they are receiving
+  // or serving, answer it with Connection: close, and close.
+  void begin_drain();
 
   boost::asio::ip::tcp::endpoint local_endpoint() const;
   std::size_t open_connections() const noexcept { return connections_.load(); }
@@ -91,6 +95,13 @@ class Server {
   std::atomic<std::size_t> connections_{0};
   std::atomic<std::size_t> in_flight_{0};
   std::atomic<bool> draining_{false};
+
+  // Every open connection, so that a drain can close the idle ones. An entry
+  // is only read and written on its connection's executor, apart from the list
+  // membership itself.
+  struct Connection;
+  std::mutex registry_mutex_;
+  std::list<std::shared_ptr<Connection>> registry_;
 };
 
 }  // namespace xks::net
