@@ -139,6 +139,11 @@ TlsStream::TlsStream(socket_type socket, asio::ssl::context& ctx)
   // retry after WANT_WRITE may pass the same bytes from another address (they
   // are gathered anew on each attempt). RELEASE_BUFFERS comes from the context.
   SSL_set_mode(ssl_, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  // Without read-ahead OpenSSL reads a record's 5-byte header and its body
+  // with two recv() calls; with it, one recv() fills its record buffer. The
+  // stream never waits while OpenSSL holds unread bytes: it waits only after
+  // SSL_read says WANT_READ, i.e. after recv() returned EAGAIN.
+  SSL_set_read_ahead(ssl_, 1);
 }
 
 TlsStream::~TlsStream() {
