@@ -702,6 +702,12 @@ Credential Loader::parse_credential(const YAML::Node& n, const std::string& path
       fail(s.path("not_after"), quote(v) + " is not an RFC 3339 time",
            "write it as \"2027-01-01T00:00:00Z\" (UTC) or a date \"2027-01-01\", quoted");
     }
+    // The clock counts nanoseconds in 64 bits: years past 2262 do not fit (found
+    // by fuzz_config); a credential's end is decades away at most.
+    if (y < 1970 || y > 2200) {
+      fail(s.path("not_after"), quote(v) + " is outside the years 1970 to 2200",
+           "write the date the credential should be retired, e.g. \"2027-01-01\"");
+    }
     c.not_after = time_point_cast<system_clock::duration>(
         sys_days{ymd} + hours{hh} + minutes{mi} + seconds{ss} - sign * (hours{oh} + minutes{om}));
   }

@@ -476,7 +476,8 @@ TEST_F(ConfigTest, AccessKeyIdsUniqueWithinAKeyStore) {
 
 TEST_F(ConfigTest, NotAfterMustBeATime) {
   for (const std::string bad : {"tomorrow", "2027-13-01", "2027-02-30", "2027-01-01T00:00:00",
-                                "2027-01-01T25:00:00Z", "2027-01-01T00:00Z", "2027-01-01Z"}) {
+                                "2027-01-01T25:00:00Z", "2027-01-01T00:00Z", "2027-01-01Z",
+                                "9881-01-01", "2263-04-12T00:00:00Z", "1969-12-31"}) {
     expect_error([&](YAML::Node& n) { cred0(n)["not_after"] = bad; },
                  "keystores[0].credentials[0].not_after");
   }
