@@ -152,18 +152,32 @@ TlsStream::~TlsStream() {
 }
 
 void TlsStream::expires_after(asio::steady_timer::duration d) {
-  const unsigned generation = ++timer_generation_;
-  timer_.expires_after(d);
-  timer_.async_wait([link = timer_link_, generation](const error_code& ec) {
-    // A replaced or cancelled deadline, or a stream that is gone.
-    if (ec || link->stream == nullptr || link->stream->timer_generation_ != generation) return;
-    link->stream->on_deadline();
-  });
+  deadline_ = asio::steady_timer::clock_type::now() + d;
+  // A wait armed for no later than the new deadline fires first and re-arms.
+  if (timer_armed_ && armed_for_ <= deadline_) return;
+  arm(deadline_);
 }
 
 void TlsStream::expires_never() {
-  ++timer_generation_;
-  timer_.cancel();
+  deadline_ = asio::steady_timer::time_point::max();  // an armed wait finds nothing due
+}
+
+void TlsStream::arm(asio::steady_timer::time_point when) {
+  timer_armed_ = true;
+  armed_for_ = when;
+  timer_.expires_at(when);  // a wait armed before completes with operation_aborted
+  timer_.async_wait([link = timer_link_](const error_code& ec) {
+    // Re-armed for a nearer deadline, or the stream is gone.
+    if (ec == asio::error::operation_aborted || link->stream == nullptr) return;
+    TlsStream& self = *link->stream;
+    self.timer_armed_ = false;
+    if (ec || self.deadline_ == asio::steady_timer::time_point::max()) return;
+    if (asio::steady_timer::clock_type::now() >= self.deadline_) {
+      self.on_deadline();
+    } else {
+      self.arm(self.deadline_);  // the deadline moved later meanwhile
+    }
+  });
 }
 
 void TlsStream::on_deadline() {

@@ -137,6 +137,7 @@ class TlsStream {
   Step after_failure(int result);
   boost::system::error_code map_failure(int ssl_error);
   void on_deadline();
+  void arm(boost::asio::steady_timer::time_point when);
 
   struct Handshake {
     Step operator()(TlsStream& s, std::size_t) const { return s.handshake_step(); }
@@ -246,9 +247,14 @@ class TlsStream {
   };
 
   socket_type socket_;
+  // The deadline is a plain time point; the timer is armed lazily (see arm()),
+  // so moving the deadline later or clearing it — several times per request —
+  // costs no timer operation.
   boost::asio::steady_timer timer_;
   std::shared_ptr<TimerLink> timer_link_;
-  unsigned timer_generation_ = 0;
+  boost::asio::steady_timer::time_point deadline_ = boost::asio::steady_timer::time_point::max();
+  bool timer_armed_ = false;
+  boost::asio::steady_timer::time_point armed_for_{};
   SSL* ssl_ = nullptr;
   detail::FdBioState bio_;
   boost::system::error_code failed_;  // sticky: timeout, protocol or socket error
