@@ -5,8 +5,8 @@
 #include <systemd/sd-daemon.h>
 
 #include <boost/asio/executor_work_guard.hpp>
-#include <boost/asio/post.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <algorithm>
@@ -302,15 +302,15 @@ class Daemon {
     }
     for (auto& t : threads) t.join();
 
-    // Ordered shutdown: no more HSM jobs (their completions are queued to the
-    // stopped contexts), then the connections still open are destroyed with
-    // their io_contexts while the server, handler and metrics they use exist;
-    // the backend closes its sessions when the last Runtime holding the engine
-    // goes (in ~Daemon).
-    // An HSM call that never returns must not hold the exit: its client was
-    // answered at the request deadline. Give running calls a little time
-    // (kHsmStopGrace, less if the drain deadline is nearer), then leave without
-    // C_Finalize, which is not allowed while a thread is inside the module.
+    // Ordered shutdown. First the HSM pool: no more jobs (completions of the
+    // last ones are queued to the stopped contexts). An HSM call that never
+    // returns must not hold the exit — its client was answered at the request
+    // deadline — so running calls get kHsmStopGrace (less if the drain deadline
+    // is nearer); after that the process leaves without C_Finalize, which is
+    // not allowed while a thread is inside the module. Then the connections
+    // still open are destroyed with their io_contexts while the server, handler
+    // and metrics they use exist; the backend closes its sessions when the last
+    // Runtime holding the engine goes (in ~Daemon).
     const auto now = core::SteadyClock::now();
     const auto wait = drain_deadline_ == core::Deadline{}
                           ? kHsmStopGrace
