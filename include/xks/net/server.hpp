@@ -40,8 +40,9 @@ struct RequestContext {
 class RequestHandler {
  public:
   virtual ~RequestHandler() = default;
-  // Runs on the connection's strand. Must not throw; the server still catches
-  // anything that escapes and answers 500 InternalException.
+  // Runs on the connection's executor (its single-threaded io_context, or its
+  // strand). Must not throw; the server still catches anything that escapes
+  // and answers 500 InternalException.
   virtual boost::asio::awaitable<Response> handle(Request& request, const RequestContext& ctx) = 0;
   // A JSON error response for requests the server rejects before handle()
   // (malformed HTTP, oversized headers or body).
