@@ -166,6 +166,7 @@ Server::Server(asio::io_context& ioc, config::Limits limits, TlsContextProvider*
 // connection's executor (the drain posts its check there).
 struct Server::Connection {
   asio::any_io_executor executor;
+  bool open = true;                       // false once serve_http has returned
   bool between_requests = false;          // waiting for a request head
   std::function<bool()> input_pending;    // bytes received but not yet parsed
   std::function<void()> close;            // ends the pending read
@@ -176,7 +177,9 @@ void Server::begin_drain() {
   std::lock_guard lock(registry_mutex_);
   for (const auto& connection : registry_) {
     asio::post(connection->executor, [connection] {
-      if (connection->between_requests && !connection->input_pending()) connection->close();
+      if (connection->open && connection->between_requests && !connection->input_pending()) {
+        connection->close();
+      }
     });
   }
 }
@@ -367,10 +370,8 @@ asio::awaitable<void> Server::serve_http(Stream& stream, const config::Limits& l
     std::list<std::shared_ptr<Connection>>::iterator it;
     std::shared_ptr<Connection> connection;
     ~Unregister() {
-      // A drain check may still be queued: it must find nothing to close.
-      connection->between_requests = false;
-      connection->input_pending = [] { return true; };
-      connection->close = [] {};
+      // A drain check may still be queued: it must not touch the stream.
+      connection->open = false;
       std::lock_guard lock(server.registry_mutex_);
       server.registry_.erase(it);
     }

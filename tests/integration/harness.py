@@ -164,6 +164,7 @@ class Daemon:
         self.demo = demo
         self.config = config or demo.config
         self.log_path = os.path.join(demo.dir, log_name)
+        self.port = demo.port  # where readiness is probed
         self.args = [binary, "--config", self.config, *extra_args]
         self.extra_env = dict(extra_env or {})
         self.proc = None
@@ -182,8 +183,12 @@ class Daemon:
                                      stdin=subprocess.DEVNULL, env=self.env(), cwd=self.demo.dir)
         return self
 
+    def context(self):
+        """The TLS context readiness is probed with (subclasses add a client cert)."""
+        return ssl.create_default_context(cafile=self.demo.ca)
+
     def wait_ready(self, timeout=START_TIMEOUT):
-        ctx = ssl.create_default_context(cafile=self.demo.ca)
+        ctx = self.context()
         deadline = time.monotonic() + timeout
         last = None
         while time.monotonic() < deadline:
@@ -191,7 +196,7 @@ class Daemon:
                 raise AssertionError(f"xks-proxy exited with {self.proc.returncode} during startup; "
                                      f"log:\n{self.log_tail()}")
             try:
-                conn = http.client.HTTPSConnection("127.0.0.1", self.demo.port, context=ctx, timeout=2)
+                conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=ctx, timeout=2)
                 conn.request("GET", "/ping")
                 status = conn.getresponse().status
                 conn.close()

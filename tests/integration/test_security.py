@@ -30,7 +30,7 @@ import threading
 import time
 import unittest
 
-from harness import (Client, Daemon, Demo, START_TIMEOUT, b64_variants, find_binary,
+from harness import (Client, Daemon, Demo, b64_variants, find_binary,
                      find_leaks, free_port)
 
 CLIENT_NAME = "cks.kms.us-east-1.amazonaws.com"
@@ -237,26 +237,6 @@ class SecDaemon(Daemon):
         if self.cert:
             ctx.load_cert_chain(*self.cert)
         return ctx
-
-    def wait_ready(self, timeout=START_TIMEOUT):
-        deadline = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"xks-proxy exited with {self.proc.returncode}; log:\n{self.log_tail()}")
-            try:
-                conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=self.context(), timeout=2)
-                conn.request("GET", "/ping")
-                status = conn.getresponse().status
-                conn.close()
-                if status == 200:
-                    return self
-                last = f"status {status}"
-            except (OSError, http.client.HTTPException) as e:
-                last = repr(e)
-            time.sleep(0.1)
-        self.proc.kill()
-        raise AssertionError(f"GET /ping did not answer 200 within {timeout}s ({last}); log:\n{self.log_tail()}")
 
     def hup(self):
         self.proc.send_signal(signal.SIGHUP)
