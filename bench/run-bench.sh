@@ -278,31 +278,33 @@ log "memory baseline: nginx (2 workers) with $IDLE idle keep-alive TLS connectio
 cat "$raw/memory-nginx.json" >&2
 
 # --- open loop ---------------------------------------------------------------------------
-if "$xksctl" bench --help >/dev/null 2>&1; then
-  openloop=("$xksctl" bench --config "$demo/xks-proxy.yaml" --endpoint "https://127.0.0.1:$proxy_port"
-            --cacert "$demo/tls/ca.pem" --json)
-  openloop_gen="xksctl bench"
-else
-  openloop=("$py" "$root/bench/openloop.py" --dir "$demo" --port "$proxy_port")
-  openloop_gen="bench/openloop.py"
-fi
-log "open loop: encrypt at $OPEN_RATE req/s for $OPEN_SECONDS s over $OPEN_CONNS connections ($openloop_gen)"
-stop_pid "$nginx_pid"; nginx_pid=""   # nothing else on the cores during latency runs
-"${openloop[@]}" --api encrypt --rate "$OPEN_RATE" --duration "$OPEN_SECONDS" \
-  --connections "$OPEN_CONNS" >"$raw/openloop.json" || true
-"$py" - "$raw/openloop.json" >&2 <<'EOF' || die "open loop produced no JSON: $(head -c 500 "$raw/openloop.json")"
+# xksctl bench: requests at fixed intended times, latency from the intended send time. The
+# same generator drives nginx first (it answers any POST with its fixed JSON): the latency
+# this machine gives a server that does no work, to read the proxy's figures against.
+openloop=("$xksctl" bench --config "$demo/xks-proxy.yaml" --cacert "$demo/tls/ca.pem" --json
+          --api encrypt --rate "$OPEN_RATE" --duration "$OPEN_SECONDS" --connections "$OPEN_CONNS")
+log "open loop: encrypt at $OPEN_RATE req/s for $OPEN_SECONDS s over $OPEN_CONNS connections (xksctl bench), nginx then proxy"
+show_openloop() {
+  "$py" - "$1" >&2 <<'EOF' || die "open loop produced no JSON: $(head -c 500 "$1")"
 import json, sys
 j = json.load(open(sys.argv[1])); l = j["latency_ms"]
 print(f"  {j['requests_per_second']:.0f} req/s  p50 {l['p50']:.2f} ms  p99 {l['p99']:.2f} ms  p99.9 {l['p99.9']:.2f} ms"
       f"  errors {j['errors']} transport {j.get('transport_errors', 0)}")
 EOF
+}
+"${openloop[@]}" --endpoint "https://127.0.0.1:$nginx_port" >"$raw/openloop-nginx.json" || true
+show_openloop "$raw/openloop-nginx.json"
+stop_pid "$nginx_pid"; nginx_pid=""   # nothing else on the cores during the proxy's latency runs
+"${openloop[@]}" --endpoint "https://127.0.0.1:$proxy_port" >"$raw/openloop.json" || true
+show_openloop "$raw/openloop.json"
 trim_log
 
 # --- soak: mixed open-loop load, RSS every 5 s -----------------------------------------
 log "soak: mixed load at $SOAK_RATE req/s for $SOAK s, RSS every 5 s"
 rss() { awk '/^VmRSS:/ {print $2}' "/proc/$proxy_pid/status"; }
-"${openloop[@]}" --api mix --rate "$SOAK_RATE" --duration "$SOAK" --connections "$OPEN_CONNS" \
-  >"$raw/soak-load.json" &
+"$xksctl" bench --config "$demo/xks-proxy.yaml" --cacert "$demo/tls/ca.pem" --json \
+  --endpoint "https://127.0.0.1:$proxy_port" --api mix --rate "$SOAK_RATE" --duration "$SOAK" \
+  --connections "$OPEN_CONNS" >"$raw/soak-load.json" &
 soak_pid=$!
 t0=$(date +%s)
 : >"$raw/soak-rss.txt"
@@ -347,7 +349,7 @@ proxy_pid=""; nginx_pid=""
 
 # --- report ------------------------------------------------------------------------------------
 log "results"
-BENCH_OPENLOOP_GEN=$openloop_gen BENCH_PARAMS="threads=$THREADS connections=$CONNS warmup_s=$WARM duration_s=$DUR open_rate=$OPEN_RATE open_seconds=$OPEN_SECONDS open_connections=$OPEN_CONNS soak_seconds=$SOAK soak_rate=$SOAK_RATE idle_connections=$IDLE" \
+BENCH_PARAMS="threads=$THREADS connections=$CONNS warmup_s=$WARM duration_s=$DUR open_rate=$OPEN_RATE open_seconds=$OPEN_SECONDS open_connections=$OPEN_CONNS soak_seconds=$SOAK soak_rate=$SOAK_RATE idle_connections=$IDLE" \
 "$py" - "$raw" "$out/results.json" "$root" <<'EOF'
 import json, os, platform, subprocess, sys
 
@@ -398,8 +400,11 @@ for key in labels:
                               if p and n and p["cpu_us_per_request"] else None}
 
 openloop = load("openloop")
+openloop_nginx = load("openloop-nginx")
 if openloop is not None:
-    openloop["generator"] = openloop.get("generator", os.environ.get("BENCH_OPENLOOP_GEN"))
+    openloop["generator"] = "xksctl bench"
+    if openloop_nginx is not None:
+        openloop["nginx_same_generator"] = openloop_nginx
 soak_load = load("soak-load")
 samples = []
 for line in open(os.path.join(raw, "soak-rss.txt")) if os.path.exists(os.path.join(raw, "soak-rss.txt")) else []:
@@ -436,7 +441,8 @@ targets = [
 if "conn-rsa" in scen:
     targets.append(tgt("New TLS connections/s / nginx (RSA-2048, full handshakes)", ratio("conn-rsa"), ">=", 0.80))
 targets += [
-    tgt(f"Open loop {params.get('open_rate')} req/s: p99 ms (and zero errors: {ol_err})",
+    tgt(f"Open loop {params.get('open_rate')} req/s: p99 ms (and zero errors: {ol_err}; nginx with the same "
+        f"generator: p99 {openloop_nginx['latency_ms']['p99'] if openloop_nginx else 'n/a'} ms)",
         openloop and openloop["latency_ms"]["p99"], "<=", 2.0, ol_err == 0),
     tgt(f"RSS MiB with {params.get('idle_connections')} idle keep-alive connections",
         memory and memory["rss_mib_with_connections"], "<=", 64,
@@ -476,6 +482,10 @@ if openloop:
           f"{openloop['requests_per_second']:.0f} req/s, p50 {l['p50']:.2f} ms p90 {l['p90']:.2f} ms "
           f"p99 {l['p99']:.2f} ms p99.9 {l['p99.9']:.2f} ms max {l['max']:.2f} ms, errors {openloop.get('errors')}, "
           f"transport errors {openloop.get('transport_errors', 0)}")
+    if openloop_nginx:
+        l = openloop_nginx["latency_ms"]
+        print(f"  nginx, same generator and rate: p50 {l['p50']:.2f} ms p90 {l['p90']:.2f} ms p99 {l['p99']:.2f} ms "
+              f"p99.9 {l['p99.9']:.2f} ms max {l['max']:.2f} ms (what this machine gives a server that does no work)")
 if memory:
     print(f"memory: RSS {memory['rss_kib_before']/1024:.1f} MiB before, {memory['rss_mib_with_connections']} MiB with "
           f"{memory['connections_opened']} idle keep-alive TLS connections ({memory['kib_per_connection']} KiB each, "
