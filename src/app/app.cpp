@@ -25,7 +25,6 @@
 #include "xks/auth/sigv4.hpp"
 #include "xks/config/config.hpp"
 #include "xks/core/blocking_pool.hpp"
-#include "xks/core/offload.hpp"
 #include "xks/hsm/ckr.hpp"
 #include "xks/hsm/multi_hsm_backend.hpp"
 #include "xks/net/server.hpp"
@@ -287,7 +286,7 @@ class Daemon {
     // signals, timers, health checks and the metrics listener.
     std::vector<std::thread> threads;
     for (auto& worker : io_workers_) {
-      threads.emplace_back([this, &w = *worker] { core::run_io_thread(w.context, pool_, w.hsm_completions); });
+      threads.emplace_back([&context = worker->context] { context.run(); });
     }
     ioc_.run();
     // poll_drain may stop ioc_ before the acceptor close that stop_accepting
@@ -340,7 +339,6 @@ class Daemon {
     std::atomic<std::uint64_t> heartbeats_run{0};
     std::uint64_t heartbeats_posted = 0;
     unsigned missed_ticks = 0;
-    core::CompletionWait hsm_completions;  // outlives the HSM pool's jobs (see run())
   };
   static std::vector<std::unique_ptr<IoWorker>> make_io_workers(unsigned n) {
     std::vector<std::unique_ptr<IoWorker>> workers;

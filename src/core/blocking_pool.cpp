@@ -75,7 +75,6 @@ void BlockingPool::worker_loop(std::size_t index) {
   for (;;) {
     Entry entry;
     bool stopping = false;
-    SteadyClock::time_point started;
     {
       std::unique_lock lock(mutex_);
       cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
@@ -87,22 +86,14 @@ void BlockingPool::worker_loop(std::size_t index) {
       entry = std::move(queue_.front());
       queue_.pop_front();
       queued_.store(queue_.size(), std::memory_order_relaxed);
-      started = SteadyClock::now();
-      busy_since_[index] = started;
+      busy_since_[index] = SteadyClock::now();
       stopping = stopping_;
     }
     // While stopping, queued jobs still complete (as expired) so that no waiter
     // is left without an answer.
-    const bool expired = stopping || started >= entry.deadline;
+    const bool expired = stopping || SteadyClock::now() >= entry.deadline;
     busy_.fetch_add(1, std::memory_order_relaxed);
     entry.job(expired);
-    if (!expired) {
-      // Exponential moving average, weight 1/16; racing updates from several
-      // workers may drop a sample, which an average does not mind.
-      const auto took = (SteadyClock::now() - started).count();
-      const auto avg = recent_job_ns_.load(std::memory_order_relaxed);
-      recent_job_ns_.store(avg + (took - avg) / 16, std::memory_order_relaxed);
-    }
     busy_.fetch_sub(1, std::memory_order_relaxed);
     std::lock_guard lock(mutex_);
     busy_since_[index] = SteadyClock::time_point::max();

@@ -45,11 +45,6 @@ class BlockingPool {
   std::size_t busy_workers() const noexcept { return busy_.load(std::memory_order_relaxed); }
   unsigned threads() const noexcept { return static_cast<unsigned>(workers_.size()); }
   std::size_t queue_capacity() const noexcept { return capacity_; }
-  // How long a job has recently taken on a worker (a moving average of the last
-  // few dozen): what an I/O thread expects to wait for a completion.
-  SteadyClock::duration recent_job_time() const noexcept {
-    return SteadyClock::duration(recent_job_ns_.load(std::memory_order_relaxed));
-  }
   // When the longest-running call now in progress started; max() when idle.
   SteadyClock::time_point oldest_busy_since() const;
   // Since when every worker has been busy: max() if any worker is idle. A pool
@@ -73,7 +68,6 @@ class BlockingPool {
   std::condition_variable exited_cv_;
   std::atomic<std::size_t> queued_{0};
   std::atomic<std::size_t> busy_{0};
-  std::atomic<SteadyClock::rep> recent_job_ns_{0};
   std::vector<SteadyClock::time_point> busy_since_;  // per worker; max() when idle
   std::vector<std::thread> workers_;
 };
