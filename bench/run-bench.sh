@@ -7,7 +7,7 @@
 # provision the SoftHSM2 demo in bench/out/demo on free 127.0.0.1 ports, start the proxy and
 # nginx, then per scenario: pre-sign requests with botocore (bench/presign.py), 2 s wrk
 # warm-up, 10 s measured, same against nginx; new TLS connections/s (ECDSA, RSA-2048); an
-# open-loop run at 1800 req/s; a mixed soak sampling RSS every 5 s; RSS with 1000 idle
+# open-loop run at 1800 req/s (nginx, then the proxy, same generator); a mixed soak sampling RSS every 5 s; RSS with 1000 idle
 # keep-alive connections. Writes bench/out/results.json and prints a table.
 # Everything stops by itself; the proxy and nginx are stopped on exit.
 #
