@@ -163,8 +163,8 @@ asio::awaitable<void> drive(Shared& sh, Connection& conn, ConnStats& st) {
 
 // One io_context per thread, each running its share of the connections: no
 // completion crosses threads, so a reply never costs a wake-up of the other
-// thread (a generator that shares one io_context between two threads spends
-// most of its CPU in futex hand-offs, and steals it from the proxy it measures).
+// thread (with one io_context shared by two threads, futex hand-offs were a
+// large part of the generator's CPU, taken from the proxy it measures).
 void run_each_on_own_thread(std::vector<std::unique_ptr<asio::io_context>>& contexts) {
   std::vector<std::thread> pool;
   for (std::size_t i = 1; i < contexts.size(); ++i) pool.emplace_back([&ctx = *contexts[i]] { ctx.run(); });
