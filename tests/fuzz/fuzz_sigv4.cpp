@@ -34,13 +34,18 @@ const xks::SecureString* lookup(std::string_view akid) {
   return akid == kAkid ? &secret : nullptr;
 }
 
-void check_error(const xks::Error& e) {
+// `input`: the whole request. Error messages may quote what the client sent
+// (a credential scope, a header name); the secret in a message is a leak only
+// when the client did not send it.
+void check_error(const xks::Error& e, std::string_view input) {
   if (e.name != xks::ErrorName::AuthenticationFailedException) std::abort();
   if (e.message.empty() || e.message.size() >= 512) std::abort();
   for (const char c : e.message) {
     if (c < 0x20 || c > 0x7e) std::abort();
   }
-  if (e.message.find(kSecret) != std::string::npos) std::abort();
+  if (e.message.find(kSecret) != std::string::npos && input.find(kSecret) == std::string_view::npos) {
+    std::abort();
+  }
 }
 
 }  // namespace
@@ -50,7 +55,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   // A fixed clock: 2023-01-01T00:00:00Z.
   static const auto now = std::chrono::system_clock::time_point{std::chrono::seconds{1672531200}};
 
-  std::string_view in(reinterpret_cast<const char*>(data), size);  // NOLINT
+  const std::string_view input(reinterpret_cast<const char*>(data), size);  // NOLINT
+  std::string_view in = input;
   const std::string_view authorization = next_line(in);
   const std::string_view amz_date = next_line(in);
   const std::string_view target = next_line(in);
@@ -78,7 +84,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   headers.set("X-Amz-Date", amz_date);
   headers.set("Host", host);
   const xks::auth::RequestView view{method, target, headers, body};
-  if (auto r = verifier.verify(view, lookup, now); !r) check_error(r.error());
+  if (auto r = verifier.verify(view, lookup, now); !r) check_error(r.error(), input);
 
   // The same request signed properly must verify (when it is a request the
   // verifier can take at all: an absolute path).
