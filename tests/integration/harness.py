@@ -494,6 +494,54 @@ class Fixture:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+class Faults:
+    """The fault module's control file (directives: tests/fault_pkcs11/fault_pkcs11.cpp)
+    and its call counts, counted on entry and written by the module every 5 ms."""
+
+    SETTLE_S = 0.03  # longer than the module's write interval
+
+    def __init__(self, directory):
+        self.control = os.path.join(directory, "fault.control")
+        self.stats = os.path.join(directory, "fault.stats")
+        self.set()
+
+    def set(self, *lines):
+        # Written to a temporary file and renamed: the module never reads half a file,
+        # and the new inode is a change even within one mtime tick.
+        tmp = self.control + ".tmp"
+        with open(tmp, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        os.replace(tmp, self.control)
+
+    def _read(self):
+        out = {}
+        try:
+            with open(self.stats) as f:
+                for line in f:
+                    name, _, n = line.strip().partition(" ")
+                    if n:
+                        out[name] = int(n)
+        except FileNotFoundError:
+            pass
+        return out
+
+    def counts(self):
+        """Every call made so far, including those of the last few ms."""
+        time.sleep(self.SETTLE_S)
+        return self._read()
+
+    def count(self, function):
+        return self.counts().get(function, 0)
+
+    def wait_count(self, function, wanted, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._read().get(function, 0) >= wanted:
+                return True
+            time.sleep(0.002)
+        return self.count(function) >= wanted
+
+
 _fixture = None
 
 

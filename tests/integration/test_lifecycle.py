@@ -46,7 +46,7 @@ import unittest
 import yaml
 
 import harness
-from harness import Client, Daemon, Demo, Sealed, find_binary, free_port, unb64
+from harness import Client, Daemon, Demo, Faults, Sealed, find_binary, free_port, unb64
 
 SOFTHSM = "/usr/lib/softhsm/libsofthsm2.so"
 DRAIN_TIMEOUT_S = 10   # kDrainTimeout in src/app/app.cpp
@@ -77,43 +77,6 @@ def fault_module():
 
 def figure(text):
     print(f"\nFIGURE {text}", flush=True)
-
-
-class Faults:
-    """The fault module's control file (directives: tests/fault_pkcs11/fault_pkcs11.cpp)
-    and its call counts."""
-
-    def __init__(self, directory):
-        self.control = os.path.join(directory, "fault.control")
-        self.stats = os.path.join(directory, "fault.stats")
-        self.set()
-
-    def set(self, *lines):
-        # Renamed into place: a new inode, seen even within one mtime tick.
-        tmp = self.control + ".tmp"
-        with open(tmp, "w") as f:
-            f.write("\n".join(lines) + "\n")
-        os.replace(tmp, self.control)
-
-    def count(self, function):
-        """Calls of `function` so far (counted on entry; the module writes every 5 ms)."""
-        try:
-            with open(self.stats) as f:
-                for line in f:
-                    name, _, n = line.strip().partition(" ")
-                    if name == function:
-                        return int(n)
-        except FileNotFoundError:
-            pass
-        return 0
-
-    def wait_count(self, function, wanted, timeout):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.count(function) >= wanted:
-                return True
-            time.sleep(0.002)
-        return self.count(function) >= wanted
 
 
 class Env:

@@ -30,7 +30,7 @@ import unittest
 import yaml
 
 import harness
-from harness import Client, Daemon, Demo, DaemonTestCase, find_binary, free_port
+from harness import Client, Daemon, Demo, DaemonTestCase, Faults, find_binary, free_port
 
 SOFTHSM = "/usr/lib/softhsm/libsofthsm2.so"
 DEADLINE_MS = 200
@@ -59,33 +59,6 @@ def percentile(values, p):
 
 def figure(text):
     print(f"\nFIGURE {text}", flush=True)
-
-
-class Faults:
-    """The fault module's control and stats files."""
-
-    def __init__(self, directory):
-        self.control = os.path.join(directory, "fault.control")
-        self.stats = os.path.join(directory, "fault.stats")
-        self.set()
-
-    def set(self, *lines):
-        # Written to a temporary file and renamed: the module never reads half a file,
-        # and the new inode is a change even within one mtime tick.
-        tmp = self.control + ".tmp"
-        with open(tmp, "w") as f:
-            f.write("\n".join(lines) + "\n")
-        os.replace(tmp, self.control)
-
-    def counts(self):
-        time.sleep(0.03)  # the module writes its stats every 5 ms
-        out = {}
-        with open(self.stats) as f:
-            for line in f:
-                name, _, n = line.strip().partition(" ")
-                if n:
-                    out[name] = int(n)
-        return out
 
 
 class Env:
