@@ -199,6 +199,21 @@ class TlsStreamTest : public ::testing::Test {
     return make_server_tls_context(c, pki_->dir / "xks-proxy.yaml");
   }
 
+  // A server body: handshake, one read whose error goes to `read`, then a
+  // shutdown whose error goes to `shutdown`.
+  static ServerBody read_once_then_shutdown(error_code& read, error_code& shutdown) {
+    return [&read, &shutdown](TlsStream& s) -> asio::awaitable<void> {
+      s.expires_after(5s);
+      auto [hec] = co_await s.async_handshake(kTuple);
+      if (hec) co_return;
+      char buf[16];
+      auto into = asio::buffer(buf);
+      std::size_t n = 0;
+      std::tie(read, n) = co_await s.async_read_some(into, kTuple);
+      std::tie(shutdown) = co_await s.async_shutdown(kTuple);
+    };
+  }
+
   // Runs `server` on the first accepted connection (this thread's io_context)
   // while `client(port)` runs in its own thread; 30 s at most.
   void run(asio::ssl::context& ctx, const ServerBody& server,
@@ -519,16 +534,7 @@ TEST_F(TlsStreamTest, CloseNotifyReadsAsEof) {
   error_code rec, sec;
   run(
       *ctx,
-      [&](TlsStream& s) -> asio::awaitable<void> {
-        s.expires_after(5s);
-        auto [hec] = co_await s.async_handshake(kTuple);
-        if (hec) co_return;
-        char buf[16];
-        auto into = asio::buffer(buf);
-        std::size_t n = 0;
-        std::tie(rec, n) = co_await s.async_read_some(into, kTuple);
-        std::tie(sec) = co_await s.async_shutdown(kTuple);
-      },
+      read_once_then_shutdown(rec, sec),
       [&](std::uint16_t port) {
         asio::io_context io;
         auto cctx = client_context(*pki_, {});
@@ -546,16 +552,7 @@ TEST_F(TlsStreamTest, TcpCloseWithoutCloseNotifyIsStreamTruncated) {
   error_code rec, sec;
   run(
       *ctx,
-      [&](TlsStream& s) -> asio::awaitable<void> {
-        s.expires_after(5s);
-        auto [hec] = co_await s.async_handshake(kTuple);
-        if (hec) co_return;
-        char buf[16];
-        auto into = asio::buffer(buf);
-        std::size_t n = 0;
-        std::tie(rec, n) = co_await s.async_read_some(into, kTuple);
-        std::tie(sec) = co_await s.async_shutdown(kTuple);
-      },
+      read_once_then_shutdown(rec, sec),
       [&](std::uint16_t port) {
         asio::io_context io;
         auto cctx = client_context(*pki_, {});
