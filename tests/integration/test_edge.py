@@ -181,7 +181,9 @@ class Flood:
 
     def run(self, ready, stop, opened):
         """The attacker, in a process of its own so that it never holds the measuring
-        client's interpreter lock."""
+        client's interpreter lock, and at a lower priority: on a real network the
+        attacker's own CPU is on another machine; the daemon's work for it is not."""
+        os.nice(10)
         self.stop = stop
         self.fill()
         opened.value = self.opened
@@ -247,6 +249,7 @@ class FloodTests(unittest.TestCase):
         return latencies, failures, p99
 
     def run_flood(self, kind):
+        _, _, baseline = self.measure(kind)  # the same client on the same machine, no flood
         evicted_before = dropped("evicted")
         with Flood(kind) as flood:
             time.sleep(0.3)
@@ -254,7 +257,8 @@ class FloodTests(unittest.TestCase):
             opened = flood.total
         evicted = dropped("evicted") - evicted_before
         print(f"\nflood {kind}: signed requests sent {SIGNED}, failed {len(failures)}, "
-              f"p99 {p99 * 1000:.1f} ms (attack connections {opened}, evicted {evicted:.0f})",
+              f"p99 {p99 * 1000:.1f} ms (without the flood: p99 {baseline * 1000:.1f} ms; "
+              f"attack connections {opened}, evicted {evicted:.0f})",
               flush=True)
         self.assertEqual(failures, [], f"{kind}: signed requests failed during the flood")
         self.assertLess(p99, BUDGET_S, f"{kind}: latencies {latencies}")
