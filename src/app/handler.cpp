@@ -42,7 +42,12 @@ std::string_view or_dash(const std::optional<std::string>& v) {
 
 void log_access(const net::Request& request, const net::RequestContext& ctx,
                 const auto& outcome, unsigned status) {
-  obs::Line line(status >= 500 ? obs::Level::Error : obs::Level::Info, "access");
+  // 501 is the client asking for more than is supported (the spec's answer for
+  // an oversized value): worth a warning, not an error of the proxy.
+  obs::Line line(status == 501 ? obs::Level::Warn
+                 : status >= 500 ? obs::Level::Error
+                                 : obs::Level::Info,
+                 "access");
   const auto latency = std::chrono::duration_cast<std::chrono::microseconds>(
       core::SteadyClock::now() - ctx.arrival);
   const auto* md = outcome.metadata ? &*outcome.metadata : nullptr;
@@ -114,10 +119,12 @@ net::Response XksHandler::error_response(const Error& error, unsigned http_versi
 }
 
 asio::awaitable<net::Response> XksHandler::handle(net::Request& request,
-                                                   const net::RequestContext& ctx) {
+                                                   net::RequestContext& ctx) {
   const auto rt = runtime_.get();
   Outcome outcome;
   net::Response response = co_await dispatch(request, ctx, rt, outcome);
+  // access_key_id is set exactly when SigV4 verified the request.
+  ctx.authenticated = !outcome.access_key_id.empty();
   log_access(request, ctx, outcome, response.result_int());
   if (outcome.route_api) {
     std::optional<ErrorName> error;

@@ -421,7 +421,8 @@ void Loader::parse_limits(const YAML::Node& n, const std::string& path, Limits& 
                   {"max_body_bytes", "max_header_bytes", "max_header_count", "max_connections",
                    "hsm_queue_capacity",
                    "max_requests_per_connection", "handshake_timeout_ms", "header_timeout_ms",
-                   "body_timeout_ms", "idle_timeout_ms", "write_timeout_ms"});
+                   "body_timeout_ms", "idle_timeout_ms", "write_timeout_ms",
+                   "unauthenticated_idle_timeout_ms", "max_unauthenticated_per_source"});
   opt_uint(s, "max_body_bytes", out.max_body_bytes, 24 * 1024, 1024 * 1024,
            "a maximal KMS Encrypt request (4300-byte plaintext, 8 KiB AAD, 2048-char ARNs) is "
            "about 22 KiB of JSON, and anything much larger is only memory an attacker can use");
@@ -446,6 +447,12 @@ void Loader::parse_limits(const YAML::Node& n, const std::string& path, Limits& 
              "keep-alive connections from KMS are reused; idle ones are closed after this");
   opt_millis(s, "write_timeout_ms", out.write_timeout, 100, 300'000,
              "bounds how long a client that does not read its response can hold a connection");
+  opt_millis(s, "unauthenticated_idle_timeout_ms", out.unauthenticated_idle_timeout, 100, 300'000,
+             "a connection that has not yet sent a SigV4-verified request is closed after this "
+             "much idle time; KMS signs its first request within milliseconds");
+  opt_uint(s, "max_unauthenticated_per_source", out.max_unauthenticated_per_source, 0, 1'000'000,
+           "0 turns the cap off, which is required behind an NLB without client IP preservation "
+           "(every connection then comes from the NLB's own addresses)");
 }
 
 void Loader::parse_server(const YAML::Node& n, ServerConfig& out) const {

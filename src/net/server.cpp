@@ -12,9 +12,13 @@
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/read.hpp>
+#include <boost/beast/http/serializer.hpp>
 #include <boost/beast/http/write.hpp>
+#include <algorithm>
 #include <functional>
+#include <limits>
 #include <stdexcept>
+#include <tuple>
 #include <type_traits>
 
 #include "xks/core/result.hpp"
@@ -31,6 +35,15 @@ using asio::ip::tcp;
 namespace {
 
 constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
+
+// Per cause of a client-caused log line: this many lines per period, then one
+// summary line per period with the count held back.
+constexpr unsigned kLogBurst = 20;
+constexpr auto kLogPeriod = std::chrono::seconds(10);
+
+enum class Trust : std::uint8_t { Handshake, Unauthenticated, Authenticated };
+
+std::int64_t ticks_now() { return core::SteadyClock::now().time_since_epoch().count(); }
 
 // Errors that end a connection quietly: the peer went away or was too slow.
 bool is_quiet_disconnect(const boost::system::error_code& ec) {
@@ -138,6 +151,18 @@ asio::awaitable<Result<void>> read_request_head(Stream& stream, beast::flat_buff
     co_return make_error(ErrorName::ValidationException,
                          "Transfer-Encoding is not accepted; send the body with Content-Length");
   }
+  // RFC 9112 section 3.2: an HTTP/1.1 request carries exactly one Host field
+  // (HTTP/1.0 may omit it); anything else is answered 400.
+  const auto hosts = req.count(http::field::host);
+  if (hosts > 1) {
+    co_return make_error(ErrorName::ValidationException,
+                         "request has " + std::to_string(hosts) +
+                             " Host header fields; exactly one is allowed (RFC 9112 section 3.2)");
+  }
+  if (hosts == 0 && req.version() >= 11) {
+    co_return make_error(ErrorName::ValidationException,
+                         "HTTP/1.1 request without a Host header field (RFC 9112 section 3.2)");
+  }
   const auto fields = static_cast<std::size_t>(std::distance(req.begin(), req.end()));
   if (fields > limits.max_header_count) {
     co_return make_error(ErrorName::ValidationException,
@@ -159,17 +184,26 @@ Server::Server(asio::io_context& ioc, config::Limits limits, TlsContextProvider*
       limits_(std::make_shared<const config::Limits>(limits)),
       tls_(tls),
       handler_(handler),
-      metrics_(metrics) {}
+      metrics_(metrics),
+      log_limiter_(obs::kDropCauseCount, kLogBurst, kLogPeriod),
+      summary_timer_(acceptor_.get_executor()) {}
 
-// What a drain needs to know about a connection: whether it is between
-// requests with nothing received, and how to close it. Touched only on the
-// connection's executor (the drain posts its check there).
+// What a drain and an eviction need to know about a connection. The atomics
+// are read by the accept loop; everything else is touched only on the
+// connection's executor (drains and evictions post their work there).
 struct Server::Connection {
   asio::any_io_executor executor;
-  bool open = true;                       // false once serve_http has returned
+  asio::ip::address source;
+  std::string peer;                        // "ip:port", for log lines
+  std::atomic<Trust> trust{Trust::Handshake};
+  std::atomic<bool> busy{false};           // a request is being handled or answered
+  std::atomic<std::int64_t> idle_since{0}; // steady-clock ticks: accept or last response
+  std::atomic<bool> evicting{false};       // chosen for eviction; not chosen again
+  bool open = false;                      // the stream exists and `close` may be called
+  bool evicted = false;                   // closed to make room
   bool between_requests = false;          // waiting for a request head
   std::function<bool()> input_pending;    // bytes received but not yet parsed
-  std::function<void()> close;            // ends the pending read
+  std::function<void()> close;            // ends the pending operation
 };
 
 void Server::begin_drain() {
@@ -177,10 +211,81 @@ void Server::begin_drain() {
   std::lock_guard lock(registry_mutex_);
   for (const auto& connection : registry_) {
     asio::post(connection->executor, [connection] {
-      if (connection->open && connection->between_requests && !connection->input_pending()) {
+      if (connection->open && connection->between_requests && connection->input_pending &&
+          !connection->input_pending()) {
         connection->close();
       }
     });
+  }
+}
+
+bool Server::evict_idlest_unauthenticated() {
+  std::shared_ptr<Connection> victim;
+  {
+    std::lock_guard lock(registry_mutex_);
+    std::int64_t oldest = std::numeric_limits<std::int64_t>::max();
+    for (const auto& c : registry_) {
+      if (c->trust.load() == Trust::Authenticated || c->busy.load() || c->evicting.load()) {
+        continue;
+      }
+      const auto since = c->idle_since.load();
+      if (since < oldest) {
+        oldest = since;
+        victim = c;
+      }
+    }
+    if (!victim) return false;
+    victim->evicting.store(true);
+  }
+  asio::post(victim->executor, [this, victim] {
+    // Re-checked on the connection's executor: it may have started serving a
+    // request or been promoted since it was chosen.
+    if (!victim->open || victim->busy.load() || victim->trust.load() == Trust::Authenticated) {
+      victim->evicting.store(false);
+      return;
+    }
+    victim->evicted = true;
+    record_drop(obs::DropCause::Evicted, obs::Level::Info, "connection_evicted",
+                {{"peer", victim->peer},
+                 {"stage", victim->trust.load() == Trust::Handshake ? "tls_handshake"
+                                                                     : "unauthenticated"},
+                 {"reason", "server.limits.max_connections reached; the idlest connection "
+                            "without a verified request makes room"}});
+    victim->close();
+  });
+  return true;
+}
+
+void Server::promote(Connection& connection) {
+  std::lock_guard lock(registry_mutex_);
+  if (connection.trust.exchange(Trust::Authenticated) == Trust::Authenticated) return;
+  const auto it = unauthenticated_by_source_.find(connection.source);
+  if (it != unauthenticated_by_source_.end() && --it->second == 0) {
+    unauthenticated_by_source_.erase(it);
+  }
+}
+
+void Server::record_drop(obs::DropCause cause, obs::Level level, std::string_view event,
+                         const nlohmann::json& fields) {
+  if (metrics_) metrics_->record_connection_dropped(cause);
+  if (log_limiter_.admit(static_cast<std::size_t>(cause))) obs::log(level, event, fields);
+}
+
+asio::awaitable<void> Server::summary_loop() {
+  for (;;) {
+    summary_timer_.expires_after(log_limiter_.period());
+    auto [ec] = co_await summary_timer_.async_wait(kTuple);
+    for (const auto& [cause, count] : log_limiter_.take_suppressed()) {
+      obs::warn("log_lines_suppressed",
+                {{"cause", obs::to_string(static_cast<obs::DropCause>(cause))},
+                 {"suppressed", count},
+                 {"periodMs", std::chrono::duration_cast<std::chrono::milliseconds>(
+                                  log_limiter_.period())
+                                  .count()},
+                 {"reason", "more than " + std::to_string(kLogBurst) +
+                                " lines of this cause in one period"}});
+    }
+    if (ec || !acceptor_.is_open()) co_return;
   }
 }
 
@@ -212,12 +317,14 @@ tcp::endpoint Server::local_endpoint() const {
 
 void Server::start() {
   asio::co_spawn(acceptor_.get_executor(), accept_loop(), asio::detached);
+  asio::co_spawn(acceptor_.get_executor(), summary_loop(), asio::detached);
 }
 
 void Server::stop_accepting() {
   asio::post(acceptor_.get_executor(), [this] {
     boost::system::error_code ignored;  // closing an already closed acceptor is fine
     acceptor_.close(ignored);
+    summary_timer_.cancel();
   });
 }
 
@@ -246,15 +353,59 @@ asio::awaitable<void> Server::accept_loop() {
       std::lock_guard lock(limits_mutex_);
       limits = limits_;
     }
-    if (connections_.load() >= limits->max_connections) {
-      obs::warn("connection_refused", {{"reason", "server.limits.max_connections reached"},
-                                       {"max_connections", limits->max_connections}});
+    boost::system::error_code peer_ec;
+    const auto peer = socket.remote_endpoint(peer_ec);
+    auto refuse = [&](tcp::socket& refused, obs::DropCause cause, std::string reason,
+                      nlohmann::json extra) {
+      extra["reason"] = std::move(reason);
+      extra["peer"] = peer_ec ? std::string("-") : endpoint_text(peer);
+      record_drop(cause, obs::Level::Warn, "connection_refused", extra);
       boost::system::error_code ignored;  // the refused peer sees a reset
+      refused.close(ignored);
+    };
+    if (peer_ec) {
+      // The peer reset the connection before it could be looked at.
+      boost::system::error_code ignored;
       socket.close(ignored);
       continue;
     }
+    auto self = std::make_shared<Connection>();
+    self->executor = where;
+    self->source = peer.address();
+    self->peer = endpoint_text(peer);
+    self->idle_since.store(ticks_now());
+    bool source_full = false;
+    std::size_t registered = 0;  // open connections, counted from accept on
+    {
+      std::lock_guard lock(registry_mutex_);
+      registered = registry_.size();
+      const auto it = unauthenticated_by_source_.find(self->source);
+      source_full = limits->max_unauthenticated_per_source != 0 &&
+                    it != unauthenticated_by_source_.end() &&
+                    it->second >= limits->max_unauthenticated_per_source;
+    }
+    if (source_full) {
+      refuse(socket, obs::DropCause::RefusedPerSource,
+             "server.limits.max_unauthenticated_per_source reached for this address",
+             {{"max_unauthenticated_per_source", limits->max_unauthenticated_per_source}});
+      continue;
+    }
+    // At the limit, the idlest connection that has not proven itself makes
+    // room; an authenticated one, or one being served, is never closed for it.
+    if (registered >= limits->max_connections && !evict_idlest_unauthenticated()) {
+      refuse(socket, obs::DropCause::RefusedMaxConnections,
+             "server.limits.max_connections reached and every connection is authenticated or busy",
+             {{"max_connections", limits->max_connections}});
+      continue;
+    }
+    {
+      std::lock_guard lock(registry_mutex_);
+      ++unauthenticated_by_source_[self->source];
+      registry_.push_back(self);
+    }
     auto executor = socket.get_executor();
-    asio::co_spawn(executor, run_connection(std::move(socket)), [](std::exception_ptr e) {
+    asio::co_spawn(executor, run_connection(std::move(socket), std::move(self)),
+                   [](std::exception_ptr e) {
       if (!e) return;
       try {
         std::rethrow_exception(e);
@@ -265,7 +416,41 @@ asio::awaitable<void> Server::accept_loop() {
   }
 }
 
-asio::awaitable<void> Server::run_connection(tcp::socket socket) {
+asio::awaitable<void> Server::run_connection(tcp::socket socket,
+                                             std::shared_ptr<Connection> self) {
+  // Leaves the registry (and the per-source count) however the coroutine ends.
+  struct Unregister {
+    Server& server;
+    std::shared_ptr<Connection> connection;
+    ~Unregister() {
+      std::lock_guard lock(server.registry_mutex_);
+      if (connection->trust.load() != Trust::Authenticated) {
+        const auto it = server.unauthenticated_by_source_.find(connection->source);
+        if (it != server.unauthenticated_by_source_.end() && --it->second == 0) {
+          server.unauthenticated_by_source_.erase(it);
+        }
+      }
+      server.registry_.remove(connection);
+    }
+  } unregister{*this, self};
+  // A drain or eviction still queued must not touch the stream once it is gone.
+  struct Closable {
+    Connection& connection;
+    Closable(Connection& c, tcp::socket& socket) : connection(c) {
+      connection.close = [&socket] {
+        boost::system::error_code ignored;  // a socket already closed is fine
+        socket.cancel(ignored);
+      };
+      connection.open = true;
+    }
+    ~Closable() {
+      connection.open = false;
+      connection.close = nullptr;
+      connection.input_pending = nullptr;
+    }
+    Closable(const Closable&) = delete;
+    Closable& operator=(const Closable&) = delete;
+  };
   Counted counted(connections_);
   struct MetricsConnection {
     explicit MetricsConnection(obs::Metrics* m) : m_(m) {
@@ -292,7 +477,9 @@ asio::awaitable<void> Server::run_connection(tcp::socket socket) {
 
   if (tls_ == nullptr) {
     beast::tcp_stream stream(std::move(socket));
-    co_await serve_http(stream, *limits, ctx);
+    Closable closable(*self, stream.socket());
+    self->trust.store(Trust::Unauthenticated);
+    co_await serve_http(stream, *limits, ctx, *self);
     boost::system::error_code ignored;  // the peer may already be gone
     stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
     co_return;
@@ -301,23 +488,27 @@ asio::awaitable<void> Server::run_connection(tcp::socket socket) {
   // The connection keeps the context it started with, even across a reload.
   const auto tls_context = tls_->current();
   TlsStream tls_stream(std::move(socket), *tls_context);
+  Closable closable(*self, tls_stream.socket());
   ctx.tls = true;
   tls_stream.expires_after(limits->handshake_timeout);
   auto [ec] = co_await tls_stream.async_handshake(kTuple);
+  if (self->evicted) co_return;
   if (metrics_) metrics_->record_tls_handshake(classify_handshake(tls_stream.native_handle(), ec));
   if (ec) {
-    if (!is_quiet_disconnect(ec) || ec == beast::error::timeout) {
-      obs::info("tls_handshake_failed",
-                {{"peer", ctx.peer},
-                 {"reason", ec == beast::error::timeout
-                                ? std::string("handshake not completed within "
-                                              "server.limits.handshake_timeout_ms")
-                                : describe_handshake_failure(tls_stream.native_handle(), ec)}});
+    if (ec == beast::error::timeout) {
+      record_drop(obs::DropCause::HandshakeTimeout, obs::Level::Info, "tls_handshake_failed",
+                  {{"peer", ctx.peer},
+                   {"reason", "handshake not completed within server.limits.handshake_timeout_ms"}});
+    } else if (!is_quiet_disconnect(ec)) {
+      record_drop(obs::DropCause::HandshakeFailed, obs::Level::Info, "tls_handshake_failed",
+                  {{"peer", ctx.peer},
+                   {"reason", describe_handshake_failure(tls_stream.native_handle(), ec)}});
     }
     co_return;
   }
   ctx.client_subject = peer_subject(tls_stream.native_handle());
-  co_await serve_http(tls_stream, *limits, ctx);
+  self->trust.store(Trust::Unauthenticated);
+  co_await serve_http(tls_stream, *limits, ctx, *self);
   tls_stream.expires_after(std::chrono::seconds(2));
   // close_notify; failures only mean the peer left first.
   co_await tls_stream.async_shutdown(kTuple);
@@ -338,17 +529,15 @@ asio::awaitable<void> Server::reject_and_close(Stream& stream, const Error& erro
 
 template <class Stream>
 asio::awaitable<void> Server::serve_http(Stream& stream, const config::Limits& limits,
-                                         RequestContext ctx) {
+                                         RequestContext ctx, Connection& self) {
   auto& tcp_layer = beast::get_lowest_layer(stream);
   beast::flat_buffer buffer;
   unsigned served = 0;
 
-  // Registered for the drain: between requests with nothing received means
-  // an empty buffer, no bytes waiting in the socket and, with TLS, no part of
-  // a record inside OpenSSL.
-  auto self = std::make_shared<Connection>();
-  self->executor = tcp_layer.socket().get_executor();
-  self->input_pending = [&buffer, &tcp_layer, &stream] {
+  // For the drain: between requests with nothing received means an empty
+  // buffer, no bytes waiting in the socket and, with TLS, no part of a record
+  // inside OpenSSL.
+  self.input_pending = [&buffer, &tcp_layer, &stream] {
     boost::system::error_code ec;
     if (buffer.size() != 0 || tcp_layer.socket().available(ec) != 0) return true;
     if constexpr (std::is_same_v<Stream, TlsStream>) {
@@ -356,26 +545,10 @@ asio::awaitable<void> Server::serve_http(Stream& stream, const config::Limits& l
     }
     return false;
   };
-  self->close = [&tcp_layer] {
-    boost::system::error_code ignored;
-    tcp_layer.socket().cancel(ignored);
-  };
-  std::list<std::shared_ptr<Connection>>::iterator registered;
-  {
-    std::lock_guard lock(registry_mutex_);
-    registered = registry_.insert(registry_.end(), self);
-  }
-  struct Unregister {
-    Server& server;
-    std::list<std::shared_ptr<Connection>>::iterator it;
-    std::shared_ptr<Connection> connection;
-    ~Unregister() {
-      // A drain check may still be queued: it must not touch the stream.
-      connection->open = false;
-      std::lock_guard lock(server.registry_mutex_);
-      server.registry_.erase(it);
-    }
-  } unregister{*this, registered, self};
+  struct ForgetInput {  // `buffer` dies with this frame
+    Connection& c;
+    ~ForgetInput() { c.input_pending = nullptr; }
+  } forget_input{self};
 
   for (;;) {
     http::request_parser<http::string_body> parser;
@@ -384,20 +557,24 @@ asio::awaitable<void> Server::serve_http(Stream& stream, const config::Limits& l
 
     // Draining: a connection with nothing received closes instead of waiting
     // (a drain that started while this one was busy did not close it).
-    if (draining_.load() && !self->input_pending()) co_return;
-    // The first request must come promptly; later ones may idle in keep-alive.
-    // The limit covers the whole header read, so a slowloris client is cut off.
-    tcp_layer.expires_after(served == 0 ? limits.header_timeout : limits.idle_timeout);
-    self->between_requests = true;
+    if (draining_.load() && !self.input_pending()) co_return;
+    // The first request must come promptly; later ones may idle in keep-alive,
+    // long only once a request was SigV4-verified. The limit covers the whole
+    // header read, so a slowloris client is cut off.
+    const bool trusted = self.trust.load() == Trust::Authenticated;
+    tcp_layer.expires_after(
+        trusted       ? limits.idle_timeout
+        : served == 0 ? std::min(limits.header_timeout, limits.unauthenticated_idle_timeout)
+                      : limits.unauthenticated_idle_timeout);
+    self.between_requests = true;
     auto head = co_await read_request_head(stream, buffer, parser, limits);
-    self->between_requests = false;
+    self.between_requests = false;
+    if (self.evicted) co_return;
     if (!head) {
       if (head.error().name == ErrorName::InternalException) co_return;  // peer gone
       co_await reject_and_close(stream, head.error(), 11, limits);
       co_return;
     }
-    ctx.arrival = core::SteadyClock::now();
-
     // curl sends "Expect: 100-continue" for larger bodies and waits up to a
     // second for this before sending the body.
     if (parser.get()[http::field::expect] == "100-continue") {
@@ -407,8 +584,22 @@ asio::awaitable<void> Server::serve_http(Stream& stream, const config::Limits& l
       if (wec) co_return;
     }
     if (!parser.is_done()) {
+      // The body's time is the client's: it has its own timeout, and the
+      // request deadline starts only once the body is in.
       tcp_layer.expires_after(limits.body_timeout);
       auto [bec, bn] = co_await http::async_read(stream, buffer, parser, kTuple);
+      if (bec == beast::error::timeout) {
+        // A timed-out stream stays failed, so there is no answer to send.
+        const auto expected = parser.content_length();
+        record_drop(obs::DropCause::ClientSlow, obs::Level::Warn, "client_slow",
+                    {{"peer", ctx.peer},
+                     {"reason", "request body not received within server.limits.body_timeout_ms; "
+                                "the client was slow, the HSM was not called"},
+                     {"bodyTimeoutMs", limits.body_timeout.count()},
+                     {"receivedBytes", parser.get().body().size()},
+                     {"expectedBytes", expected ? *expected : 0}});
+        co_return;
+      }
       if (bec) {
         if (is_quiet_disconnect(bec)) co_return;
         Error err = bec == http::error::body_limit
@@ -422,8 +613,19 @@ asio::awaitable<void> Server::serve_http(Stream& stream, const config::Limits& l
       }
     }
     tcp_layer.expires_never();  // the handler's own deadline bounds it
+    ctx.arrival = core::SteadyClock::now();
+    ctx.authenticated = false;
+    self.busy.store(true);
+    struct Idle {  // however this request ends, the connection is no longer busy
+      Connection& c;
+      ~Idle() {
+        c.idle_since.store(ticks_now());
+        c.busy.store(false);
+      }
+    } idle{self};
 
     Request request = parser.release();
+    const bool head_request = request.method() == http::verb::head;
     Response response;
     {
       Counted in_flight(in_flight_);
@@ -436,6 +638,7 @@ asio::awaitable<void> Server::serve_http(Stream& stream, const config::Limits& l
             request.version());
       }
     }
+    if (ctx.authenticated) promote(self);
     // The request body may hold plaintext (Encrypt).
     secure_wipe(request.body().data(), request.body().size());
     ++served;
@@ -445,7 +648,15 @@ asio::awaitable<void> Server::serve_http(Stream& stream, const config::Limits& l
     response.keep_alive(keep_alive);
     response.prepare_payload();
     tcp_layer.expires_after(limits.write_timeout);
-    auto [wec, wn] = co_await http::async_write(stream, response, kTuple);
+    boost::system::error_code wec;
+    if (head_request) {
+      // RFC 9110 section 9.3.2: the answer to HEAD has the GET answer's header
+      // fields (Content-Length included) and no body.
+      http::response_serializer<http::string_body> serializer(response);
+      std::tie(wec, std::ignore) = co_await http::async_write_header(stream, serializer, kTuple);
+    } else {
+      std::tie(wec, std::ignore) = co_await http::async_write(stream, response, kTuple);
+    }
     // The response body may hold plaintext (Decrypt).
     secure_wipe(response.body().data(), response.body().size());
     if (wec || !keep_alive) co_return;

@@ -355,6 +355,18 @@ std::string_view to_string(ThrottleReason r) noexcept {
   return "queue_full";
 }
 
+std::string_view to_string(DropCause c) noexcept {
+  switch (c) {
+    case DropCause::HandshakeTimeout: return "handshake_timeout";
+    case DropCause::HandshakeFailed: return "handshake_failed";
+    case DropCause::RefusedMaxConnections: return "refused_max_connections";
+    case DropCause::RefusedPerSource: return "refused_per_source";
+    case DropCause::Evicted: return "evicted";
+    case DropCause::ClientSlow: return "client_slow";
+  }
+  return "handshake_failed";
+}
+
 // ---------------------------------------------------------------------------
 // Metrics
 
@@ -506,7 +518,10 @@ Metrics::Metrics(Options options)
                                           {"keystore", "decision"})),
       throttled_(registry_.counter("xks_proxy_throttled_total",
                                    "Requests refused with ThrottlingException, by reason.",
-                                   {"reason"})) {
+                                   {"reason"})),
+      connections_dropped_(registry_.counter(
+          "xks_proxy_connections_dropped_total",
+          "Client connections the server refused or closed early, by cause.", {"cause"})) {
   if (!options_.now) options_.now = [] { return std::chrono::system_clock::now(); };
 
   for (const auto api : kApis) {
@@ -518,6 +533,9 @@ Metrics::Metrics(Options options)
   }
   for (const auto r : kThrottleReasons) {
     throttled_by_reason_[static_cast<std::size_t>(r)] = &throttled_.with({to_string(r)});
+  }
+  for (std::size_t i = 0; i < kDropCauseCount; ++i) {
+    dropped_by_cause_[i] = &connections_dropped_.with({to_string(static_cast<DropCause>(i))});
   }
   connections_open_child_ = &connections_open_.with({});
   connections_total_child_ = &connections_total_.with({});
@@ -742,6 +760,11 @@ void Metrics::connection_opened() noexcept {
 }
 
 void Metrics::connection_closed() noexcept { connections_open_child_->dec(); }
+
+void Metrics::record_connection_dropped(DropCause cause) noexcept {
+  const auto c = static_cast<std::size_t>(cause);
+  if (c < dropped_by_cause_.size()) dropped_by_cause_[c]->inc();
+}
 
 void Metrics::set_tls_certificate_not_after(std::chrono::system_clock::time_point not_after) {
   const auto seconds =

@@ -14,6 +14,7 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
+#include <algorithm>
 #include <charconv>
 #include <list>
 #include <mutex>
@@ -51,16 +52,49 @@ struct MetricsServer::State {
   const Options options;
   tcp::acceptor acceptor;  // only touched on its strand after start()
 
+  // A connection as stop() and a full listener see it. weak_ptr: a
+  // connection that already ended is skipped.
+  struct Entry {
+    std::weak_ptr<beast::tcp_stream> stream;
+    std::atomic<bool> busy{false};           // answering a request
+    std::atomic<std::int64_t> idle_since{0}; // steady-clock ticks: accept or last answer
+    bool evicting = false;                   // guarded by mutex
+  };
+
   // Open connections, so stop() can close them instead of waiting for their
-  // idle timeout. weak_ptr: a connection that already ended is skipped.
+  // idle timeout, and a full listener can close the idlest.
   std::mutex mutex;
   bool stopped = false;
-  std::list<std::weak_ptr<beast::tcp_stream>> connections;
+  std::list<std::shared_ptr<Entry>> connections;
 };
 
 namespace {
 
-using Connections = std::list<std::weak_ptr<beast::tcp_stream>>;
+using Connections = std::list<std::shared_ptr<MetricsServer::State::Entry>>;
+
+std::int64_t ticks_now() { return std::chrono::steady_clock::now().time_since_epoch().count(); }
+
+// At the limit, the connection idle the longest (waiting for a request, never
+// one being answered) is closed so that a fresh scrape gets in; idle
+// keep-alive or silent connections cannot lock the scraper out. Called with
+// the mutex held. False if every connection is busy.
+bool evict_idlest(MetricsServer::State& state) {
+  std::shared_ptr<MetricsServer::State::Entry> victim;
+  for (const auto& entry : state.connections) {
+    if (entry->evicting || entry->busy.load()) continue;
+    if (!victim || entry->idle_since.load() < victim->idle_since.load()) victim = entry;
+  }
+  if (!victim) return false;
+  auto stream = victim->stream.lock();
+  if (!stream) return false;
+  victim->evicting = true;
+  auto executor = stream->get_executor();
+  // Closing on the connection's strand aborts its pending read.
+  asio::post(executor, [victim, stream = std::move(stream)] {
+    if (!victim->busy.load()) stream->close();
+  });
+  return true;
+}
 
 http::response<http::string_body> respond(const Metrics& metrics,
                                           const http::request<http::empty_body>& req) {
@@ -106,12 +140,20 @@ asio::awaitable<void> accept_loop(std::shared_ptr<MetricsServer::State> state) {
     Connections::iterator registration;
     {
       std::lock_guard lock(state->mutex);
-      if (state->stopped || state->connections.size() >= state->options.max_connections) {
+      const std::size_t evicting = static_cast<std::size_t>(
+          std::count_if(state->connections.begin(), state->connections.end(),
+                        [](const auto& e) { return e->evicting; }));
+      if (state->stopped ||
+          (state->connections.size() - evicting >= state->options.max_connections &&
+           !evict_idlest(*state))) {
         boost::system::error_code ignored;  // the refused scraper sees a reset
         stream->socket().close(ignored);
         continue;
       }
-      registration = state->connections.insert(state->connections.end(), stream);
+      auto entry = std::make_shared<MetricsServer::State::Entry>();
+      entry->stream = stream;
+      entry->idle_since.store(ticks_now());
+      registration = state->connections.insert(state->connections.end(), std::move(entry));
     }
     auto executor = stream->get_executor();
     asio::co_spawn(executor, serve(state, std::move(stream), registration),
@@ -137,6 +179,7 @@ asio::awaitable<void> serve(std::shared_ptr<MetricsServer::State> state,
       state.connections.erase(it);
     }
   } unregister{*state, registration};
+  auto& entry = **registration;
 
   beast::flat_buffer buffer;
   bool first = true;
@@ -150,9 +193,12 @@ asio::awaitable<void> serve(std::shared_ptr<MetricsServer::State> state,
     // Timeout, close, stop() or a malformed request: all end the connection,
     // and none deserves a log line on a scrape port.
     if (ec) break;
+    entry.busy.store(true);
     const auto res = respond(state->metrics, parser.get());
     stream->expires_after(state->options.write_timeout);
     auto [wec, written] = co_await http::async_write(*stream, res, kTuple);
+    entry.idle_since.store(ticks_now());
+    entry.busy.store(false);
     if (wec || !res.keep_alive()) break;
     first = false;
   }
@@ -196,8 +242,8 @@ void MetricsServer::stop() {
     std::lock_guard lock(state_->mutex);
     if (state_->stopped) return;
     state_->stopped = true;
-    for (const auto& weak : state_->connections) {
-      if (auto stream = weak.lock()) open.push_back(std::move(stream));
+    for (const auto& entry : state_->connections) {
+      if (auto stream = entry->stream.lock()) open.push_back(std::move(stream));
     }
   }
   asio::post(state_->acceptor.get_executor(), [state = state_] {

@@ -19,7 +19,7 @@ class XksHandler final : public net::RequestHandler {
       : runtime_(runtime), pool_(pool), health_(health), verifier_(verifier), metrics_(metrics) {}
 
   boost::asio::awaitable<net::Response> handle(net::Request& request,
-                                               const net::RequestContext& ctx) override;
+                                               net::RequestContext& ctx) override;
   net::Response error_response(const Error& error, unsigned http_version) override;
 
  private:

@@ -126,6 +126,13 @@ struct Limits {
   Millis body_timeout{10000};
   Millis idle_timeout{120000};
   Millis write_timeout{10000};
+  // Until a connection has carried a SigV4-verified request it may idle (and
+  // wait for its first request) only this long, instead of idle_timeout.
+  Millis unauthenticated_idle_timeout{5000};
+  // Connections from one source address that have not yet carried a verified
+  // request; beyond it new ones are refused. 0 = no cap (needed behind a load
+  // balancer that does not preserve client addresses).
+  unsigned max_unauthenticated_per_source = 0;
   // HSM jobs waiting for a worker; beyond it requests get 429 at once.
   unsigned hsm_queue_capacity = 1024;
 };

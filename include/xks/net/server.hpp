@@ -11,9 +11,11 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <list>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -23,6 +25,8 @@
 #include "xks/core/blocking_pool.hpp"
 #include "xks/core/error.hpp"
 #include "xks/net/tls_context.hpp"
+#include "xks/obs/log.hpp"
+#include "xks/obs/log_limiter.hpp"
 #include "xks/obs/metrics.hpp"
 
 namespace xks::net {
@@ -32,9 +36,13 @@ using Response = boost::beast::http::response<boost::beast::http::string_body>;
 
 struct RequestContext {
   std::string peer;               // "ip:port"
-  core::Deadline arrival;         // when the request head was read
+  core::Deadline arrival;         // when the whole request was read; deadlines start here
   bool tls = false;
   std::string client_subject;     // verified mTLS client certificate, if any
+  // Set by the handler when SigV4 verified this request: from then on the
+  // connection is trusted (idle_timeout instead of the unauthenticated limits,
+  // never evicted to make room).
+  bool authenticated = false;
 };
 
 class RequestHandler {
@@ -43,7 +51,7 @@ class RequestHandler {
   // Runs on the connection's executor (its single-threaded io_context, or its
   // strand). Must not throw; the server still catches anything that escapes
   // and answers 500 InternalException.
-  virtual boost::asio::awaitable<Response> handle(Request& request, const RequestContext& ctx) = 0;
+  virtual boost::asio::awaitable<Response> handle(Request& request, RequestContext& ctx) = 0;
   // A JSON error response for requests the server rejects before handle()
   // (malformed HTTP, oversized headers or body).
   virtual Response error_response(const Error& error, unsigned http_version) = 0;
@@ -74,15 +82,27 @@ class Server {
   void set_limits(const config::Limits& limits);  // applies to new connections
 
  private:
+  struct Connection;
+
   boost::asio::awaitable<void> accept_loop();
+  boost::asio::awaitable<void> summary_loop();
   template <class Stream>
   boost::asio::awaitable<void> reject_and_close(Stream& stream, const Error& error,
                                                 unsigned http_version,
                                                 const config::Limits& limits);
-  boost::asio::awaitable<void> run_connection(boost::asio::ip::tcp::socket socket);
+  boost::asio::awaitable<void> run_connection(boost::asio::ip::tcp::socket socket,
+                                              std::shared_ptr<Connection> self);
   template <class Stream>
   boost::asio::awaitable<void> serve_http(Stream& stream, const config::Limits& limits,
-                                          RequestContext ctx);
+                                          RequestContext ctx, Connection& self);
+  // Closes the idlest connection that has not carried a verified request and
+  // is not being served; false if there is none.
+  bool evict_idlest_unauthenticated();
+  // The connection carried its first verified request.
+  void promote(Connection& connection);
+  // Counts the drop and logs it unless this cause's log budget is spent.
+  void record_drop(obs::DropCause cause, obs::Level level, std::string_view event,
+                   const nlohmann::json& fields);
 
   boost::asio::io_context& ioc_;
   const std::vector<boost::asio::io_context*> connection_contexts_;
@@ -97,12 +117,17 @@ class Server {
   std::atomic<std::size_t> in_flight_{0};
   std::atomic<bool> draining_{false};
 
-  // Every open connection, so that a drain can close the idle ones. An entry
-  // is only read and written on its connection's executor, apart from the list
-  // membership itself.
-  struct Connection;
+  // Every open connection, so that a drain can close the idle ones and a full
+  // server can evict unauthenticated ones. Apart from the list membership and
+  // the atomics, an entry is only read and written on its connection's executor.
   std::mutex registry_mutex_;
   std::list<std::shared_ptr<Connection>> registry_;
+  // Connections per source address that have not carried a verified request.
+  std::map<boost::asio::ip::address, unsigned> unauthenticated_by_source_;
+
+  // Lines a client can cause are rate-limited per cause (obs::DropCause).
+  obs::LogLimiter log_limiter_;
+  boost::asio::steady_timer summary_timer_;  // on the acceptor's strand
 };
 
 }  // namespace xks::net

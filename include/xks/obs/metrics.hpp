@@ -233,6 +233,18 @@ std::string_view to_string(PolicyDecision d) noexcept;  // "allow", "deny", "dry
 enum class ThrottleReason { QueueFull, Quota, SessionWait };
 std::string_view to_string(ThrottleReason r) noexcept;  // "queue_full", "quota", "session_wait"
 
+// Why the server dropped (or refused) a client connection.
+enum class DropCause {
+  HandshakeTimeout,       // TLS not completed within handshake_timeout_ms
+  HandshakeFailed,        // TLS protocol or certificate failure
+  RefusedMaxConnections,  // at max_connections with no unauthenticated connection to evict
+  RefusedPerSource,       // the source address is at max_unauthenticated_per_source
+  Evicted,                // an idle unauthenticated connection closed to make room
+  ClientSlow,             // the request body did not arrive within body_timeout_ms
+};
+inline constexpr std::size_t kDropCauseCount = 6;
+std::string_view to_string(DropCause c) noexcept;  // "handshake_timeout", ...
+
 // One instance per process, created by the app and passed by reference. All
 // methods are thread-safe. The `record_*` methods are the hot path: array
 // indexing plus relaxed atomics, no allocation, no lock (credential use takes
@@ -308,6 +320,8 @@ class Metrics {
   // xks_proxy_connections_total and xks_proxy_connections_open.
   void connection_opened() noexcept;
   void connection_closed() noexcept;
+  // xks_proxy_connections_dropped_total{cause}
+  void record_connection_dropped(DropCause cause) noexcept;
   // xks_proxy_tls_certificate_expiry_seconds (unix time of notAfter) and
   // xks_proxy_tls_certificate_days_remaining (whole days, computed at scrape,
   // negative once expired). Call again after a certificate reload.
@@ -346,11 +360,13 @@ class Metrics {
   GaugeFamily& credential_not_after_;
   CounterFamily& policy_decisions_;
   CounterFamily& throttled_;
+  CounterFamily& connections_dropped_;
 
   // Pre-resolved children for the label-free and enumerated metrics.
   std::array<Histogram*, kApiCount> request_duration_by_api_{};
   std::array<Counter*, 5> tls_handshakes_by_result_{};
   std::array<Counter*, 3> throttled_by_reason_{};
+  std::array<Counter*, kDropCauseCount> dropped_by_cause_{};
   Gauge* connections_open_child_ = nullptr;
   Counter* connections_total_child_ = nullptr;
   std::atomic<std::int64_t> cert_not_after_{0};

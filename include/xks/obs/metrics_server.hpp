@@ -8,8 +8,9 @@
 //   any other path      404
 //
 // Keep-alive is honoured; every read and write has a deadline so a stuck or
-// slow scraper cannot pin a connection, and connections beyond
-// max_connections are closed at once.
+// slow scraper cannot pin a connection. At max_connections a new connection
+// closes the one idle the longest (silent, or between keep-alive requests);
+// only when every connection is being answered is the new one closed at once.
 #pragma once
 
 #include <atomic>
@@ -33,7 +34,7 @@ class MetricsServer {
     std::string host = "127.0.0.1";  // an IP address, v4 or v6
     std::uint16_t port = 9464;       // 0: an ephemeral port, see local_port()
     std::chrono::milliseconds request_timeout{5000};  // to read a request's header
-    std::chrono::milliseconds idle_timeout{30000};    // between keep-alive requests
+    std::chrono::milliseconds idle_timeout{5000};     // between keep-alive requests
     std::chrono::milliseconds write_timeout{10000};   // to send a response
     std::size_t max_connections = 16;
   };

@@ -137,6 +137,13 @@ TEST_F(ConfigTest, LimitRanges) {
                "server.limits.idle_timeout_ms");
   expect_error([](YAML::Node& n) { n["server"]["limits"]["write_timeout_ms"] = 99; },
                "server.limits.write_timeout_ms");
+  expect_error(
+      [](YAML::Node& n) { n["server"]["limits"]["unauthenticated_idle_timeout_ms"] = 50; },
+      "server.limits.unauthenticated_idle_timeout_ms");
+  const auto cap = expect_error(
+      [](YAML::Node& n) { n["server"]["limits"]["max_unauthenticated_per_source"] = -1; },
+      "server.limits.max_unauthenticated_per_source");
+  EXPECT_THAT(cap, HasSubstr("client IP preservation"));
 }
 
 TEST_F(ConfigTest, ListenRules) {

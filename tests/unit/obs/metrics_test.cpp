@@ -209,6 +209,9 @@ TEST(Metrics, ConnectionsTlsThrottlingAndBuildInfo) {
   m.record_throttled(ThrottleReason::QueueFull);
   m.record_throttled(ThrottleReason::SessionWait);
   m.record_throttled(ThrottleReason::SessionWait);
+  m.record_connection_dropped(DropCause::Evicted);
+  m.record_connection_dropped(DropCause::Evicted);
+  m.record_connection_dropped(DropCause::HandshakeTimeout);
 
   const auto text = m.render();
   EXPECT_EQ(sample(text, "xks_proxy_connections_total"), "3");
@@ -221,6 +224,9 @@ TEST(Metrics, ConnectionsTlsThrottlingAndBuildInfo) {
   EXPECT_EQ(sample(text, R"(xks_proxy_throttled_total{reason="queue_full"})"), "1");
   EXPECT_EQ(sample(text, R"(xks_proxy_throttled_total{reason="session_wait"})"), "2");
   EXPECT_EQ(sample(text, R"(xks_proxy_throttled_total{reason="quota"})"), "0");
+  EXPECT_EQ(sample(text, R"(xks_proxy_connections_dropped_total{cause="evicted"})"), "2");
+  EXPECT_EQ(sample(text, R"(xks_proxy_connections_dropped_total{cause="handshake_timeout"})"), "1");
+  EXPECT_EQ(sample(text, R"(xks_proxy_connections_dropped_total{cause="client_slow"})"), "0");
   EXPECT_EQ(sample(text, R"(xks_proxy_build_info{version="1.2.3"})"), "1");
   // Test instances leave out the process metrics; their values change by the second.
   EXPECT_EQ(sample(text, "process_resident_memory_bytes"), std::nullopt);
@@ -313,7 +319,7 @@ TEST(Metrics, WholeExpositionIsWellFormed) {
         "xks_proxy_tls_certificate_expiry_seconds", "xks_proxy_tls_certificate_days_remaining",
         "xks_proxy_credential_last_used_timestamp_seconds",
         "xks_proxy_credential_not_after_timestamp_seconds", "xks_proxy_policy_decisions_total",
-        "xks_proxy_throttled_total", "xks_proxy_build_info", "process_start_time_seconds",
+        "xks_proxy_throttled_total", "xks_proxy_connections_dropped_total", "xks_proxy_build_info", "process_start_time_seconds",
         "process_resident_memory_bytes"}) {
     EXPECT_NE(text.find(std::string("# TYPE ") + name + " "), std::string::npos) << name;
   }
