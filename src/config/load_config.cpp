@@ -444,8 +444,9 @@ void Loader::parse_limits(const YAML::Node& n, const std::string& path, Limits& 
 
 void Loader::parse_server(const YAML::Node& n, ServerConfig& out) const {
   const Section s(*this, n, "server",
-                  {"listen", "threads", "fleet_size", "ping_path", "request_deadline_ms", "limits",
-                   "user", "group", "allow_root", "allow_core_dumps"});
+                  {"listen", "threads", "fleet_size", "ping_path", "request_deadline_ms",
+                   "shutdown_delay_ms", "limits", "user", "group", "allow_root",
+                   "allow_core_dumps"});
   if (s.has("listen")) parse_listen(s.get("listen"), s.path("listen"), out);
   opt_uint(s, "threads", out.threads, 0, 256,
            "0 uses one I/O thread per core; HSM calls run on their own pool, so more I/O threads "
@@ -465,6 +466,9 @@ void Loader::parse_server(const YAML::Node& n, ServerConfig& out) const {
   opt_millis(s, "request_deadline_ms", out.request_deadline, 10, 250,
              "KMS abandons every call after 250 ms, so an answer must leave before that; 200 "
              "leaves room for the network");
+  opt_millis(s, "shutdown_delay_ms", out.shutdown_delay, 0, 15'000,
+             "the delay, the 10 s drain and the HSM's 2 s grace must end within systemd's "
+             "TimeoutStopSec=30");
   if (s.has("limits")) parse_limits(s.get("limits"), s.path("limits"), out.limits);
   // Names are checked for shape only: whether they exist is a fact of the host
   // the daemon starts on (checked when it drops privileges), not of the file.

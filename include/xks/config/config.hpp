@@ -108,6 +108,10 @@ struct ServerConfig {
   unsigned fleet_size = 1;        // xksProxyFleetSize
   std::string ping_path = "/ping";
   Millis request_deadline{200};   // answer (even with an error) within this
+  // After SIGTERM and before the drain: /ping answers 503 and every response
+  // closes its connection, while the listener still accepts, so that a load
+  // balancer marks the proxy down and clients move before anything is closed.
+  Millis shutdown_delay{0};
   Limits limits;
   // Least privilege (app/privileges.hpp): after binding the listener, a process
   // started as root switches to `user` (a name or a numeric uid) and `group`
