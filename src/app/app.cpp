@@ -445,10 +445,12 @@ class Daemon {
       publish_tls_expiry(*fresh);
       server_.set_limits(fresh->server.limits);
       obs::info("reloaded", {{"config", fresh->source.string()}, {"changes", changes}});
+      metrics_.record_reload(true);
       if (hsm_changed || hsm_unavailable) health_.check_now();
     } catch (const std::exception& e) {
       obs::error("reload_refused", {{"error", e.what()},
                                     {"detail", "the previous configuration keeps serving"}});
+      metrics_.record_reload(false);
     }
     sd_notify(0, "READY=1");
   }

@@ -650,6 +650,14 @@ Credential Loader::parse_credential(const YAML::Node& n, const std::string& path
   }
   c.secret_source = secret_source(s.get("secret"), s.path("secret"));
   c.secret = detail::read_secret(c.secret_source, file_, s.path("secret"));
+  if (c.secret_source.kind == SecretSource::Kind::File) {
+    std::error_code ec;
+    const auto written = fs::last_write_time(resolve(c.secret_source.ref), ec);
+    if (!ec) {
+      c.issued = std::chrono::time_point_cast<std::chrono::system_clock::duration>(
+          std::chrono::file_clock::to_sys(written));
+    }
+  }
   const std::string_view sv = c.secret.view();
   const bool length_ok = sv.size() >= 43 && sv.size() <= 64;
   if (!length_ok || !all_of_chars(sv, is_secret_char)) {

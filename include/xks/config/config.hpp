@@ -36,6 +36,9 @@ struct Credential {
   SecretSource secret_source;
   SecureString secret;                     // resolved at load; 43-64 of A-Za-z0-9+/=
   std::optional<std::chrono::system_clock::time_point> not_after;
+  // When the secret file was last written (its mtime at load): the credential's
+  // age for rotation. None for a secret from the environment.
+  std::optional<std::chrono::system_clock::time_point> issued;
 };
 
 struct KeyEntry {
