@@ -15,9 +15,10 @@ runtime=(softhsm2 opensc openssl curl)
 libs=(libssl3 libspdlog1.10 libfmt9 libyaml-cpp0.7 libsystemd0 ca-certificates)
 demo=(gcc libc6-dev pkg-config libp11-kit-dev)
 # systemd: systemd-analyze, -sysusers and -tmpfiles check the unit (tests/integration/test_systemd.py).
-# haproxy: the load balancer of the fleet test (tests/integration/test_fleet.py).
+# haproxy: the load balancer of the fleet test; prometheus: promtool and the server the
+# alert rules and the scrape test run on.
 testing=(libgtest-dev googletest python3 python3-botocore clang libclang-rt-14-dev systemd
-         haproxy)
+         haproxy prometheus)
 bench=(nginx wrk linux-perf valgrind)  # perf/valgrind: BENCH_PERF=1 profiles
 
 case "$profile" in
