@@ -90,6 +90,64 @@ install(DIRECTORY "${_xks_root}/config/examples/" "${_xks_root}/config/policies"
         DESTINATION "${CMAKE_INSTALL_DOCDIR}/examples" COMPONENT runtime
         FILES_MATCHING PATTERN "*.yaml" PATTERN "*.yml" PATTERN "*.json")
 
+# Man pages xks-proxy(8) and xksctl(1), made by help2man from the binaries' own
+# --help and --version (plus packaging/man/*.h2m), when they are installed: the
+# binaries exist then, whatever targets the build made. gzip -9n as Debian wants.
+find_program(XKS_HELP2MAN help2man)
+if(XKS_HELP2MAN)
+  install(CODE "set(XKS_HELP2MAN \"${XKS_HELP2MAN}\")
+set(XKS_MAN_WORK \"${CMAKE_CURRENT_BINARY_DIR}/xks-install/man\")
+set(XKS_MAN_SRC \"${_xks_root}/packaging/man\")
+set(XKS_MANDIR \"${CMAKE_INSTALL_MANDIR}\")
+set(XKS_VERSION \"${PROJECT_VERSION}\")
+set(XKS_PROXY_BIN \"$<TARGET_FILE:xks-proxy>\")
+set(XKS_CTL_BIN \"$<TARGET_FILE:xksctl>\")" COMPONENT runtime)
+  install(CODE [[
+    file(MAKE_DIRECTORY "${XKS_MAN_WORK}")
+    if(IS_ABSOLUTE "${XKS_MANDIR}")
+      set(mandir "${XKS_MANDIR}")
+    else()
+      set(mandir "${CMAKE_INSTALL_PREFIX}/${XKS_MANDIR}")
+    endif()
+    foreach(page "xks-proxy;8;${XKS_PROXY_BIN};AWS KMS External Key Store (XKS) proxy for PKCS#11 HSMs"
+                 "xksctl;1;${XKS_CTL_BIN};operator's tool for the AWS KMS XKS proxy")
+      list(GET page 0 name)
+      list(GET page 1 section)
+      list(GET page 2 binary)
+      list(GET page 3 summary)
+      set(out "${XKS_MAN_WORK}/${name}.${section}")
+      execute_process(
+        COMMAND "${CMAKE_COMMAND}" -E env ASAN_OPTIONS=detect_leaks=0
+                "${XKS_HELP2MAN}" --no-info "--section=${section}" "--name=${summary}"
+                "--include=${XKS_MAN_SRC}/${name}.h2m" "--output=${out}" "${binary}"
+        RESULT_VARIABLE rc)
+      if(NOT rc EQUAL 0)
+        message(FATAL_ERROR "help2man failed for ${name} (${rc})")
+      endif()
+      execute_process(COMMAND gzip -9nf "${out}" RESULT_VARIABLE rc)
+      if(NOT rc EQUAL 0)
+        message(FATAL_ERROR "gzip failed for ${out}")
+      endif()
+      file(INSTALL DESTINATION "${mandir}/man${section}" TYPE FILE
+           PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ WORLD_READ FILES "${out}.gz")
+    endforeach()
+  ]] COMPONENT runtime)
+else()
+  message(WARNING "help2man not found: the man pages are not installed (scripts/install-deps.sh build)")
+endif()
+
+# bash completion; copyright and changelog where Debian looks for them.
+install(FILES "${_xks_root}/packaging/bash-completion/xksctl"
+        DESTINATION "${CMAKE_INSTALL_DATADIR}/bash-completion/completions" COMPONENT runtime)
+install(FILES "${_xks_root}/packaging/debian/copyright"
+        DESTINATION "${CMAKE_INSTALL_DOCDIR}" COMPONENT runtime)
+configure_file("${_xks_root}/packaging/debian/changelog.in"
+               "${CMAKE_CURRENT_BINARY_DIR}/xks-install/changelog" @ONLY)
+install(CODE "execute_process(COMMAND gzip -9nkf \"${CMAKE_CURRENT_BINARY_DIR}/xks-install/changelog\")"
+        COMPONENT runtime)
+install(FILES "${CMAKE_CURRENT_BINARY_DIR}/xks-install/changelog.gz"
+        DESTINATION "${CMAKE_INSTALL_DOCDIR}" COMPONENT runtime)
+
 # -- Debian package ------------------------------------------------------------
 set(CPACK_GENERATOR "DEB")
 set(CPACK_PACKAGE_NAME "xks-proxy")
@@ -117,9 +175,11 @@ set(CPACK_DEBIAN_PACKAGE_HOMEPAGE "https://github.com/aws/aws-kms-xksproxy-api-s
 # entry (tests/integration/test_package.py checks that every NEEDED library is
 # covered). Boost (Asio, Beast) is header-only here and p11-kit is used for its
 # header only: the HSM's PKCS#11 module is dlopen()ed from the configuration.
+# init-system-helpers: deb-systemd-invoke in the maintainer scripts.
 set(CPACK_DEBIAN_PACKAGE_DEPENDS
     "libc6 (>= 2.36), libstdc++6 (>= 12), libgcc-s1 (>= 3.0), libssl3 (>= 3.0.0), \
-libspdlog1.10 (>= 1:1.10.0), libfmt9 (>= 9.1.0), libyaml-cpp0.7 (>= 0.7.0), libsystemd0")
+libspdlog1.10 (>= 1:1.10.0), libfmt9 (>= 9.1.0), libyaml-cpp0.7 (>= 0.7.0), libsystemd0, \
+init-system-helpers (>= 1.52)")
 # softhsm2 for the demo and tests; opensc's pkcs11-tool to inspect tokens; curl
 # for the ping probe; systemd for systemd-sysusers/-tmpfiles in postinst.
 set(CPACK_DEBIAN_PACKAGE_RECOMMENDS "systemd, softhsm2, opensc, curl")

@@ -9,13 +9,16 @@
 set -euo pipefail
 
 profile=${1:-test}
-build=(build-essential cmake pkg-config libboost1.81-dev libssl-dev nlohmann-json3-dev
+build=(build-essential cmake pkg-config help2man libboost1.81-dev libssl-dev nlohmann-json3-dev
        libspdlog-dev libfmt-dev libyaml-cpp-dev libp11-kit-dev libsystemd-dev)
 runtime=(softhsm2 opensc openssl curl)
 libs=(libssl3 libspdlog1.10 libfmt9 libyaml-cpp0.7 libsystemd0 ca-certificates)
 demo=(gcc libc6-dev pkg-config libp11-kit-dev)
 # systemd: systemd-analyze, -sysusers and -tmpfiles check the unit (tests/integration/test_systemd.py).
-testing=(libgtest-dev googletest python3 python3-botocore clang libclang-rt-14-dev systemd)
+# haproxy: the load balancer of the fleet test; prometheus: promtool and the server the
+# alert rules and the scrape test run on; lintian: checks the Debian package.
+testing=(libgtest-dev googletest python3 python3-botocore clang libclang-rt-14-dev systemd
+         haproxy prometheus lintian)
 bench=(nginx wrk linux-perf valgrind)  # perf/valgrind: BENCH_PERF=1 profiles
 
 case "$profile" in

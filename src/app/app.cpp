@@ -236,6 +236,7 @@ class Daemon {
                 connection_contexts()),
         signals_(ioc_, SIGTERM, SIGINT, SIGHUP),
         drain_timer_(ioc_),
+        shutdown_delay_timer_(ioc_),
         watchdog_timer_(ioc_),
         rotation_timer_(ioc_) {
     metrics_.set_worker_pool_samplers(
@@ -450,10 +451,12 @@ class Daemon {
       publish_tls_expiry(*fresh);
       server_.set_limits(fresh->server.limits);
       obs::info("reloaded", {{"config", fresh->source.string()}, {"changes", changes}});
+      metrics_.record_reload(true);
       if (hsm_changed || hsm_unavailable) health_.check_now();
     } catch (const std::exception& e) {
       obs::error("reload_refused", {{"error", e.what()},
                                     {"detail", "the previous configuration keeps serving"}});
+      metrics_.record_reload(false);
     }
     sd_notify(0, "READY=1");
   }
@@ -524,10 +527,47 @@ class Daemon {
   }
 
   void begin_shutdown(int signo) {
+    const auto delay = runtime_.get()->config->server.shutdown_delay;
     sd_notify(0, "STOPPING=1");
     obs::info("stopping", {{"signal", signo == SIGTERM ? "SIGTERM" : "SIGINT"},
                            {"requestsInFlight", server_.requests_in_flight()},
-                           {"openConnections", server_.open_connections()}});
+                           {"openConnections", server_.open_connections()},
+                           {"shutdownDelayMs", delay.count()}});
+    if (delay == config::Millis(0)) {
+      begin_drain();
+      return;
+    }
+    // The listener stays open and every connection still serves: the load
+    // balancer sees /ping fail and stops sending, and each client learns from
+    // a Connection: close response to reconnect elsewhere. Closing anything
+    // now would race requests already on their way.
+    handler_.begin_stopping();
+    shutdown_delay_timer_.expires_after(delay);
+    shutdown_delay_timer_.async_wait([this](const boost::system::error_code&) { begin_drain(); });
+    wait_for_signal_while_stopping();
+  }
+
+  // During the shutdown delay a second SIGTERM or SIGINT drains at once; a
+  // reload is pointless and ignored.
+  void wait_for_signal_while_stopping() {
+    signals_.async_wait([this](const boost::system::error_code& ec, int signo) {
+      if (ec || draining_) return;
+      if (signo == SIGHUP) {
+        obs::warn("reload_ignored", {{"detail", "the proxy is shutting down"}});
+        wait_for_signal_while_stopping();
+        return;
+      }
+      shutdown_delay_timer_.cancel();
+    });
+  }
+
+  void begin_drain() {
+    if (draining_) return;
+    draining_ = true;
+    if (server_.open_connections() != 0 || server_.requests_in_flight() != 0) {
+      obs::info("draining", {{"requestsInFlight", server_.requests_in_flight()},
+                             {"openConnections", server_.open_connections()}});
+    }
     server_.stop_accepting();
     server_.begin_drain();
     health_.stop();
@@ -568,6 +608,8 @@ class Daemon {
   std::unique_ptr<obs::MetricsServer> metrics_server_;
   asio::signal_set signals_;
   asio::steady_timer drain_timer_;
+  asio::steady_timer shutdown_delay_timer_;
+  bool draining_ = false;  // I/O thread of ioc_ only
   asio::steady_timer watchdog_timer_;
   asio::steady_timer rotation_timer_;
   std::chrono::microseconds watchdog_period_{0};

@@ -113,6 +113,10 @@ Result<void> authorize(const config::KeyStore& keystore, Api api, const std::str
 
 }  // namespace
 
+bool XksHandler::keep_connections() const {
+  return !stopping_.load() && health_.any_usable();
+}
+
 net::Response XksHandler::error_response(const Error& error, unsigned http_version) {
   return json_response(static_cast<http::status>(http_status(error.name)),
                        api::error_body(error), http_version);
@@ -163,6 +167,10 @@ asio::awaitable<net::Response> XksHandler::dispatch(net::Request& request,
       res.result(http::status::method_not_allowed);
       res.set(http::field::allow, "GET, HEAD");
       co_return res;
+    }
+    if (stopping_.load()) {
+      co_return json_response(http::status::service_unavailable, R"({"status":"stopping"})",
+                              version);
     }
     const bool usable = health_.any_usable();
     co_return json_response(usable ? http::status::ok : http::status::service_unavailable,

@@ -49,6 +49,7 @@ std::string describe_redacted(const Config& c) {
       {"fleet_size", s.fleet_size},
       {"ping_path", s.ping_path},
       {"request_deadline_ms", millis(s.request_deadline)},
+      {"shutdown_delay_ms", millis(s.shutdown_delay)},
       {"limits",
        {{"max_body_bytes", s.limits.max_body_bytes},
         {"max_header_bytes", s.limits.max_header_bytes},

@@ -457,8 +457,9 @@ void Loader::parse_limits(const YAML::Node& n, const std::string& path, Limits& 
 
 void Loader::parse_server(const YAML::Node& n, ServerConfig& out) const {
   const Section s(*this, n, "server",
-                  {"listen", "threads", "fleet_size", "ping_path", "request_deadline_ms", "limits",
-                   "user", "group", "allow_root", "allow_core_dumps"});
+                  {"listen", "threads", "fleet_size", "ping_path", "request_deadline_ms",
+                   "shutdown_delay_ms", "limits", "user", "group", "allow_root",
+                   "allow_core_dumps"});
   if (s.has("listen")) parse_listen(s.get("listen"), s.path("listen"), out);
   opt_uint(s, "threads", out.threads, 0, 256,
            "0 uses one I/O thread per core; HSM calls run on their own pool, so more I/O threads "
@@ -478,6 +479,9 @@ void Loader::parse_server(const YAML::Node& n, ServerConfig& out) const {
   opt_millis(s, "request_deadline_ms", out.request_deadline, 10, 250,
              "KMS abandons every call after 250 ms, so an answer must leave before that; 200 "
              "leaves room for the network");
+  opt_millis(s, "shutdown_delay_ms", out.shutdown_delay, 0, 15'000,
+             "the delay, the 10 s drain and the HSM's 2 s grace must end within systemd's "
+             "TimeoutStopSec=30");
   if (s.has("limits")) parse_limits(s.get("limits"), s.path("limits"), out.limits);
   // Names are checked for shape only: whether they exist is a fact of the host
   // the daemon starts on (checked when it drops privileges), not of the file.
@@ -790,6 +794,14 @@ Credential Loader::parse_credential(const YAML::Node& n, const std::string& path
   }
   c.secret_source = secret_source(s.get("secret"), s.path("secret"));
   c.secret = detail::read_secret(c.secret_source, file_, s.path("secret"));
+  if (c.secret_source.kind == SecretSource::Kind::File) {
+    std::error_code ec;
+    const auto written = fs::last_write_time(resolve(c.secret_source.ref), ec);
+    if (!ec) {
+      c.issued = std::chrono::time_point_cast<std::chrono::system_clock::duration>(
+          std::chrono::file_clock::to_sys(written));
+    }
+  }
   const std::string_view sv = c.secret.view();
   const bool length_ok = sv.size() >= 43 && sv.size() <= 64;
   if (!length_ok || !all_of_chars(sv, is_secret_char)) {

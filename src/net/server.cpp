@@ -643,6 +643,7 @@ asio::awaitable<void> Server::serve_http(Stream& stream, const config::Limits& l
     secure_wipe(request.body().data(), request.body().size());
     ++served;
     const bool keep_alive = request.keep_alive() && !draining_.load() &&
+                            handler_.keep_connections() &&
                             (limits.max_requests_per_connection == 0 ||
                              served < limits.max_requests_per_connection);
     response.keep_alive(keep_alive);

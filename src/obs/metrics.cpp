@@ -451,6 +451,7 @@ struct Metrics::KeystoreSlot {
     std::string access_key_id;
     Gauge* last_used = nullptr;
     Gauge* not_after = nullptr;  // null when the credential has no not_after
+    Gauge* issued = nullptr;     // null when the issue time is unknown
   };
   std::string uri_path;
   std::array<std::array<Counter*, kOutcomeCount>, kApiCount> requests{};
@@ -513,6 +514,16 @@ Metrics::Metrics(Options options)
       credential_not_after_(registry_.gauge("xks_proxy_credential_not_after_timestamp_seconds",
                                             "Unix time after which a SigV4 credential is refused.",
                                             {"keystore", "access_key_id"})),
+      credential_issued_(registry_.gauge(
+          "xks_proxy_credential_issued_timestamp_seconds",
+          "Unix time a SigV4 credential's secret file was last written (its age for rotation).",
+          {"keystore", "access_key_id"})),
+      reloads_(registry_.counter("xks_proxy_config_reloads_total",
+                                 "Configuration reloads (SIGHUP) by result: ok or refused.",
+                                 {"result"})),
+      last_reload_successful_(registry_.gauge(
+          "xks_proxy_config_last_reload_successful",
+          "1 if the last configuration reload was applied (or none was tried), 0 if refused.")),
       policy_decisions_(registry_.counter("xks_proxy_policy_decisions_total",
                                           "Authorization policy decisions by key store.",
                                           {"keystore", "decision"})),
@@ -539,6 +550,10 @@ Metrics::Metrics(Options options)
   }
   connections_open_child_ = &connections_open_.with({});
   connections_total_child_ = &connections_total_.with({});
+  reloads_ok_ = &reloads_.with({"ok"});
+  reloads_refused_ = &reloads_.with({"refused"});
+  last_reload_successful_child_ = &last_reload_successful_.with({});
+  last_reload_successful_child_->set(1.0);
 
   registry_.gauge("xks_proxy_build_info", "Always 1; the proxy's version as a label.", {"version"})
       .with({options_.version})
@@ -643,6 +658,10 @@ void Metrics::set_credentials(std::size_t keystore,
       entry.not_after = &credential_not_after_.with({slot->uri_path, c.access_key_id});
       entry.not_after->set(unix_seconds(*c.not_after));
     }
+    if (c.issued) {
+      entry.issued = &credential_issued_.with({slot->uri_path, c.access_key_id});
+      entry.issued->set(unix_seconds(*c.issued));
+    }
     next.push_back(std::move(entry));
   }
   for (const auto& old : slot->credentials) {
@@ -653,8 +672,11 @@ void Metrics::set_credentials(std::size_t keystore,
     if (kept == next.end()) {
       credential_last_used_.remove(labels);
       credential_not_after_.remove(labels);
-    } else if (kept->not_after == nullptr && old.not_after != nullptr) {
-      credential_not_after_.remove(labels);  // the reload dropped its not_after
+      credential_issued_.remove(labels);
+    } else {
+      // The reload dropped its not_after, or its issue time is no longer known.
+      if (kept->not_after == nullptr && old.not_after != nullptr) credential_not_after_.remove(labels);
+      if (kept->issued == nullptr && old.issued != nullptr) credential_issued_.remove(labels);
     }
   }
   slot->credentials = std::move(next);
@@ -714,6 +736,11 @@ void Metrics::record_hsm_call(std::size_t hsm, HsmFunction function,
   if (auto* slot = hsm_slot(hsm); slot != nullptr && f < kHsmFunctionCount) {
     slot->calls[f]->observe(duration);
   }
+}
+
+void Metrics::record_reload(bool applied) noexcept {
+  (applied ? reloads_ok_ : reloads_refused_)->inc();
+  last_reload_successful_child_->set(applied ? 1.0 : 0.0);
 }
 
 void Metrics::set_hsm_health(std::string_view hsm, std::string_view status) {

@@ -3,6 +3,8 @@
 // one access-log line per request (never plaintext, never secrets).
 #pragma once
 
+#include <atomic>
+
 #include "xks/app/health_monitor.hpp"
 #include "xks/app/runtime.hpp"
 #include "xks/auth/sigv4.hpp"
@@ -21,6 +23,11 @@ class XksHandler final : public net::RequestHandler {
   boost::asio::awaitable<net::Response> handle(net::Request& request,
                                                net::RequestContext& ctx) override;
   net::Response error_response(const Error& error, unsigned http_version) override;
+  // Closes each connection after its response while shutting down or while no
+  // HSM is usable; see net::RequestHandler.
+  bool keep_connections() const override;
+  // The shutdown delay has begun: /ping answers 503 from now on.
+  void begin_stopping() noexcept { stopping_.store(true); }
 
  private:
   struct Outcome;  // what the access log records
@@ -34,6 +41,7 @@ class XksHandler final : public net::RequestHandler {
   const HealthMonitor& health_;
   const auth::SigV4Verifier& verifier_;
   obs::Metrics& metrics_;
+  std::atomic<bool> stopping_{false};
 };
 
 }  // namespace xks::app

@@ -36,6 +36,9 @@ struct Credential {
   SecretSource secret_source;
   SecureString secret;                     // resolved at load; 43-64 of A-Za-z0-9+/=
   std::optional<std::chrono::system_clock::time_point> not_after;
+  // When the secret file was last written (its mtime at load): the credential's
+  // age for rotation. None for a secret from the environment.
+  std::optional<std::chrono::system_clock::time_point> issued;
 };
 
 struct KeyEntry {
@@ -144,6 +147,10 @@ struct ServerConfig {
   unsigned fleet_size = 1;        // xksProxyFleetSize
   std::string ping_path = "/ping";
   Millis request_deadline{200};   // answer (even with an error) within this
+  // After SIGTERM and before the drain: /ping answers 503 and every response
+  // closes its connection, while the listener still accepts, so that a load
+  // balancer marks the proxy down and clients move before anything is closed.
+  Millis shutdown_delay{0};
   Limits limits;
   // Least privilege (app/privileges.hpp): after binding the listener, a process
   // started as root switches to `user` (a name or a numeric uid) and `group`

@@ -55,6 +55,11 @@ class RequestHandler {
   // A JSON error response for requests the server rejects before handle()
   // (malformed HTTP, oversized headers or body).
   virtual Response error_response(const Error& error, unsigned http_version) = 0;
+  // False while clients should move to another proxy (shutting down, no HSM
+  // usable): every response then closes its connection after it is written,
+  // so a client behind a load balancer reconnects elsewhere without losing a
+  // request.
+  virtual bool keep_connections() const { return true; }
 };
 
 class Server {

@@ -289,6 +289,8 @@ class Metrics {
   // and not_after only. Series of credentials no longer present disappear;
   // last-used times of those still present are kept.
   void set_credentials(std::size_t keystore, const std::vector<config::Credential>& credentials);
+  // Also xks_proxy_credential_issued_timestamp_seconds for credentials whose
+  // issue time is known (the secret file's mtime).
   // xks_proxy_credential_last_used_timestamp_seconds; unknown ids are ignored.
   void record_credential_use(std::size_t keystore, std::string_view access_key_id,
                              std::chrono::system_clock::time_point when) noexcept;
@@ -327,6 +329,12 @@ class Metrics {
   // negative once expired). Call again after a certificate reload.
   void set_tls_certificate_not_after(std::chrono::system_clock::time_point not_after);
 
+  // -- configuration -------------------------------------------------------
+  // xks_proxy_config_reloads_total{result="ok"|"refused"} and
+  // xks_proxy_config_last_reload_successful (1 until a reload is refused, 1
+  // again after the next one that applies).
+  void record_reload(bool applied) noexcept;
+
   // -- exposition ----------------------------------------------------------
   std::string render() const;
   // For metrics that do not exist yet; register them at startup.
@@ -358,6 +366,9 @@ class Metrics {
   CallbackGaugeFamily& cert_days_remaining_;
   GaugeFamily& credential_last_used_;
   GaugeFamily& credential_not_after_;
+  GaugeFamily& credential_issued_;
+  CounterFamily& reloads_;
+  GaugeFamily& last_reload_successful_;
   CounterFamily& policy_decisions_;
   CounterFamily& throttled_;
   CounterFamily& connections_dropped_;
@@ -369,6 +380,9 @@ class Metrics {
   std::array<Counter*, kDropCauseCount> dropped_by_cause_{};
   Gauge* connections_open_child_ = nullptr;
   Counter* connections_total_child_ = nullptr;
+  Counter* reloads_ok_ = nullptr;
+  Counter* reloads_refused_ = nullptr;
+  Gauge* last_reload_successful_child_ = nullptr;
   std::atomic<std::int64_t> cert_not_after_{0};
 
   // Serializes registration and reload-time setters; never taken by record_*.

@@ -18,7 +18,7 @@ const fs::path kSourceDir = XKS_SOURCE_DIR;
 // Every setting of the schema, as a dotted path ([] for list items).
 const std::vector<std::string> kAllSettings = {
     "server.listen", "server.threads", "server.fleet_size", "server.ping_path",
-    "server.request_deadline_ms", "server.limits.max_body_bytes", "server.limits.max_header_bytes",
+    "server.request_deadline_ms", "server.shutdown_delay_ms", "server.limits.max_body_bytes", "server.limits.max_header_bytes",
     "server.limits.max_connections", "server.limits.max_requests_per_connection",
     "server.limits.handshake_timeout_ms", "server.limits.header_timeout_ms",
     "server.limits.body_timeout_ms", "server.limits.idle_timeout_ms",

@@ -60,6 +60,11 @@ TEST_F(ConfigTest, FullExampleLoadsEveryField) {
   ASSERT_TRUE(ks.credentials[0].not_after.has_value());
   using namespace std::chrono;
   EXPECT_EQ(*ks.credentials[0].not_after, sys_days{year{2027} / January / 1});
+  // The credential's age: its secret file's mtime.
+  ASSERT_TRUE(ks.credentials[0].issued.has_value());
+  const auto mtime = file_clock::to_sys(fs::last_write_time(
+      dir_ / "secrets/demo.secret"));
+  EXPECT_EQ(time_point_cast<seconds>(*ks.credentials[0].issued), time_point_cast<seconds>(mtime));
   ASSERT_EQ(ks.keys.size(), 2U);
   EXPECT_EQ(ks.keys[0].id, "demo-aes-key");
   EXPECT_EQ(ks.keys[0].label, "demo-aes-label");

@@ -112,6 +112,16 @@ TEST_F(ConfigTest, DeadlineRange) {
   EXPECT_NO_THROW(load_mutated([](YAML::Node& n) { n["server"]["request_deadline_ms"] = 250; }));
 }
 
+TEST_F(ConfigTest, ShutdownDelayFitsSystemdStopTimeout) {
+  EXPECT_EQ(load_mutated([](YAML::Node&) {}).server.shutdown_delay, Millis(0));
+  EXPECT_EQ(load_mutated([](YAML::Node& n) { n["server"]["shutdown_delay_ms"] = 15000; })
+                .server.shutdown_delay,
+            Millis(15000));
+  const std::string msg = expect_error(
+      [](YAML::Node& n) { n["server"]["shutdown_delay_ms"] = 15001; }, "server.shutdown_delay_ms");
+  EXPECT_THAT(msg, HasSubstr("TimeoutStopSec"));
+}
+
 TEST_F(ConfigTest, HugeNumberIsOutOfRangeNotWrapped) {
   expect_error([](YAML::Node& n) { n["server"]["threads"] = "99999999999999999999999"; },
                "server.threads");

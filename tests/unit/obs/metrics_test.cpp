@@ -282,6 +282,45 @@ TEST(Metrics, CredentialsLastUseAndNotAfterSurviveReloadsOfTheSameId) {
             std::nullopt);
 }
 
+TEST(Metrics, CredentialIssueTimeFollowsReloads) {
+  auto m = make_metrics();
+  const auto ks = m.register_keystores({"/kms/xks/v1"})[0];
+  auto a = credential("AKIAAAAAAAAAAAAAAAAA", std::nullopt);
+  a.issued = kNow - 24h * 80;
+  m.set_credentials(ks, {a, credential("AKIABBBBBBBBBBBBBBBB", std::nullopt)});
+  auto text = m.render();
+  EXPECT_EQ(sample(text, R"(xks_proxy_credential_issued_timestamp_seconds{keystore="/kms/xks/v1",access_key_id="AKIAAAAAAAAAAAAAAAAA"})"),
+            "1693088000");
+  EXPECT_EQ(sample(text, R"(xks_proxy_credential_issued_timestamp_seconds{keystore="/kms/xks/v1",access_key_id="AKIABBBBBBBBBBBBBBBB"})"),
+            std::nullopt);  // a secret from the environment: no issue time
+  // Rotation: A's secret file rewritten, B removed.
+  a.issued = kNow;
+  m.set_credentials(ks, {a});
+  text = m.render();
+  EXPECT_EQ(sample(text, R"(xks_proxy_credential_issued_timestamp_seconds{keystore="/kms/xks/v1",access_key_id="AKIAAAAAAAAAAAAAAAAA"})"),
+            "1700000000");
+  a.issued.reset();
+  m.set_credentials(ks, {a});
+  EXPECT_EQ(sample(m.render(), R"(xks_proxy_credential_issued_timestamp_seconds{keystore="/kms/xks/v1",access_key_id="AKIAAAAAAAAAAAAAAAAA"})"),
+            std::nullopt);
+}
+
+TEST(Metrics, ReloadsByResultAndLastReloadSuccessful) {
+  auto m = make_metrics();
+  auto text = m.render();
+  EXPECT_EQ(sample(text, R"(xks_proxy_config_reloads_total{result="ok"})"), "0");
+  EXPECT_EQ(sample(text, R"(xks_proxy_config_reloads_total{result="refused"})"), "0");
+  EXPECT_EQ(sample(text, "xks_proxy_config_last_reload_successful"), "1");
+  m.record_reload(false);
+  text = m.render();
+  EXPECT_EQ(sample(text, R"(xks_proxy_config_reloads_total{result="refused"})"), "1");
+  EXPECT_EQ(sample(text, "xks_proxy_config_last_reload_successful"), "0");
+  m.record_reload(true);
+  text = m.render();
+  EXPECT_EQ(sample(text, R"(xks_proxy_config_reloads_total{result="ok"})"), "1");
+  EXPECT_EQ(sample(text, "xks_proxy_config_last_reload_successful"), "1");
+}
+
 TEST(Metrics, ProcessMetricsAreReadFromProc) {
   Metrics m(Metrics::Options{.version = "0.1.0"});
   const auto text = m.render();
