@@ -13,9 +13,12 @@
 #include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/write.hpp>
+#include <array>
+#include <cstring>
 #include <functional>
 #include <stdexcept>
 #include <type_traits>
+#include <vector>
 
 #include "xks/core/result.hpp"
 #include "xks/core/secure.hpp"
@@ -72,9 +75,39 @@ obs::TlsHandshakeResult classify_handshake(SSL* ssl, const boost::system::error_
   return obs::TlsHandshakeResult::Other;
 }
 
-std::string_view as_view(const beast::flat_buffer& b) {
+std::string_view as_view(const ConnectionBuffer& b) {
   return {static_cast<const char*>(b.data().data()), b.size()};
 }
+
+}  // namespace
+
+void wipe_consumed(ConnectionBuffer& buffer) noexcept {
+  // flat_buffer keeps consumed bytes in its storage until they are overwritten.
+  // Move the readable bytes aside, wipe the whole storage, put them back.
+  const std::size_t pending = buffer.size();
+  std::array<char, 4096> small;
+  std::vector<char> large;
+  char* keep = small.data();
+  if (pending > small.size()) {
+    try {
+      large.resize(pending);
+    } catch (...) {
+      return;  // no memory: the bytes stay until overwritten
+    }
+    keep = large.data();
+  }
+  if (pending != 0) std::memcpy(keep, buffer.data().data(), pending);
+  buffer.clear();
+  const auto all = buffer.prepare(buffer.capacity());  // no reallocation after clear()
+  secure_wipe(all.data(), all.size());
+  if (pending != 0) {
+    std::memcpy(buffer.prepare(pending).data(), keep, pending);
+    buffer.commit(pending);
+    secure_wipe(keep, pending);
+  }
+}
+
+namespace {
 
 // Reads the request head (request line and header fields) into `parser`.
 // Beast's parser accepts obsolete line folding and any Transfer-Encoding; a
@@ -83,7 +116,7 @@ std::string_view as_view(const beast::flat_buffer& b) {
 // Errors: ValidationException to answer with 400 and close; InternalException
 // when the peer went away or timed out (close quietly).
 template <class Stream>
-asio::awaitable<Result<void>> read_request_head(Stream& stream, beast::flat_buffer& buffer,
+asio::awaitable<Result<void>> read_request_head(Stream& stream, ConnectionBuffer& buffer,
                                                 http::request_parser<http::string_body>& parser,
                                                 const config::Limits& limits) {
   constexpr std::string_view kEnd = "\r\n\r\n";
@@ -317,6 +350,7 @@ asio::awaitable<void> Server::run_connection(tcp::socket socket) {
     co_return;
   }
   ctx.client_subject = peer_subject(tls_stream.native_handle());
+  ctx.client_cn = peer_common_name(tls_stream.native_handle());
   co_await serve_http(tls_stream, *limits, ctx);
   tls_stream.expires_after(std::chrono::seconds(2));
   // close_notify; failures only mean the peer left first.
@@ -340,7 +374,7 @@ template <class Stream>
 asio::awaitable<void> Server::serve_http(Stream& stream, const config::Limits& limits,
                                          RequestContext ctx) {
   auto& tcp_layer = beast::get_lowest_layer(stream);
-  beast::flat_buffer buffer;
+  ConnectionBuffer buffer;
   unsigned served = 0;
 
   // Registered for the drain: between requests with nothing received means
@@ -436,8 +470,10 @@ asio::awaitable<void> Server::serve_http(Stream& stream, const config::Limits& l
             request.version());
       }
     }
-    // The request body may hold plaintext (Encrypt).
+    // The request body may hold plaintext (Encrypt), and so may the bytes of it
+    // the read buffer still holds.
     secure_wipe(request.body().data(), request.body().size());
+    wipe_consumed(buffer);
     ++served;
     const bool keep_alive = request.keep_alive() && !draining_.load() &&
                             (limits.max_requests_per_connection == 0 ||
