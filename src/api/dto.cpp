@@ -4,7 +4,9 @@
 //    any information included in the requestMetadata"; the HTTP body limit bounds
 //    them anyway. Rejecting would only break KMS if IAM ever raised the limit.
 //  - awsPrincipalArn / kmsKeyArn, when required, must be non-empty strings, as
-//    must kmsRequestId and kmsOperation (their content is never validated).
+//    must kmsOperation (its content is never validated). kmsRequestId must be a
+//    string and is otherwise opaque: the spec says the proxy MUST NOT validate
+//    it, so any string value, the empty one included, is accepted.
 //  - GetHealthStatus without kmsRequestId/kmsOperation is a ValidationException
 //    even though the spec's table does not list it for health: a body without
 //    them did not come from KMS, and there is no better-fitting error.
@@ -404,6 +406,17 @@ std::optional<Error> required_string(const Value& v, std::string_view path, std:
   return std::nullopt;
 }
 
+// A required string whose value is opaque: any string, even empty, is accepted.
+std::optional<Error> required_opaque_string(const Value& v, std::string_view path,
+                                            std::string& out) {
+  if (!v.present()) return validation(std::string(path) + " is required");
+  if (v.type != Type::String) {
+    return validation(std::string(path) + " must be a string" + got(v.type));
+  }
+  out.assign(v.text);
+  return std::nullopt;
+}
+
 std::optional<Error> optional_string(const Value& v, std::string_view path,
                                      std::optional<std::string>& out) {
   if (!v.present()) return std::nullopt;
@@ -421,7 +434,8 @@ std::optional<Error> parse_metadata(const Fields& f, Kind kind, RequestMetadata&
     return validation("requestMetadata must be a JSON object" + got(md.type));
   }
 
-  if (auto e = required_string(f.md[kRequestId], kMdPaths[kRequestId], out.kms_request_id)) {
+  if (auto e = required_opaque_string(f.md[kRequestId], kMdPaths[kRequestId],
+                                      out.kms_request_id)) {
     return e;
   }
   if (auto e = required_string(f.md[kOperation], kMdPaths[kOperation], out.kms_operation)) {

@@ -33,6 +33,14 @@ ByteView view(const std::optional<Bytes>& b) noexcept {
   return b ? ByteView(*b) : ByteView();
 }
 
+// keySpec for GetKeyMetadata: AES_256 for the keys XKS API v1 supports,
+// AES_<bits> for another AES length, NOT_AES for any other key type.
+std::string key_spec_of(const hsm::KeyAttributes& a) {
+  if (a.is_aes_256()) return "AES_256";
+  if (a.is_aes) return "AES_" + std::to_string(a.key_bytes * 8);
+  return "NOT_AES";
+}
+
 // The AAD handed to the HSM for a given ciphertextMetadata layout version.
 std::optional<Bytes> aad_for_version(unsigned version, ByteView aad, ByteView metadata) {
   switch (version) {
@@ -46,19 +54,36 @@ std::optional<Bytes> aad_for_version(unsigned version, ByteView aad, ByteView me
 Result<KeyMetadataResponse> XksService::get_key_metadata(const config::KeyEntry& key) {
   auto attrs = backend_.key_attributes(label_of(key));
   if (!attrs) return std::move(attrs).error();
-  if (!attrs->is_aes_256()) {
-    return make_error(
-        ErrorName::InvalidStateException,
-        "external key '" + key.id + "' is not an AES-256 key (HSM key type " +
-            (attrs->is_aes ? "AES" : "not AES") + ", " + std::to_string(attrs->key_bytes) +
-            " bytes); XKS API v1 supports only AES_256",
-        "HSM key label '" + std::string(label_of(key)) + "' CKA_ID " + attrs->id_hex);
-  }
   KeyMetadataResponse r;
+  // A key that is not AES-256 is reported as what it is: KMS refuses CreateKey
+  // when keySpec is not AES_256 and tells the customer the key spec is wrong,
+  // where an InvalidStateException would read "not enabled in the external key
+  // manager".
+  r.key_spec = key_spec_of(*attrs);
   r.key_usage = attrs->key_usage();
   if (r.key_usage.size() > kMaxKeyUsages) r.key_usage.resize(kMaxKeyUsages);
   r.enabled = key.enabled;
   return r;
+}
+
+Error XksService::key_error_first(const config::KeyEntry& key, KeyUse use, Error request_error) {
+  if (!key.enabled) return disabled(key);
+  auto attrs = backend_.key_attributes(label_of(key));
+  if (!attrs) {
+    // A missing key is the key's fault; an HSM that cannot answer now says
+    // nothing about the key, so the request's own error stands.
+    Error e = std::move(attrs).error();
+    return e.name == ErrorName::KeyNotFoundException ? e : request_error;
+  }
+  const bool allowed = use == KeyUse::Encrypt ? attrs->encrypt : attrs->decrypt;
+  if (!allowed) {
+    const char* op = use == KeyUse::Encrypt ? "ENCRYPT" : "DECRYPT";
+    return make_error(ErrorName::InvalidKeyUsageException,
+                      "external key '" + key.id + "' does not allow " + op,
+                      "HSM key label '" + std::string(label_of(key)) + "' has CKA_" + op +
+                          " false; the request also had: " + request_error.message);
+  }
+  return request_error;
 }
 
 Result<EncryptResponse> XksService::encrypt(const config::KeyEntry& key,
@@ -87,8 +112,17 @@ Result<EncryptResponse> XksService::encrypt(const config::KeyEntry& key,
   }
 
   if (request.want_cdiv) {
-    // Appendix C: a CDIV promises KMS that this exact ciphertext decrypts to the
-    // plaintext, so prove it with the HSM before making the promise.
+    // Appendix C: the CDIV is computed from the encrypt output before the check
+    // decrypt ("the ordering is important"), so that it covers exactly the bytes
+    // the HSM returned, whatever the decrypt might do to its input. The check
+    // decrypt then proves this ciphertext decrypts to the plaintext before the
+    // CDIV is handed out.
+    r.cdiv = crypto::compute_cdiv(aad, r.ciphertext_metadata, ct->iv, ct->ciphertext, ct->tag);
+    if (r.cdiv->empty()) {
+      return make_error(ErrorName::InternalException,
+                        "the ciphertextDataIntegrityValue could not be computed",
+                        "compute_cdiv failed (OpenSSL SHA-256)");
+    }
     auto check = backend_.decrypt(label, ct->ciphertext, ct->iv, ct->tag, framed);
     if (!check) {
       Error e = std::move(check).error();
@@ -113,12 +147,6 @@ Result<EncryptResponse> XksService::encrypt(const config::KeyEntry& key,
                         "HSM key label '" + std::string(label) +
                             "': CDIV round trip returned different plaintext");
     }
-    r.cdiv = crypto::compute_cdiv(aad, r.ciphertext_metadata, ct->iv, ct->ciphertext, ct->tag);
-    if (r.cdiv->empty()) {
-      return make_error(ErrorName::InternalException,
-                        "the ciphertextDataIntegrityValue could not be computed",
-                        "compute_cdiv failed (OpenSSL SHA-256)");
-    }
   }
 
   r.ciphertext = std::move(ct->ciphertext);
@@ -130,16 +158,21 @@ Result<EncryptResponse> XksService::encrypt(const config::KeyEntry& key,
 Result<DecryptResponse> XksService::decrypt(const config::KeyEntry& key,
                                             const DecryptRequest& request) {
   if (!key.enabled) return disabled(key);
-  if (!request.ciphertext_metadata) return not_ours("ciphertextMetadata absent");
+  // The key comes before its ciphertext: a request refused here without the
+  // HSM is first checked against the key's usage (key_error_first).
+  if (!request.ciphertext_metadata) {
+    return key_error_first(key, KeyUse::Decrypt, not_ours("ciphertextMetadata absent"));
+  }
   const ByteView metadata = *request.ciphertext_metadata;
   const auto version = crypto::ciphertext_metadata_version(metadata);
-  if (!version) return not_ours("ciphertextMetadata not recognised");
+  if (!version) return key_error_first(key, KeyUse::Decrypt, not_ours("ciphertextMetadata not recognised"));
   auto framed = aad_for_version(*version, view(request.aad), metadata);
   if (!framed) {
     // A newer proxy wrote it; say so, since rolling back is the likely cause.
-    return make_error(ErrorName::InvalidCiphertextException,
-                      "ciphertextMetadata names AAD layout version " + std::to_string(*version) +
-                          ", which this proxy version cannot decrypt");
+    return key_error_first(
+        key, KeyUse::Decrypt, make_error(ErrorName::InvalidCiphertextException,
+                        "ciphertextMetadata names AAD layout version " +
+                            std::to_string(*version) + ", which this proxy version cannot decrypt"));
   }
   auto pt = backend_.decrypt(label_of(key), request.ciphertext, request.iv, request.tag, *framed);
   if (!pt) return std::move(pt).error();

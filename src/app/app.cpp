@@ -84,6 +84,12 @@ nlohmann::json describe_changes(const config::Config& before, const config::Conf
       changes.push_back("keystore added: " + ks.uri_path);
       continue;
     }
+    if (old->enabled != ks.enabled) {
+      changes.push_back(ks.uri_path + (ks.enabled ? ": keystore enabled" : ": keystore disabled"));
+    }
+    if (old->region != ks.region) {
+      changes.push_back(ks.uri_path + ": region " + (ks.region ? *ks.region : "unset"));
+    }
     for (const auto& cred : ks.credentials) {
       bool found = false;
       for (const auto& o : old->credentials) found |= o.access_key_id == cred.access_key_id;

@@ -5,6 +5,7 @@
 #include "xks/api/dto.hpp"
 #include "xks/core/offload.hpp"
 #include "xks/obs/log.hpp"
+#include "xks/policy/arn.hpp"
 #include "xks/policy/policy.hpp"
 
 namespace xks::app {
@@ -108,6 +109,52 @@ Result<void> authorize(const config::KeyStore& keystore, Api api, const std::str
                                       {"explanation", decision.explanation}});
   }
   if (!decision.allowed) return policy::to_error(decision);
+  return {};
+}
+
+// keystores[].region: the SigV4 credential scope names the region KMS signs
+// from, and KMS's client certificate is CN=cks.kms.<region>.amazonaws.com.
+// Either naming another region means the request was not made for this key
+// store: AuthenticationFailedException.
+Result<void> check_region(const config::KeyStore& keystore, std::string_view scope_region,
+                          const net::RequestContext& ctx) {
+  if (!keystore.region) return {};
+  const std::string& want = *keystore.region;
+  if (scope_region != want) {
+    return make_error(ErrorName::AuthenticationFailedException,
+                      "the SigV4 credential scope names region '" + std::string(scope_region) +
+                          "' but key store " + keystore.uri_path + " serves region '" + want +
+                          "' (keystores[].region)");
+  }
+  if (!ctx.client_subject.empty() && ctx.client_cn != config::kms_client_name(want)) {
+    return make_error(ErrorName::AuthenticationFailedException,
+                      "the client certificate is not KMS's for region '" + want +
+                          "' (CN=" + config::kms_client_name(want) + ") that key store " +
+                          keystore.uri_path + " serves (keystores[].region)",
+                      "client certificate CN '" + ctx.client_cn + "'");
+  }
+  return {};
+}
+
+// keystores[].region against requestMetadata.kmsKeyArn (when present): a KMS key
+// of another region is not one this key store serves. An authorization
+// decision on the metadata, hence AccessDeniedException.
+Result<void> check_key_arn_region(const config::KeyStore& keystore,
+                                  const api::RequestMetadata& md) {
+  if (!keystore.region || !md.kms_key_arn) return {};
+  const auto region = policy::arn_region(*md.kms_key_arn);
+  if (!region) {
+    return make_error(ErrorName::AccessDeniedException,
+                      "requestMetadata.kmsKeyArn is not an ARN with a region, so it cannot be "
+                      "checked against this key store's region '" + *keystore.region +
+                          "' (keystores[].region)");
+  }
+  if (*region != *keystore.region) {
+    return make_error(ErrorName::AccessDeniedException,
+                      "requestMetadata.kmsKeyArn names region '" + std::string(*region) +
+                          "' but key store " + keystore.uri_path + " serves region '" +
+                          *keystore.region + "' (keystores[].region)");
+  }
   return {};
 }
 
@@ -225,9 +272,15 @@ asio::awaitable<net::Response> XksHandler::dispatch(net::Request& request,
   outcome.access_key_id = verified->access_key_id;
   metrics_.record_credential_use(index.metrics_index, verified->access_key_id, now);
 
+  if (auto region = check_region(keystore, verified->region, ctx); !region) {
+    co_return fail(std::move(region).error());
+  }
   // Spec: a proxy MAY enforce a quota per path prefix. Checked after
   // authentication so that unauthenticated traffic cannot spend the quota.
-  if (index.quota && !index.quota->try_take(ctx.arrival)) {
+  // GetHealthStatus is exempt: KMS calls it rarely, and a throttled health
+  // check would make KMS see the key store as unreachable while it is busy.
+  if (route->api != Api::GetHealthStatus && index.quota &&
+      !index.quota->try_take(ctx.arrival)) {
     co_return fail(make_error(ErrorName::ThrottlingException,
                               "request rate above this key store's quota; retry later",
                               std::string(kQuotaDetail)));
@@ -244,12 +297,37 @@ asio::awaitable<net::Response> XksHandler::dispatch(net::Request& request,
     return it->second;
   };
 
-  // For the three key APIs: record the metadata for the access log, find the
-  // key in this key store, apply the key store's policy.
-  auto admit = [&](api::RequestMetadata&& md) -> Result<const config::KeyEntry*> {
-    outcome.metadata = std::move(md);
+  // For the three key APIs, in the order the spec's errors imply: the key store
+  // is enabled, the key exists in it and (Encrypt, Decrypt) is enabled; then,
+  // with the parsed metadata, kmsKeyArn's region and the key store's policy.
+  // Key usage is the HSM's to say (service). A body that does not parse is
+  // judged after the key (parse_failed), so the key's error wins.
+  auto check_key = [&]() -> Result<const config::KeyEntry*> {
+    // The key store's kill switch; health keeps answering so that KMS still
+    // sees the proxy (and its HSMs) as reachable.
+    if (!keystore.enabled) {
+      return make_error(
+          ErrorName::InvalidStateException,
+          "key store " + keystore.uri_path + " is disabled in the XKS proxy configuration",
+          "keystores[].enabled: false");
+    }
     auto key = find_key(route->key_id);
     if (!key) return key;
+    if (route->api != Api::GetKeyMetadata && !(*key)->enabled) {
+      return make_error(ErrorName::InvalidStateException,
+                        "external key '" + (*key)->id +
+                            "' is disabled in the XKS proxy configuration",
+                        "key entry '" + (*key)->id + "' has enabled: false");
+    }
+    return key;
+  };
+  auto admit = [&](api::RequestMetadata&& md) -> Result<const config::KeyEntry*> {
+    outcome.metadata = std::move(md);
+    auto key = check_key();
+    if (!key) return key;
+    if (auto arn = check_key_arn_region(keystore, *outcome.metadata); !arn) {
+      return std::move(arn).error();
+    }
     if (auto allowed = authorize(keystore, route->api, route->key_id, *outcome.metadata,
                                  metrics_, index.metrics_index);
         !allowed) {
@@ -277,7 +355,10 @@ asio::awaitable<net::Response> XksHandler::dispatch(net::Request& request,
     }
     case Api::GetKeyMetadata: {
       auto req = api::parse_key_metadata_request(request.body());
-      if (!req) co_return fail(std::move(req).error());
+      if (!req) {
+        auto key = check_key();
+        co_return fail(key ? std::move(req).error() : std::move(key).error());
+      }
       auto key = admit(std::move(req->metadata));
       if (!key) co_return fail(std::move(key).error());
       // The job is a named local, not a temporary inside the co_await
@@ -288,7 +369,17 @@ asio::awaitable<net::Response> XksHandler::dispatch(net::Request& request,
     }
     case Api::Encrypt: {
       auto req = api::parse_encrypt_request(request.body());
-      if (!req) co_return fail(std::move(req).error());
+      if (!req) {
+        auto key = check_key();
+        if (!key) co_return fail(std::move(key).error());
+        // A body that does not parse, for a key that does not allow the
+        // operation, is the key's error (InvalidKeyUsage): asked of the HSM.
+        auto work = [rt, entry = *key, e = std::move(req).error()]() mutable -> Result<void> {
+          return rt->engine->service.key_error_first(*entry, api::KeyUse::Encrypt, std::move(e));
+        };
+        auto judged = co_await core::offload(pool_, deadline, std::move(work));
+        co_return fail(std::move(judged).error());
+      }
       auto key = admit(std::move(req->metadata));
       if (!key) co_return fail(std::move(key).error());
       auto job = std::make_shared<api::EncryptRequest>(std::move(*req));
@@ -298,7 +389,17 @@ asio::awaitable<net::Response> XksHandler::dispatch(net::Request& request,
     }
     case Api::Decrypt: {
       auto req = api::parse_decrypt_request(request.body());
-      if (!req) co_return fail(std::move(req).error());
+      if (!req) {
+        auto key = check_key();
+        if (!key) co_return fail(std::move(key).error());
+        // A body that does not parse, for a key that does not allow the
+        // operation, is the key's error (InvalidKeyUsage): asked of the HSM.
+        auto work = [rt, entry = *key, e = std::move(req).error()]() mutable -> Result<void> {
+          return rt->engine->service.key_error_first(*entry, api::KeyUse::Decrypt, std::move(e));
+        };
+        auto judged = co_await core::offload(pool_, deadline, std::move(work));
+        co_return fail(std::move(judged).error());
+      }
       auto key = admit(std::move(req->metadata));
       if (!key) co_return fail(std::move(key).error());
       auto job = std::make_shared<api::DecryptRequest>(std::move(*req));

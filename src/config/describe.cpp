@@ -73,6 +73,10 @@ std::string describe_redacted(const Config& c) {
               {"private_key", c.tls.private_key.string()},
               {"client_ca", c.tls.client_ca.string()},
               {"client_names", c.tls.client_names},
+              {"client_names_from", c.tls.client_names_defaulted ? "keystores[].region" : "config"},
+              {"client_names_match", c.tls.client_names_match == config::TlsConfig::NameMatch::Cn
+                                         ? "cn"
+                                         : "cn_or_dns_san"},
               {"session_tickets", c.tls.session_tickets},
               {"ticket_key_rotation_hours", c.tls.ticket_key_rotation.count()}};
   json hsms = json::array();
@@ -116,6 +120,8 @@ std::string describe_redacted(const Config& c) {
       keys.push_back({{"id", k.id}, {"label", k.label}, {"enabled", k.enabled}});
     }
     nlohmann::json store = {{"uri_path", ks.uri_path}, {"credentials", std::move(creds)}, {"keys", std::move(keys)}};
+    store["enabled"] = ks.enabled;
+    if (ks.region) store["region"] = *ks.region;
     if (ks.quota_rate > 0) store["quota"] = {{"rate", ks.quota_rate}, {"burst", ks.quota_burst}};
     if (ks.policy) {
       store["policy"] = {{"file", ks.policy_file.string()},

@@ -114,6 +114,19 @@ bool is_account_char(char c) { return is_alnum(c) || c == '.' || c == '_' || c =
 bool is_ping_char(char c) {
   return is_alnum(c) || c == '/' || c == '-' || c == '_' || c == '.' || c == '~';
 }
+// An AWS region name: lower-case letters, digits and '-', starting with a
+// letter, ending with a digit, with at least two parts (us-east-1,
+// us-gov-west-1, cn-north-1).
+bool is_aws_region(std::string_view r) {
+  if (r.empty() || r.size() > 32 || !(r.front() >= 'a' && r.front() <= 'z') ||
+      !(r.back() >= '0' && r.back() <= '9') || r.find('-') == std::string_view::npos ||
+      r.find("--") != std::string_view::npos) {
+    return false;
+  }
+  return std::all_of(r.begin(), r.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-';
+  });
+}
 bool is_printable(char c) {
   const auto u = static_cast<unsigned char>(c);
   return u >= 0x20 && u != 0x7f;
@@ -210,6 +223,7 @@ class Loader {
   void parse_logging(const YAML::Node& n, LoggingConfig& out) const;
   LogFileConfig parse_log_file(const YAML::Node& n, const std::string& path) const;
   void parse_metrics(const YAML::Node& n, MetricsConfig& out) const;
+  void default_client_names(Config& c) const;
   void cross_check(const Config& c) const;
 
   fs::path file_;
@@ -517,7 +531,7 @@ void Loader::parse_server(const YAML::Node& n, ServerConfig& out) const {
 void Loader::parse_tls(const YAML::Node& n, TlsConfig& out) const {
   const Section s(*this, n, "tls",
                   {"enabled", "certificate", "private_key", "client_ca", "client_names",
-                   "session_tickets", "ticket_key_rotation_hours"});
+                   "client_names_match", "session_tickets", "ticket_key_rotation_hours"});
   if (s.has("enabled")) out.enabled = bool_value(s.get("enabled"), s.path("enabled"));
   if (s.has("session_tickets")) {
     out.session_tickets = bool_value(s.get("session_tickets"), s.path("session_tickets"));
@@ -545,6 +559,17 @@ void Loader::parse_tls(const YAML::Node& n, TlsConfig& out) const {
              "write the client certificate's CN or DNS name, e.g. cks.kms.eu-west-1.amazonaws.com");
       }
       out.client_names.push_back(v);
+    }
+  }
+  if (s.has("client_names_match")) {
+    const std::string v = string_value(s.get("client_names_match"), s.path("client_names_match"));
+    if (v == "cn") {
+      out.client_names_match = TlsConfig::NameMatch::Cn;
+    } else if (v == "cn_or_dns_san") {
+      out.client_names_match = TlsConfig::NameMatch::CnOrDnsSan;
+    } else {
+      fail(s.path("client_names_match"), quote(v) + " is not a way to match client names",
+           "use cn (the subject CN, as KMS's certificate carries it) or cn_or_dns_san");
     }
   }
   if (!out.client_names.empty() && out.client_ca.empty()) {
@@ -891,8 +916,18 @@ KeyEntry Loader::parse_key(const YAML::Node& n, const std::string& path) const {
 }
 
 KeyStore Loader::parse_keystore(const YAML::Node& n, const std::string& path) const {
-  const Section s(*this, n, path, {"uri_path", "credentials", "keys", "policy", "quota"});
+  const Section s(*this, n, path,
+                  {"uri_path", "credentials", "keys", "policy", "quota", "region", "enabled"});
   KeyStore ks;
+  if (s.has("enabled")) ks.enabled = bool_value(s.get("enabled"), s.path("enabled"));
+  if (s.has("region")) {
+    const std::string r = string_value(s.get("region"), s.path("region"));
+    if (!is_aws_region(r)) {
+      fail(s.path("region"), quote(r) + " is not an AWS region name",
+           "write the region of the KMS key store, e.g. eu-west-1, or delete the line");
+    }
+    ks.region = r;
+  }
   const std::string ex = "e.g. /demo/kms/xks/v1";
   const std::string fix_kms = "set it to the XksProxyUriPath configured in KMS, " + ex;
   ks.uri_path = nonempty_string(s, "uri_path", fix_kms);
@@ -1078,6 +1113,27 @@ void Loader::parse_logging(const YAML::Node& n, LoggingConfig& out) const {
   if (s.has("file")) out.file = parse_log_file(s.get("file"), s.path("file"));
 }
 
+void Loader::default_client_names(Config& c) const {
+  if (c.tls.client_ca.empty() || !c.tls.client_names.empty()) return;
+  // A CA alone would let in every certificate it issued (Amazon's public roots
+  // issue many): the spec requires refusing any other subject name.
+  std::set<std::string> regions;
+  for (std::size_t i = 0; i < c.keystores.size(); ++i) {
+    if (!c.keystores[i].region) {
+      fail("tls.client_names",
+           "is not set and keystores[" + std::to_string(i) +
+               "].region is not set either, so any certificate issued under tls.client_ca "
+               "would be accepted",
+           "list the accepted names, e.g. client_names: [cks.kms.eu-west-1.amazonaws.com], or "
+           "set region on every key store so that client_names defaults to "
+           "cks.kms.<region>.amazonaws.com");
+    }
+    regions.insert(*c.keystores[i].region);
+  }
+  for (const auto& r : regions) c.tls.client_names.push_back(kms_client_name(r));
+  c.tls.client_names_defaulted = true;
+}
+
 void Loader::cross_check(const Config& c) const {
   const std::string& ping = c.server.ping_path;
   for (std::size_t i = 0; i < c.keystores.size(); ++i) {
@@ -1192,6 +1248,7 @@ Config Loader::load() {
   if (top.has("health")) parse_health(top.get("health"), c.health);
   if (top.has("metrics")) parse_metrics(top.get("metrics"), c.metrics);
   if (top.has("logging")) parse_logging(top.get("logging"), c.logging);
+  default_client_names(c);
   cross_check(c);
   return c;
 }

@@ -15,11 +15,14 @@
 #include <boost/beast/http/serializer.hpp>
 #include <boost/beast/http/write.hpp>
 #include <algorithm>
+#include <array>
+#include <cstring>
 #include <functional>
 #include <limits>
 #include <stdexcept>
 #include <tuple>
 #include <type_traits>
+#include <vector>
 
 #include "xks/core/result.hpp"
 #include "xks/core/secure.hpp"
@@ -85,9 +88,39 @@ obs::TlsHandshakeResult classify_handshake(SSL* ssl, const boost::system::error_
   return obs::TlsHandshakeResult::Other;
 }
 
-std::string_view as_view(const beast::flat_buffer& b) {
+std::string_view as_view(const ConnectionBuffer& b) {
   return {static_cast<const char*>(b.data().data()), b.size()};
 }
+
+}  // namespace
+
+void wipe_consumed(ConnectionBuffer& buffer) noexcept {
+  // flat_buffer keeps consumed bytes in its storage until they are overwritten.
+  // Move the readable bytes aside, wipe the whole storage, put them back.
+  const std::size_t pending = buffer.size();
+  std::array<char, 4096> small;
+  std::vector<char> large;
+  char* keep = small.data();
+  if (pending > small.size()) {
+    try {
+      large.resize(pending);
+    } catch (...) {
+      return;  // no memory: the bytes stay until overwritten
+    }
+    keep = large.data();
+  }
+  if (pending != 0) std::memcpy(keep, buffer.data().data(), pending);
+  buffer.clear();
+  const auto all = buffer.prepare(buffer.capacity());  // no reallocation after clear()
+  secure_wipe(all.data(), all.size());
+  if (pending != 0) {
+    std::memcpy(buffer.prepare(pending).data(), keep, pending);
+    buffer.commit(pending);
+    secure_wipe(keep, pending);
+  }
+}
+
+namespace {
 
 // Reads the request head (request line and header fields) into `parser`.
 // Beast's parser accepts obsolete line folding and any Transfer-Encoding; a
@@ -96,7 +129,7 @@ std::string_view as_view(const beast::flat_buffer& b) {
 // Errors: ValidationException to answer with 400 and close; InternalException
 // when the peer went away or timed out (close quietly).
 template <class Stream>
-asio::awaitable<Result<void>> read_request_head(Stream& stream, beast::flat_buffer& buffer,
+asio::awaitable<Result<void>> read_request_head(Stream& stream, ConnectionBuffer& buffer,
                                                 http::request_parser<http::string_body>& parser,
                                                 const config::Limits& limits) {
   constexpr std::string_view kEnd = "\r\n\r\n";
@@ -508,6 +541,7 @@ asio::awaitable<void> Server::run_connection(tcp::socket socket,
   }
   ctx.client_subject = peer_subject(tls_stream.native_handle());
   self->trust.store(Trust::Unauthenticated);
+  ctx.client_cn = peer_common_name(tls_stream.native_handle());
   co_await serve_http(tls_stream, *limits, ctx, *self);
   tls_stream.expires_after(std::chrono::seconds(2));
   // close_notify; failures only mean the peer left first.
@@ -531,7 +565,7 @@ template <class Stream>
 asio::awaitable<void> Server::serve_http(Stream& stream, const config::Limits& limits,
                                          RequestContext ctx, Connection& self) {
   auto& tcp_layer = beast::get_lowest_layer(stream);
-  beast::flat_buffer buffer;
+  ConnectionBuffer buffer;
   unsigned served = 0;
 
   // For the drain: between requests with nothing received means an empty
@@ -639,8 +673,10 @@ asio::awaitable<void> Server::serve_http(Stream& stream, const config::Limits& l
       }
     }
     if (ctx.authenticated) promote(self);
-    // The request body may hold plaintext (Encrypt).
+    // The request body may hold plaintext (Encrypt), and so may the bytes of it
+    // the read buffer still holds.
     secure_wipe(request.body().data(), request.body().size());
+    wipe_consumed(buffer);
     ++served;
     const bool keep_alive = request.keep_alive() && !draining_.load() &&
                             handler_.keep_connections() &&

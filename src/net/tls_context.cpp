@@ -6,8 +6,14 @@
 #include <openssl/x509_vfy.h>
 #include <openssl/x509v3.h>
 
+#include <algorithm>
+#include <cctype>
+#include <cstdint>
+#include <memory>
 #include <stdexcept>
 #include <string>
+#include <string_view>
+#include <vector>
 
 namespace xks::net {
 namespace ssl = boost::asio::ssl;
@@ -40,10 +46,102 @@ int select_alpn(SSL*, const unsigned char** out, unsigned char* outlen, const un
   return SSL_TLSEXT_ERR_NOACK;
 }
 
+// What the verify callback needs, owned by the SSL_CTX (ex_data).
+struct ClientNamePolicy {
+  std::vector<std::string> names;
+  bool dns_san = false;  // tls.client_names_match: cn_or_dns_san
+};
+
+void free_policy(void*, void* ptr, CRYPTO_EX_DATA*, int, long, void*) {
+  delete static_cast<ClientNamePolicy*>(ptr);
+}
+
+int policy_index() {
+  static const int index = SSL_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, free_policy);
+  return index;
+}
+
+// Per connection: the verification error that rejected the client certificate
+// (the callback replaces it, see below), plus one so that 0 means none.
+int rejection_index() {
+  static const int index = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+  return index;
+}
+
+bool equals_ignore_case(std::string_view a, std::string_view b) {
+  return a.size() == b.size() &&
+         std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+// Every subject CN of `cert` (normally one).
+std::vector<std::string> common_names(X509* cert) {
+  std::vector<std::string> out;
+  X509_NAME* subject = X509_get_subject_name(cert);
+  for (int i = -1; (i = X509_NAME_get_index_by_NID(subject, NID_commonName, i)) >= 0;) {
+    const ASN1_STRING* data = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, i));
+    unsigned char* utf8 = nullptr;
+    const int len = ASN1_STRING_to_UTF8(&utf8, data);
+    if (len >= 0) out.emplace_back(reinterpret_cast<char*>(utf8), static_cast<std::size_t>(len));
+    OPENSSL_free(utf8);
+  }
+  return out;
+}
+
+bool name_accepted(X509* cert, const ClientNamePolicy& policy) {
+  for (const auto& cn : common_names(cert)) {
+    for (const auto& name : policy.names) {
+      if (equals_ignore_case(cn, name)) return true;
+    }
+  }
+  if (!policy.dns_san) return false;
+  for (const auto& name : policy.names) {
+    // DNS SANs only; no partial wildcards like "cks*.amazonaws.com".
+    if (X509_check_host(cert, name.c_str(), name.size(),
+                        X509_CHECK_FLAG_NEVER_CHECK_SUBJECT | X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS,
+                        nullptr) == 1) {
+      return true;
+    }
+  }
+  return false;
+}
+
+// Chain verification as OpenSSL does it, then the leaf's name. Any rejection
+// is recorded for the log and reported to the client as handshake_failure:
+// the alert OpenSSL would derive from the error (unknown_ca, bad_certificate,
+// certificate_expired, ...) tells a prober what to fix, and the public AWS test
+// client expects handshake_failure.
+int verify_client(int preverify_ok, X509_STORE_CTX* store) {
+  SSL* ssl = static_cast<SSL*>(
+      X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx()));
+  int error = X509_STORE_CTX_get_error(store);
+  if (preverify_ok == 1 && X509_STORE_CTX_get_error_depth(store) == 0 && ssl != nullptr) {
+    const auto* policy = static_cast<const ClientNamePolicy*>(
+        SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), policy_index()));
+    X509* leaf = X509_STORE_CTX_get_current_cert(store);
+    if (policy != nullptr && leaf != nullptr && !name_accepted(leaf, *policy)) {
+      preverify_ok = 0;
+      error = X509_V_ERR_HOSTNAME_MISMATCH;
+    }
+  }
+  if (preverify_ok == 1) return 1;
+  if (ssl != nullptr) {
+    SSL_set_ex_data(ssl, rejection_index(),
+                    reinterpret_cast<void*>(static_cast<std::intptr_t>(error) + 1));
+  }
+  // OpenSSL maps this error to the handshake_failure alert.
+  X509_STORE_CTX_set_error(store, X509_V_ERR_APPLICATION_VERIFICATION);
+  return 0;
+}
+
 // mTLS (spec: SHOULD): the client certificate must chain to tls.client_ca, be
-// valid now, and carry one of tls.client_names as its CN or a DNS SAN. KMS
-// presents CN=cks.kms.<region>.amazonaws.com. Every failure ends the handshake;
-// the server logs OpenSSL's verification reason (see describe_handshake_failure).
+// valid now, and carry one of tls.client_names as its subject CN (or, with
+// client_names_match: cn_or_dns_san, as a DNS SAN). KMS presents
+// CN=cks.kms.<region>.amazonaws.com. Every failure ends the handshake with a
+// handshake_failure alert; the server logs the real reason (see
+// describe_handshake_failure).
 void configure_client_auth(SSL_CTX* native, const config::TlsConfig& tls,
                            const std::filesystem::path& config_file) {
   if (SSL_CTX_load_verify_locations(native, tls.client_ca.c_str(), nullptr) != 1) {
@@ -56,32 +154,36 @@ void configure_client_auth(SSL_CTX* native, const config::TlsConfig& tls,
   if (STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(tls.client_ca.c_str())) {
     SSL_CTX_set_client_CA_list(native, names);
   }
-  SSL_CTX_set_verify(native, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+  if (tls.client_names.empty()) {
+    // The loader defaults them or refuses to start; never accept a CA alone.
+    fail(config_file, "tls.client_names", "is empty while tls.client_ca is set",
+         "list the accepted client names, e.g. [cks.kms.eu-west-1.amazonaws.com]");
+  }
+  auto policy = std::make_unique<ClientNamePolicy>();
+  policy->names = tls.client_names;
+  policy->dns_san = tls.client_names_match == config::TlsConfig::NameMatch::CnOrDnsSan;
+  if (SSL_CTX_set_ex_data(native, policy_index(), policy.get()) != 1) {
+    throw std::runtime_error("TLS: cannot attach the client name policy: " + openssl_reason());
+  }
+  policy.release();  // owned by the SSL_CTX now (free_policy)
+  SSL_CTX_set_verify(native, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, verify_client);
   SSL_CTX_set_verify_depth(native, 8);
   X509_VERIFY_PARAM* param = SSL_CTX_get0_param(native);
   X509_VERIFY_PARAM_set_purpose(param, X509_PURPOSE_SSL_CLIENT);
-  // Match the CN as well as DNS SANs (OpenSSL skips the CN when SANs exist
-  // unless told otherwise); no partial wildcards like "cks*.amazonaws.com".
-  X509_VERIFY_PARAM_set_hostflags(
-      param, X509_CHECK_FLAG_ALWAYS_CHECK_SUBJECT | X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-  bool first = true;
-  for (const auto& name : tls.client_names) {
-    const int ok = first ? X509_VERIFY_PARAM_set1_host(param, name.c_str(), name.size())
-                         : X509_VERIFY_PARAM_add1_host(param, name.c_str(), name.size());
-    if (ok != 1) {
-      fail(config_file, "tls.client_names", "cannot use '" + name + "' as a client name",
-           "give DNS names such as cks.kms.us-east-1.amazonaws.com");
-    }
-    first = false;
-  }
 }
 
 }  // namespace
 
 std::string describe_handshake_failure(SSL* ssl, const boost::system::error_code& ec) {
   std::string reason = ec.message();
-  const long verify = SSL_get_verify_result(ssl);
-  if (verify != X509_V_OK) {
+  long verify = SSL_get_verify_result(ssl);
+  if (void* rejected = SSL_get_ex_data(ssl, rejection_index()); rejected != nullptr) {
+    verify = static_cast<long>(reinterpret_cast<std::intptr_t>(rejected) - 1);
+  }
+  if (verify == X509_V_ERR_HOSTNAME_MISMATCH) {
+    reason += "; client certificate rejected: hostname mismatch (its name is not in "
+              "tls.client_names)";
+  } else if (verify != X509_V_OK) {
     reason += std::string("; client certificate rejected: ") +
               X509_verify_cert_error_string(verify);
   } else if (ec.category() == boost::asio::error::get_ssl_category() &&
@@ -116,6 +218,14 @@ std::string peer_subject(SSL* ssl) {
   X509_NAME_oneline(X509_get_subject_name(peer), buf, sizeof buf);
   X509_free(peer);
   return buf;
+}
+
+std::string peer_common_name(SSL* ssl) {
+  X509* peer = SSL_get1_peer_certificate(ssl);
+  if (peer == nullptr) return {};
+  auto names = common_names(peer);
+  X509_free(peer);
+  return names.empty() ? std::string() : names.front();
 }
 
 std::shared_ptr<ssl::context> make_server_tls_context(const config::TlsConfig& tls,

@@ -1,5 +1,7 @@
 #include "xks/net/tls_stream.hpp"
 
+#include <openssl/crypto.h>
+
 #include <openssl/bio.h>
 #include <openssl/err.h>
 #include <sys/socket.h>
@@ -260,9 +262,25 @@ TlsStream::Step TlsStream::read_step(void* data, std::size_t size) {
   return after_failure(r);
 }
 
+std::span<unsigned char> detail::write_scratch() noexcept {
+  // One per thread rather than 16 KiB on the stack of every write: write_step
+  // is synchronous, so a thread's writes never overlap.
+  thread_local std::array<unsigned char, SSL3_RT_MAX_PLAIN_LENGTH> scratch;
+  return scratch;
+}
+
 TlsStream::Step TlsStream::write_step(const asio::const_buffer* buffers, std::size_t count) {
   // One record carries at most 16 KiB of plaintext.
   constexpr std::size_t kRecord = SSL3_RT_MAX_PLAIN_LENGTH;
+  const std::span<unsigned char> scratch = detail::write_scratch();
+  // The gathered bytes may be a Decrypt response's plaintext: wipe them on
+  // every way out.
+  std::size_t gathered = 0;
+  struct Wipe {
+    std::span<unsigned char> s;
+    std::size_t& n;
+    ~Wipe() { OPENSSL_cleanse(s.data(), n); }
+  } wipe{scratch, gathered};
   std::size_t written = 0;
   std::size_t index = 0;
   std::size_t offset = 0;  // into buffers[index]
@@ -278,7 +296,6 @@ TlsStream::Step TlsStream::write_step(const asio::const_buffer* buffers, std::si
     // `scratch`. A buffer that fills a record, or the last one, is passed as is.
     // The choice depends only on the bytes from here on, so a retry after
     // WANT_WRITE offers OpenSSL the same record again.
-    std::array<unsigned char, kRecord> scratch;
     const unsigned char* data = first;
     std::size_t size = first_size;
     if (first_size < kRecord && index + 1 < count) {
@@ -290,6 +307,7 @@ TlsStream::Step TlsStream::write_step(const asio::const_buffer* buffers, std::si
         size += take;
       }
       data = scratch.data();
+      gathered = std::max(gathered, size);
     }
     clear_errors(bio_.error);
     std::size_t n = 0;

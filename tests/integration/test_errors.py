@@ -120,6 +120,69 @@ class KeyTests(DaemonTestCase):
                 self.assert_error(r, 404, "KeyNotFoundException", key)
 
 
+class CheckOrderTests(DaemonTestCase):
+    """The key is judged before its request: exists in this key store, enabled, has the
+    usage; only then the ciphertext and the rest of the body."""
+
+    def test_decrypt_without_decrypt_usage_whatever_the_ciphertext(self):
+        _, sealed = self.seal()
+        args = sealed.decrypt_args()
+        cases = {
+            "metadata missing": dict(args, metadata=None),
+            "metadata foreign": dict(args, metadata=b"someone else"),
+            "iv 8 bytes": dict(args, iv=args["iv"][:8]),
+            "tag 4 bytes": dict(args, tag=args["tag"][:4]),
+        }
+        for key in ("demo-encrypt-only", "demo-no-usage"):
+            for name, a in cases.items():
+                with self.subTest(key=key, case=name):
+                    r = self.client.decrypt(key, **a)
+                    self.assert_error(r, 400, "InvalidKeyUsageException", r"decrypt", key)
+            with self.subTest(key=key, case="ciphertext not Base64"):
+                body = self.client.decrypt_body(**args)
+                body["ciphertext"] = "not base64!"
+                r = self.client.post(f"/keys/{key}/decrypt", body)
+                self.assert_error(r, 400, "InvalidKeyUsageException", r"decrypt", key)
+        # A key that allows DECRYPT gets the ciphertext's own error.
+        r = self.client.decrypt("demo-aes-key", **cases["metadata missing"])
+        self.assert_error(r, 400, "InvalidCiphertextException", r"ciphertextMetadata")
+
+    def test_encrypt_without_encrypt_usage_whatever_the_body(self):
+        body = self.client.encrypt_body(self.client.new_plaintext())
+        body["plaintext"] = "not base64!"
+        r = self.client.post("/keys/demo-decrypt-only/encrypt", body)
+        self.assert_error(r, 400, "InvalidKeyUsageException", r"encrypt", "demo-decrypt-only")
+        r = self.client.post("/keys/demo-aes-key/encrypt", body)
+        self.assert_error(r, 400, "ValidationException", r"plaintext")
+
+    def test_unknown_and_disabled_keys_come_before_the_body(self):
+        for api in ("encrypt", "decrypt", "metadata"):
+            with self.subTest(api=api):
+                r = self.client.post(f"/keys/no-such-key/{api}", {"requestMetadata": "garbage"})
+                self.assert_error(r, 404, "KeyNotFoundException", "no-such-key")
+        for api in ("encrypt", "decrypt"):
+            with self.subTest(api=api, key="demo-disabled"):
+                r = self.client.post(f"/keys/demo-disabled/{api}", {"requestMetadata": "garbage"})
+                self.assert_error(r, 400, "InvalidStateException", r"disabled", "demo-disabled")
+
+
+class RequestIdTests(DaemonTestCase):
+    """kmsRequestId is opaque: any string is accepted, the empty one included."""
+
+    def test_any_kms_request_id_is_accepted(self):
+        for rid in ("", " ", "not-a-uuid", "\u00e9\u00e8"):
+            with self.subTest(kmsRequestId=rid):
+                body = self.client.health_body()
+                body["requestMetadata"]["kmsRequestId"] = rid
+                self.assert_ok(self.client.post("/health", body))
+                body = {"requestMetadata": self.client.metadata("DescribeKey", kmsRequestId=rid)}
+                self.assert_ok(self.client.post("/keys/demo-aes-key/metadata", body))
+                pt = self.client.new_plaintext()
+                self.client.remember(pt)
+                body = self.client.encrypt_body(pt, kmsRequestId=rid)
+                self.assert_ok(self.client.post("/keys/demo-aes-key/encrypt", body))
+
+
 class RoutingTests(DaemonTestCase):
 
     def test_unknown_prefix(self):

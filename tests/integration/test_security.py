@@ -120,22 +120,24 @@ class Certs:
         run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", k])
         return k
 
-    def ext(self, name, client=True):
+    def ext(self, name, client=True, san=None):
         p = self.path(name + ".ext")
         with open(p, "w") as f:
             f.write("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n")
             f.write("extendedKeyUsage=clientAuth\n" if client else
                     "extendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n")
+            if client and san:
+                f.write(f"subjectAltName={san}\n")
         return p
 
-    def issue(self, name, subject, ca=None, ca_key=None, client=True):
+    def issue(self, name, subject, ca=None, ca_key=None, client=True, san=None):
         """NAME.pem/.key signed by `ca` (default: the demo CA), valid now."""
         k = self.key(name)
         csr = self.path(name + ".csr")
         run(["openssl", "req", "-new", "-key", k, "-subj", subject, "-out", csr])
         run(["openssl", "x509", "-req", "-in", csr, "-CA", ca or self.ca, "-CAkey", ca_key or self.ca_key,
              "-set_serial", "0x" + os.urandom(12).hex(), "-days", "30", "-sha256",
-             "-extfile", self.ext(name, client), "-out", self.path(name + ".pem")])
+             "-extfile", self.ext(name, client, san), "-out", self.path(name + ".pem")])
         return self.path(name + ".pem"), k
 
     def issue_dated(self, name, subject, start, end):
@@ -342,6 +344,10 @@ class MutualTlsTests(unittest.TestCase):
             "not_yet_valid": (cls.certs.issue_dated("future", subject, "20400101000000Z", "20410101000000Z"),
                               r"certificate is not yet valid"),
             "self_signed": (cls.certs.self_signed("self", subject), r"self[- ]signed certificate"),
+            # KMS's name as a DNS SAN only: the subject CN is what is matched.
+            "name_only_in_dns_san": (cls.certs.issue("san-only", "/CN=intruder.example.com",
+                                                     san=f"DNS:{CLIENT_NAME}"),
+                                     r"hostname mismatch"),
             "none": (None, r"sent no certificate|peer did not return a certificate"),
         }
         cls.port = free_port()
@@ -392,6 +398,10 @@ class MutualTlsTests(unittest.TestCase):
                 port, err = self.attempt(cert)
                 self.assertIsNotNone(err, f"{case}: the handshake succeeded and /ping answered")
                 type(self).refused_ports[case] = port
+                if cert is not None:
+                    # The alert the public AWS test client checks for, whatever the
+                    # real reason (which only the log tells).
+                    self.assertRegex(err, re.compile(r"alert handshake failure", re.I), case)
         # The demo certificate still works afterwards.
         self.assertEqual(self.client.health().status, 200)
 
@@ -410,6 +420,175 @@ class MutualTlsTests(unittest.TestCase):
                 self.assertIsNotNone(reason, f"{case}: no tls_handshake_failed line for port {port}; "
                                              f"have {list(by_peer.items())[:8]}")
                 self.assertRegex(reason, re.compile(self.cases[case][1], re.I), case)
+
+
+def with_keystore(text, *lines):
+    """Adds settings (e.g. 'region: us-east-1') to the demo config's key store."""
+    old = "  - uri_path: /demo/kms/xks/v1\n"
+    assert old in text
+    return text.replace(old, old + "".join(f"    {l}\n" for l in lines))
+
+
+class DefaultClientNamesTests(unittest.TestCase):
+    """tls.client_ca without tls.client_names: the names default to KMS's subject for
+    keystores[].region; without a region the daemon refuses to start."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.certs = Certs(_demo, os.path.join(_tmp, "certs-default-names"))
+        cls.intruder = cls.certs.issue("intruder", "/CN=intruder.example.com")
+        cls.port = free_port()
+        text = make_config(_demo, cls.port, mtls=True).replace(f", client_names: [{CLIENT_NAME}]", "")
+        assert "client_names" not in text
+        cls.text = text
+        cls.daemon, cls.client = start(cls, "default-names", with_keystore(text, "region: us-east-1"),
+                                       cls.port, cert=demo_cert())
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.daemon.stop()
+        assert rc == 0, f"exit {rc}; log:\n{cls.daemon.log_tail()}"
+
+    def test_kms_subject_of_the_region_is_accepted(self):
+        self.assertEqual(self.client.health().status, 200)
+        r = self.client.encrypt("demo-aes-key", self.client.new_plaintext())
+        self.assertEqual(r.status, 200, repr(r))
+
+    def test_other_name_from_the_same_ca_is_refused(self):
+        err = MutualTlsTests.attempt(self, self.intruder)[1]
+        self.assertIsNotNone(err, "CN=intruder.example.com from the client CA got in")
+        self.assertRegex(err, re.compile(r"alert handshake failure", re.I))
+
+    def test_no_region_no_names_refuses_to_start(self):
+        d = SecDaemon(_demo, "no-names", self.text, free_port())
+        rc, out = d.run_to_exit()
+        self.assertNotEqual(rc, 0, out)
+        self.assertIn("tls.client_names", out)
+        self.assertRegex(out, r"region")
+        self.assertIn(os.path.basename(d.config), out)
+
+
+class RegionTests(unittest.TestCase):
+    """keystores[].region: the SigV4 scope region, the mTLS client CN and the region of
+    kmsKeyArn must all name it."""
+
+    OTHER = "cks.kms.eu-west-1.amazonaws.com"
+
+    @classmethod
+    def setUpClass(cls):
+        cls.certs = Certs(_demo, os.path.join(_tmp, "certs-region"))
+        cls.eu_cert = cls.certs.issue("eu-kms", f"/CN={cls.OTHER}")
+        cls.port = free_port()
+        text = make_config(_demo, cls.port, mtls=True).replace(
+            f"client_names: [{CLIENT_NAME}]", f"client_names: [{CLIENT_NAME}, {cls.OTHER}]")
+        cls.daemon, cls.client = start(cls, "region", with_keystore(text, "region: us-east-1"),
+                                       cls.port, cert=demo_cert())
+        cls.eu_client = client_for(_demo, cls.port, cls.eu_cert)
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.daemon.stop()
+        assert rc == 0, f"exit {rc}; log:\n{cls.daemon.log_tail()}"
+
+    def expect(self, r, status, name, *patterns):
+        self.assertEqual((r.status, (r.json or {}).get("errorName")), (status, name), repr(r))
+        for p in patterns:
+            self.assertRegex(r.json.get("errorMessage", ""), re.compile(p, re.I))
+
+    def test_matching_region_works(self):
+        self.assertEqual(self.client.health().status, 200)
+        r = self.client.encrypt("demo-aes-key", self.client.new_plaintext())
+        self.assertEqual(r.status, 200, repr(r))
+
+    def test_sigv4_scope_of_another_region(self):
+        for suffix, body in (("/health", self.client.health_body()),
+                             ("/keys/demo-aes-key/encrypt",
+                              self.client.encrypt_body(self.client.new_plaintext()))):
+            with self.subTest(api=suffix):
+                r = self.client.post(suffix, body, region="eu-west-1")
+                self.expect(r, 401, "AuthenticationFailedException", r"eu-west-1", r"us-east-1",
+                            r"keystores\[\]\.region")
+
+    def test_client_certificate_of_another_region(self):
+        r = self.eu_client.health()
+        self.expect(r, 401, "AuthenticationFailedException", r"cks\.kms\.us-east-1\.amazonaws\.com",
+                    r"keystores\[\]\.region")
+
+    def test_key_arn_of_another_region(self):
+        arn = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+        body = self.client.encrypt_body(self.client.new_plaintext(), kmsKeyArn=arn)
+        r = self.client.post("/keys/demo-aes-key/encrypt", body)
+        self.expect(r, 403, "AccessDeniedException", r"kmsKeyArn", r"eu-west-1", r"us-east-1")
+        body = {"requestMetadata": self.client.metadata("DescribeKey", kmsKeyArn=arn)}
+        r = self.client.post("/keys/demo-aes-key/metadata", body)
+        self.expect(r, 403, "AccessDeniedException", r"kmsKeyArn")
+        # GetKeyMetadata for CreateKey comes without kmsKeyArn: nothing to check.
+        md = self.client.metadata("CreateKey")
+        del md["kmsKeyArn"]
+        r = self.client.post("/keys/demo-aes-key/metadata", {"requestMetadata": md})
+        self.assertEqual(r.status, 200, repr(r))
+
+
+class KeyStoreSwitchTests(unittest.TestCase):
+    """keystores[].quota never throttles GetHealthStatus; keystores[].enabled: false
+    (applied by SIGHUP) refuses the key APIs while health keeps answering."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.port = free_port()
+        cls.text = make_config(_demo, cls.port)
+        cls.daemon, cls.client = start(cls, "keystore-switch",
+                                       with_keystore(cls.text, "quota: { rate: 1, burst: 1 }"),
+                                       cls.port)
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.daemon.stop()
+        assert rc == 0, f"exit {rc}; log:\n{cls.daemon.log_tail()}"
+
+    def poll(self, what, check, timeout=15):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if check():
+                return
+            time.sleep(0.05)
+        self.fail(f"not within {timeout}s: {what}; log:\n{self.daemon.log_tail()}")
+
+    def test_quota_spares_health_and_the_kill_switch_reloads(self):
+        conn = self.client.connection()
+        try:
+            statuses = [self.client.health(conn=conn).status for _ in range(20)]
+        finally:
+            conn.close()
+        self.assertEqual(statuses, [200] * 20)
+        # The quota still applies to the key APIs (one token, one per second).
+        got = [self.client.encrypt("demo-aes-key", self.client.new_plaintext()).status
+               for _ in range(3)]
+        self.assertIn(429, got)
+
+        write_file(self.daemon.config, with_keystore(self.text, "enabled: false"))
+        self.daemon.hup()
+
+        def disabled():
+            r = self.client.encrypt("demo-aes-key", self.client.new_plaintext())
+            return r.status == 400 and (r.json or {}).get("errorName") == "InvalidStateException"
+        self.poll("key store disabled", disabled)
+        _, sealed = (None, None)
+        for api, r in (("encrypt", self.client.encrypt("demo-aes-key", self.client.new_plaintext())),
+                       ("metadata", self.client.key_metadata("demo-aes-key")),
+                       ("decrypt", self.client.decrypt("demo-aes-key", os.urandom(16), os.urandom(12),
+                                                       os.urandom(16)))):
+            with self.subTest(api=api):
+                self.assertEqual((r.status, r.json.get("errorName")), (400, "InvalidStateException"),
+                                 repr(r))
+                self.assertIn("/demo/kms/xks/v1", r.json.get("errorMessage", ""))
+                self.assertRegex(r.json.get("errorMessage", ""), r"disabled")
+        self.assertEqual(self.client.health().status, 200)
+
+        write_file(self.daemon.config, self.text)
+        self.daemon.hup()
+        self.poll("key store enabled again",
+                  lambda: self.client.encrypt("demo-aes-key", self.client.new_plaintext()).status == 200)
 
 
 # ---------------------------------------------------------------------------------------

@@ -14,15 +14,18 @@
 
 namespace xks::api {
 
+enum class KeyUse { Encrypt, Decrypt };
+
 class XksService {
  public:
   // The backend must outlive the service.
   explicit XksService(hsm::KeyBackend& backend) noexcept : backend_(backend) {}
 
   // Spec GetKeyMetadata. keyUsage comes from the HSM's attributes, keyStatus from
-  // the configuration (DISABLED when the entry is disabled). A key that is not
-  // AES-256 is InvalidStateException (KMS turns it into XksKeyInvalidConfiguration
-  // on CreateKey), naming the HSM key type and length; the label goes to detail.
+  // the configuration (DISABLED when the entry is disabled). keySpec says what
+  // the key is: AES_256, AES_<bits> for another AES length, NOT_AES otherwise
+  // (KMS refuses CreateKey unless it is AES_256, naming the key spec as the
+  // reason).
   Result<KeyMetadataResponse> get_key_metadata(const config::KeyEntry& key);
 
   // Spec Encrypt. AAD framed with the current ciphertextMetadata; with a CDIV
@@ -33,8 +36,17 @@ class XksService {
 
   // Spec Decrypt. ciphertextMetadata selects the AAD layout; absent or unknown
   // metadata, or a 16-byte IV (this proxy only writes 12-byte IVs), is
-  // InvalidCiphertextException without touching the HSM.
+  // InvalidCiphertextException without a decrypt in the HSM. Order of checks:
+  // key state, then key usage, then the ciphertext (a key without DECRYPT is
+  // InvalidKeyUsageException whatever the ciphertext).
   Result<DecryptResponse> decrypt(const config::KeyEntry& key, const DecryptRequest& request);
+
+  // For an Encrypt or Decrypt request refused before the HSM saw it (a body
+  // that does not parse, a ciphertext that cannot be ours): the key's own error
+  // when it has one (InvalidState when disabled, KeyNotFound, InvalidKeyUsage
+  // when it lacks the usage), else `request_error`. Costs one attribute lookup,
+  // on this error path only.
+  Error key_error_first(const config::KeyEntry& key, KeyUse use, Error request_error);
 
  private:
   hsm::KeyBackend& backend_;

@@ -57,6 +57,13 @@ struct KeyStore {
   double quota_burst = 0;    // bucket size; defaults to one second of rate
   std::filesystem::path policy_file;  // empty: no secondary authorization
   policy::PolicyPtr policy;           // compiled at load (and at every reload)
+  // The AWS region of the KMS key store this path serves. When set, the SigV4
+  // credential scope, the mTLS client certificate CN and requestMetadata's
+  // kmsKeyArn must all name it.
+  std::optional<std::string> region;
+  // false: Encrypt, Decrypt and GetKeyMetadata answer InvalidStateException
+  // (health still answers); applied by a reload.
+  bool enabled = true;
 };
 
 // How the 12-byte AES-GCM IV of an Encrypt comes to be, named by what the
@@ -111,7 +118,12 @@ struct TlsConfig {
   std::filesystem::path certificate;     // PEM chain, leaf first
   std::filesystem::path private_key;     // any key format OpenSSL reads
   std::filesystem::path client_ca;       // empty: no mTLS
-  std::vector<std::string> client_names; // accepted client CN / DNS SAN
+  // Accepted client certificate names. Defaults, when client_ca is set, to
+  // cks.kms.<region>.amazonaws.com for every keystores[].region.
+  std::vector<std::string> client_names;
+  bool client_names_defaulted = false;   // filled from keystores[].region
+  enum class NameMatch { Cn, CnOrDnsSan };
+  NameMatch client_names_match = NameMatch::Cn;  // what of the certificate is matched
   // TLS session resumption (tickets, TLS 1.2 and 1.3). The ticket keys are
   // replaced every ticket_key_rotation; resumption is off when false.
   bool session_tickets = true;
@@ -229,6 +241,12 @@ class ConfigError : public std::runtime_error {
 // Loads, validates and resolves secrets. YAML or JSON (same schema), by content.
 // Throws ConfigError.
 Config load_config(const std::filesystem::path& file);
+
+// The subject CN of the client certificate KMS presents from `region`
+// (spec, "Authentication"): cks.kms.<region>.amazonaws.com.
+inline std::string kms_client_name(std::string_view region) {
+  return "cks.kms." + std::string(region) + ".amazonaws.com";
+}
 
 // The effective configuration as JSON text with every secret redacted, for the
 // startup log line.

@@ -12,6 +12,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <list>
@@ -24,6 +25,7 @@
 #include "xks/config/config.hpp"
 #include "xks/core/blocking_pool.hpp"
 #include "xks/core/error.hpp"
+#include "xks/core/secure.hpp"
 #include "xks/net/tls_context.hpp"
 #include "xks/obs/log.hpp"
 #include "xks/obs/log_limiter.hpp"
@@ -43,7 +45,17 @@ struct RequestContext {
   // connection is trusted (idle_timeout instead of the unauthenticated limits,
   // never evicted to make room).
   bool authenticated = false;
+  std::string client_cn;          // its subject CN
 };
+
+// A connection's read buffer. Request bodies pass through it (an Encrypt
+// request's plaintext), so its storage is wiped when it is freed or regrown,
+// and after each request by wipe_consumed.
+using ConnectionBuffer = boost::beast::basic_flat_buffer<WipingAllocator<char>>;
+
+// Wipes the buffer's storage outside its readable bytes (those the parser has
+// consumed) and keeps the readable bytes (the start of a pipelined request).
+void wipe_consumed(ConnectionBuffer& buffer) noexcept;
 
 class RequestHandler {
  public:

@@ -37,6 +37,9 @@ std::optional<std::chrono::system_clock::time_point> certificate_not_after(
 // The verified client certificate's subject ("/CN=..."), empty without one.
 std::string peer_subject(SSL* ssl);
 
+// The verified client certificate's (first) subject CN, empty without one.
+std::string peer_common_name(SSL* ssl);
+
 class TlsContextProvider {
  public:
   explicit TlsContextProvider(std::shared_ptr<boost::asio::ssl::context> ctx)

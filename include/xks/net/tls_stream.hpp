@@ -45,6 +45,7 @@
 #include <array>
 #include <cstddef>
 #include <memory>
+#include <span>
 
 namespace xks::net {
 namespace detail {
@@ -54,6 +55,11 @@ struct FdBioState {
   int error = 0;  // errno of the last failed send/recv
   bool eof = false;
 };
+
+// The calling thread's buffer in which small writes are gathered into one
+// record. Wiped before each write returns (it may hold a Decrypt response);
+// exposed so that tests can check that.
+std::span<unsigned char> write_scratch() noexcept;
 }  // namespace detail
 
 class TlsStream {

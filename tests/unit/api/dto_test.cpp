@@ -252,6 +252,7 @@ TEST(Dto, EveryRequiredFieldPerApi) {
       expect_error(parse(row.which, b), ErrorName::ValidationException,
                    "requestMetadata." + field + " is required");
       b["requestMetadata"][field] = "";
+      if (field == "kmsRequestId") continue;  // opaque: see EmptyKmsRequestIdIsAccepted
       expect_error(parse(row.which, b), ErrorName::ValidationException,
                    "requestMetadata." + field + " must not be empty");
     }
@@ -328,6 +329,19 @@ TEST(Dto, UnknownFieldsAndOperationsAreAccepted) {
       R"({"requestMetadata":{"kmsRequestId":"not-a-uuid","kmsOperation":"KmsHealthCheck"}})");
   ASSERT_TRUE(r.has_value());
   EXPECT_EQ(r->metadata.kms_request_id, "not-a-uuid");
+}
+
+TEST(Dto, EmptyKmsRequestIdIsAccepted) {
+  // Spec: kmsRequestId is opaque and MUST NOT be validated.
+  for (Which w : {Which::Health, Which::Metadata, Which::Encrypt, Which::Decrypt}) {
+    for (std::string id : {"", " ", "\u00e9t\u00e9", "{not json}"}) {
+      SCOPED_TRACE(id);
+      json b = body_of(w);
+      b["requestMetadata"]["kmsRequestId"] = id;
+      const auto e = parse(w, b);
+      EXPECT_FALSE(e.has_value()) << e->message;
+    }
+  }
 }
 
 TEST(Dto, LongArnsAreAccepted) {

@@ -124,6 +124,12 @@ class FakeKeyBackend : public hsm::KeyBackend {
       return bad_ciphertext("CKR_ENCRYPTED_DATA_INVALID");
     }
     if (corrupt_decrypt && !out.empty()) out[0] ^= 1;
+    if (corrupt_input_after_decrypt && !ciphertext.empty()) {
+      // A bit flip in the caller's copy of the ciphertext while the decrypt ran
+      // (the failure Appendix C's ordering guards against).
+      decrypt_input_before_corruption.assign(ciphertext.begin(), ciphertext.end());
+      const_cast<unsigned char*>(ciphertext.data())[0] ^= 1;
+    }
     return out;
   }
 
@@ -136,6 +142,10 @@ class FakeKeyBackend : public hsm::KeyBackend {
   Bytes last_aad;
   bool corrupt_encrypt = false;  // flip a ciphertext bit after encrypting
   bool corrupt_decrypt = false;  // flip a plaintext bit after decrypting
+  // Flip a bit of the ciphertext buffer passed to decrypt, after decrypting;
+  // the bytes it held before are kept in decrypt_input_before_corruption.
+  bool corrupt_input_after_decrypt = false;
+  Bytes decrypt_input_before_corruption;
   std::vector<hsm::EkmHealth> health;
 
  private:

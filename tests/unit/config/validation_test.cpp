@@ -642,3 +642,72 @@ TEST_F(ConfigTest, ValuesWithControlCharactersStayOnOneLine) {
 
 }  // namespace
 }  // namespace xks::config::test
+
+// ------------------------------------------------------------ mTLS names and key store region
+
+namespace xks::config::test {
+namespace {
+
+using ::testing::HasSubstr;
+
+TEST_F(ConfigTest, ClientCaWithoutNamesNeedsARegion) {
+  // A CA alone would accept every certificate it issued.
+  const std::string msg =
+      expect_error([](YAML::Node& n) { n["tls"].remove("client_names"); }, "tls.client_names");
+  EXPECT_THAT(msg, HasSubstr("keystores[0].region"));
+  EXPECT_THAT(msg, HasSubstr("cks.kms.<region>.amazonaws.com"));
+}
+
+TEST_F(ConfigTest, ClientNamesDefaultToKmsSubjectOfEachRegion) {
+  const Config c = load_mutated([](YAML::Node& n) {
+    n["tls"].remove("client_names");
+    n["keystores"][0]["region"] = "eu-west-1";
+    YAML::Node second = YAML::Clone(n["keystores"][0]);
+    second["uri_path"] = "/other/kms/xks/v1";
+    second["region"] = "us-gov-west-1";
+    n["keystores"].push_back(second);
+  });
+  EXPECT_EQ(c.tls.client_names, (std::vector<std::string>{"cks.kms.eu-west-1.amazonaws.com",
+                                                          "cks.kms.us-gov-west-1.amazonaws.com"}));
+  EXPECT_TRUE(c.tls.client_names_defaulted);
+  EXPECT_EQ(c.tls.client_names_match, TlsConfig::NameMatch::Cn);
+  EXPECT_EQ(c.keystores[0].region, std::optional<std::string>("eu-west-1"));
+}
+
+TEST_F(ConfigTest, ExplicitClientNamesAreKept) {
+  const Config c = load_mutated([](YAML::Node& n) { n["keystores"][0]["region"] = "us-east-1"; });
+  EXPECT_EQ(c.tls.client_names, std::vector<std::string>{"cks.kms.eu-west-1.amazonaws.com"});
+  EXPECT_FALSE(c.tls.client_names_defaulted);
+}
+
+TEST_F(ConfigTest, ClientNamesMatch) {
+  const Config c =
+      load_mutated([](YAML::Node& n) { n["tls"]["client_names_match"] = "cn_or_dns_san"; });
+  EXPECT_EQ(c.tls.client_names_match, TlsConfig::NameMatch::CnOrDnsSan);
+  const std::string msg =
+      expect_error([](YAML::Node& n) { n["tls"]["client_names_match"] = "san"; },
+                   "tls.client_names_match");
+  EXPECT_THAT(msg, HasSubstr("cn_or_dns_san"));
+}
+
+TEST_F(ConfigTest, KeystoreRegionMustBeARegionName) {
+  for (const char* bad : {"EU-WEST-1", "eu_west_1", "euwest1", "eu-west-", "-eu-1", "eu--west-1", ""}) {
+    SCOPED_TRACE(bad);
+    const std::string msg = expect_error(
+        [bad](YAML::Node& n) { n["keystores"][0]["region"] = std::string(bad); },
+        "keystores[0].region");
+    EXPECT_THAT(msg, HasSubstr("eu-west-1"));
+  }
+}
+
+TEST_F(ConfigTest, KeystoreEnabled) {
+  EXPECT_TRUE(load_mutated([](YAML::Node&) {}).keystores[0].enabled);
+  EXPECT_FALSE(load_mutated([](YAML::Node& n) { n["keystores"][0]["enabled"] = false; })
+                   .keystores[0]
+                   .enabled);
+  expect_error([](YAML::Node& n) { n["keystores"][0]["enabled"] = "off"; },
+               "keystores[0].enabled");
+}
+
+}  // namespace
+}  // namespace xks::config::test

@@ -49,6 +49,7 @@ namespace fs = std::filesystem;
 using asio::ip::tcp;
 using boost::system::error_code;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
@@ -189,12 +190,18 @@ class TlsStreamTest : public ::testing::Test {
     pki_ = nullptr;
   }
 
-  std::shared_ptr<asio::ssl::context> server_context(bool mtls = false,
-                                                     bool tickets = true) const {
+  std::shared_ptr<asio::ssl::context> server_context(
+      bool mtls = false, bool tickets = true,
+      std::vector<std::string> names = {"client.example"},
+      config::TlsConfig::NameMatch match = config::TlsConfig::NameMatch::Cn) const {
     config::TlsConfig c;
     c.certificate = pki_->server_cert;
     c.private_key = pki_->server_key;
-    if (mtls) c.client_ca = pki_->ca;
+    if (mtls) {
+      c.client_ca = pki_->ca;
+      c.client_names = std::move(names);
+      c.client_names_match = match;
+    }
     c.session_tickets = tickets;
     return make_server_tls_context(c, pki_->dir / "xks-proxy.yaml");
   }
@@ -219,6 +226,7 @@ class TlsStreamTest : public ::testing::Test {
   void run(asio::ssl::context& ctx, const ServerBody& server,
            const std::function<void(std::uint16_t)>& client, const SocketTweak& tweak = {}) {
     const auto port = acceptor_.local_endpoint().port();
+    ioc_.restart();  // a test may run several connections
     std::thread client_thread([&] { client(port); });
     bool finished = false;
     std::exception_ptr failure;
@@ -412,6 +420,40 @@ TEST_F(TlsStreamTest, SmallBuffersAreGatheredIntoOneRecord) {
   EXPECT_FALSE(wec) << wec.message();
   EXPECT_EQ(written, whole.size());
   EXPECT_EQ(records, 1);
+}
+
+TEST_F(TlsStreamTest, GatheredBytesDoNotSurviveInTheScratchBuffer) {
+  // A Decrypt response: headers, then a body that holds the plaintext. The
+  // write gathers both into this thread's scratch buffer, which must be wiped.
+  auto ctx = server_context();
+  const std::string secret = "PLAINTEXT-5e1f0c-must-not-linger";
+  const std::string parts[] = {"HTTP/1.1 200 OK\r\nContent-Length: 45\r\n\r\n",
+                               "{\"plaintext\":\"" + secret + "\"}"};
+  std::string whole = parts[0] + parts[1];
+  error_code wec;
+  run(
+      *ctx,
+      [&](TlsStream& s) -> asio::awaitable<void> {
+        s.expires_after(5s);
+        auto [hec] = co_await s.async_handshake(kTuple);
+        if (hec) co_return;
+        std::array<asio::const_buffer, 2> seq{asio::buffer(parts[0]), asio::buffer(parts[1])};
+        std::size_t n = 0;
+        std::tie(wec, n) = co_await s.async_write_some(seq, kTuple);
+      },
+      [&](std::uint16_t port) {
+        asio::io_context io;
+        auto cctx = client_context(*pki_, {});
+        auto c = connect(io, *cctx, port);
+        std::string got(whole.size(), '\0');
+        asio::read(*c, asio::buffer(got));
+        EXPECT_EQ(got, whole);
+      });
+  EXPECT_FALSE(wec) << wec.message();
+  const auto scratch = detail::write_scratch();  // the server ran on this thread
+  const std::string_view bytes(reinterpret_cast<const char*>(scratch.data()), scratch.size());
+  EXPECT_EQ(bytes.find(secret), std::string_view::npos) << "plaintext left in the scratch buffer";
+  EXPECT_EQ(bytes.find("HTTP/1.1 200"), std::string_view::npos);
 }
 
 // Small, large and empty buffers mixed, more of them than one attempt gathers,
@@ -864,6 +906,93 @@ TEST_F(TlsStreamTest, ClientCertificateFromAnotherCaIsRejected) {
   EXPECT_EQ(hec.category(), asio::error::get_ssl_category()) << hec.message();
   EXPECT_NE(verify, X509_V_OK);
   EXPECT_THAT(reason, HasSubstr("client certificate rejected"));
+}
+
+struct MtlsAttempt {
+  error_code server;         // the server's handshake result
+  std::string reason;        // describe_handshake_failure
+  std::string client_error;  // what the client saw (names the alert)
+};
+
+class TlsClientNameTest : public TlsStreamTest {
+ protected:
+  // One handshake with `cert` against `ctx`, then a read.
+  MtlsAttempt attempt(asio::ssl::context& ctx, const fs::path& cert, const fs::path& key) {
+    MtlsAttempt out;
+    run(ctx,
+        [&](TlsStream& s) -> asio::awaitable<void> {
+          s.expires_after(5s);
+          std::tie(out.server) = co_await s.async_handshake(kTuple);
+          if (out.server) {
+            out.reason = describe_handshake_failure(s.native_handle(), out.server);
+            co_return;
+          }
+          co_await s.async_write_some(asio::buffer("k", 1), kTuple);  // accepted: say so
+          char buf[4];
+          auto into = asio::buffer(buf);
+          co_await s.async_read_some(into, kTuple);  // until the client leaves
+        },
+        [&](std::uint16_t port) {
+          asio::io_context io;
+          ClientOptions o;
+          o.cert = cert;
+          o.key = key;
+          auto cctx = client_context(*pki_, o);
+          auto c = connect(io, *cctx, port, o, /*handshake=*/false);
+          error_code ec;
+          c->handshake(asio::ssl::stream_base::client, ec);
+          if (!ec) {  // TLS 1.3: the client learns it when it next reads
+            char b;
+            c->read_some(asio::buffer(&b, 1), ec);
+            if (ec == asio::error::eof || ec == asio::ssl::error::stream_truncated) ec = {};
+          }
+          if (ec) out.client_error = ec.message();
+        });
+    return out;
+  }
+};
+
+TEST_F(TlsClientNameTest, OnlyTheSubjectCnIsMatchedByDefault) {
+  // The client certificate is CN=client.example with the DNS SAN localhost.
+  auto cn = server_context(true, true, {"client.example"});
+  EXPECT_FALSE(attempt(*cn, pki_->client_cert, pki_->client_key).server);
+
+  auto san = server_context(true, true, {"localhost"});
+  const auto refused = attempt(*san, pki_->client_cert, pki_->client_key);
+  EXPECT_TRUE(refused.server);
+  EXPECT_THAT(refused.reason, HasSubstr("hostname mismatch"));
+  EXPECT_THAT(refused.client_error, HasSubstr("handshake failure"));
+
+  auto other = server_context(true, true, {"cks.kms.eu-west-1.amazonaws.com"});
+  const auto intruder = attempt(*other, pki_->client_cert, pki_->client_key);
+  EXPECT_TRUE(intruder.server);
+  EXPECT_THAT(intruder.reason, HasSubstr("not in tls.client_names"));
+  EXPECT_THAT(intruder.client_error, HasSubstr("handshake failure"));
+}
+
+TEST_F(TlsClientNameTest, DnsSansOnlyWhenConfigured) {
+  auto san = server_context(true, true, {"localhost"},
+                            config::TlsConfig::NameMatch::CnOrDnsSan);
+  EXPECT_FALSE(attempt(*san, pki_->client_cert, pki_->client_key).server);
+  auto cn = server_context(true, true, {"CLIENT.example"},
+                           config::TlsConfig::NameMatch::CnOrDnsSan);
+  EXPECT_FALSE(attempt(*cn, pki_->client_cert, pki_->client_key).server);
+  auto none = server_context(true, true, {"elsewhere.example"},
+                             config::TlsConfig::NameMatch::CnOrDnsSan);
+  EXPECT_TRUE(attempt(*none, pki_->client_cert, pki_->client_key).server);
+}
+
+TEST_F(TlsClientNameTest, AnotherCaEndsWithHandshakeFailureAndTheLogSaysWhy) {
+  auto ctx = server_context(true);
+  const auto a = attempt(*ctx, pki_->rogue_cert, pki_->rogue_key);
+  EXPECT_TRUE(a.server);
+  EXPECT_THAT(a.reason, HasSubstr("client certificate rejected: self-signed certificate"));
+  EXPECT_THAT(a.client_error, HasSubstr("handshake failure"));
+  EXPECT_THAT(a.client_error, Not(HasSubstr("unknown ca")));
+}
+
+TEST_F(TlsClientNameTest, ClientCaWithoutNamesIsRefused) {
+  EXPECT_THROW(server_context(true, true, {}), std::runtime_error);
 }
 
 }  // namespace
