@@ -588,15 +588,22 @@ Result<DecryptRequest> build_decrypt(const Fields& f) {
   if (auto e = check_algorithm(f)) return std::move(*e);
   bool present = false;
   if (auto e = binary_field(f, kCiphertextSpec, true, r.ciphertext, present)) return std::move(*e);
-  if (auto e = binary_field(f, kIvSpec, true, r.iv, present)) return std::move(*e);
+  // An IV or tag of the wrong size, or none, is a ciphertext that cannot verify:
+  // the spec's InvalidCiphertextException, not a malformed request.
+  const auto not_verifiable = [](std::string message) {
+    return make_error(ErrorName::InvalidCiphertextException, std::move(message));
+  };
+  if (auto e = binary_field(f, kIvSpec, false, r.iv, present)) return std::move(*e);
+  if (!present) return not_verifiable("initializationVector is required");
   if (r.iv.size() != 12 && r.iv.size() != 16) {
-    return validation("initializationVector must be 12 or 16 bytes (got " +
-                      std::to_string(r.iv.size()) + ")");
+    return not_verifiable("initializationVector must be 12 or 16 bytes (got " +
+                          std::to_string(r.iv.size()) + ")");
   }
-  if (auto e = binary_field(f, kTagSpec, true, r.tag, present)) return std::move(*e);
+  if (auto e = binary_field(f, kTagSpec, false, r.tag, present)) return std::move(*e);
+  if (!present) return not_verifiable("authenticationTag is required");
   if (r.tag.size() != kTagBytes) {
-    return validation("authenticationTag must be 16 bytes (got " + std::to_string(r.tag.size()) +
-                      ")");
+    return not_verifiable("authenticationTag must be 16 bytes (got " +
+                          std::to_string(r.tag.size()) + ")");
   }
   if (auto e = optional_binary(f, kAadSpec, r.aad)) return std::move(*e);
   if (auto e = optional_binary(f, kMetadataSpec, r.ciphertext_metadata)) return std::move(*e);

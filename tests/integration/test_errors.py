@@ -297,7 +297,28 @@ class ValidationTests(DaemonTestCase):
                                                 metadata=sealed.metadata)
                 del body[field]
                 r = self.client.post("/keys/demo-aes-key/decrypt", body)
-                self.assert_error(r, 400, "ValidationException", field)
+                # Without an IV or a tag the ciphertext cannot verify (error table).
+                expected = ("InvalidCiphertextException"
+                            if field in ("initializationVector", "authenticationTag")
+                            else "ValidationException")
+                self.assert_error(r, 400, expected, field)
+
+    def test_iv_and_tag_sizes(self):
+        """12- and 16-byte IVs are the spec's; any other IV or tag size cannot verify."""
+        _, sealed = self.seal()
+        for field, size in (("initializationVector", 8), ("initializationVector", 13),
+                            ("authenticationTag", 12), ("authenticationTag", 17)):
+            with self.subTest(field=field, size=size):
+                body = self.client.decrypt_body(sealed.ciphertext, sealed.iv, sealed.tag,
+                                                metadata=sealed.metadata)
+                body[field] = b64(b"\x01" * size)
+                r = self.client.post("/keys/demo-aes-key/decrypt", body)
+                self.assert_error(r, 400, "InvalidCiphertextException", field)
+        # A 16-byte IV reaches the HSM, which judges the tag.
+        body = self.client.decrypt_body(sealed.ciphertext, b"\x02" * 16, sealed.tag,
+                                        metadata=sealed.metadata)
+        r = self.client.post("/keys/demo-aes-key/decrypt", body)
+        self.assert_error(r, 400, "InvalidCiphertextException", "do not verify")
 
     def test_wrong_encryption_algorithm(self):
         # Spec: only AES_GCM exists in v1. An unknown value is invalid input

@@ -419,7 +419,7 @@ TEST(Dto, DecryptFieldSizes) {
     SCOPED_TRACE(n);
     const auto e = parse(Which::Decrypt, with("initializationVector", n));
     ASSERT_TRUE(e.has_value());
-    EXPECT_EQ(e->name, ErrorName::ValidationException);
+    EXPECT_EQ(e->name, ErrorName::InvalidCiphertextException);
     EXPECT_NE(e->message.find("initializationVector"), std::string::npos) << e->message;
   }
   EXPECT_FALSE(parse(Which::Decrypt, with("authenticationTag", 16)).has_value());
@@ -427,7 +427,7 @@ TEST(Dto, DecryptFieldSizes) {
     SCOPED_TRACE(n);
     const auto e = parse(Which::Decrypt, with("authenticationTag", n));
     ASSERT_TRUE(e.has_value());
-    EXPECT_EQ(e->name, ErrorName::ValidationException);
+    EXPECT_EQ(e->name, ErrorName::InvalidCiphertextException);
     EXPECT_NE(e->message.find("authenticationTag"), std::string::npos) << e->message;
   }
   EXPECT_FALSE(parse(Which::Decrypt, with("ciphertextMetadata", 20)).has_value());
