@@ -168,12 +168,13 @@ write_file "$dir/xks-proxy.yaml" 0600 <<EOF
 server:  { listen: "$listen", threads: 0, fleet_size: 1, ping_path: /ping, allow_root: true }
 tls:     { certificate: tls/server.pem, private_key: tls/server.key$tls_extra }
 hsm:
+  vendor: softhsm2
   module: $module
+  environment: { SOFTHSM2_CONF: softhsm2.conf }
   token_label: $token_label
   pin: { file: secrets/hsm.pin }
   sessions: 4
   health_key: xks-health
-  iv: hsm_random
 keystores:
   - uri_path: $uri_path
     credentials:

@@ -439,9 +439,9 @@ class TwoHsms(ResilienceCase):
         base = _env.base["hsm"]
         cls.config_args = dict(hsms=[
             {"name": "hsm-a", "module": _env.module, "token_label": a, "pin": {"file": pin_a},
-             "sessions": 4, "health_key": "xks-health", "iv": base.get("iv", "hsm_random")},
+             "sessions": 4, "health_key": "xks-health", "vendor": "softhsm2"},
             {"name": "hsm-b", "module": _env.module, "token_label": b, "pin": {"file": pin_b},
-             "sessions": 4, "health_key": "xks-health", "iv": base.get("iv", "hsm_random")},
+             "sessions": 4, "health_key": "xks-health", "vendor": "softhsm2"},
         ])
         super().setUpClass()
 
