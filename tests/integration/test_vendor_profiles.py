@@ -433,32 +433,46 @@ class EmulationDetails(VendorCase):
         self.assertEqual(rc, 0)
         self.assertEqual((invalid, other, statuses), (50, {}, ["ACTIVE"]))
 
-    def test_cloudhsm_with_a_caller_drawn_iv_fails(self):
-        """CloudHSM needs 12 zero bytes: iv caller_random is refused, at startup (vendor
-        check) or per call (CKR_MECHANISM_PARAM_INVALID), and never encrypts."""
-        run = Run(self.env, "cloudhsm_caller_random", example("aws-cloudhsm.yaml"),
-                  hsm_override={"iv": "caller_random"})
+    def caller_drawn_iv_on_cloudhsm(self, name, hsm_override):
+        """Runs aws-cloudhsm.yaml with a caller-drawn IV on the cloudhsm emulation: (how it
+        failed, fault counts). It must never encrypt."""
+        run = Run(self.env, name, example("aws-cloudhsm.yaml"), profile="cloudhsm",
+                  hsm_override=hsm_override)
         run.daemon.start()
         how = None
         try:
-            try:
-                run.daemon.wait_ready(timeout=30)
-            except AssertionError:
-                if run.daemon.proc.poll() is None:
-                    raise
-                how = f"startup refused (exit {run.daemon.proc.returncode})"
-            if how is None:
-                r = run.client.encrypt(run.key_id, run.client.new_plaintext())
-                self.assertNotEqual(r.status, 200, "an Encrypt succeeded with a caller-drawn IV")
-                how = f"Encrypt answered {r!r}"
+            deadline = time.monotonic() + 30
+            while how is None and time.monotonic() < deadline:
+                if run.daemon.proc.poll() is not None:
+                    how = f"startup refused (exit {run.daemon.proc.returncode})"
+                elif run.fault_counts().get("profile_iv_refused", 0) >= 1:
+                    r = run.client.encrypt(run.key_id, run.client.new_plaintext())
+                    self.assertNotEqual(r.status, 200, "an Encrypt succeeded with a caller-drawn IV")
+                    how = f"per call: Encrypt answered {r!r}"
+                else:
+                    time.sleep(0.05)
             stats = run.fault_counts()
         finally:
             run.stop()
-        figure(f"negative: aws-cloudhsm.yaml with iv caller_random on the cloudhsm emulation: {how}; "
-               f"IV parameters refused by the emulation {stats.get('profile_iv_refused', 0)}; "
-               f"log: {self.first_error(run)}")
-        if how.startswith("Encrypt"):
-            self.assertGreaterEqual(stats.get("profile_iv_refused", 0), 1)
+        self.assertIsNotNone(how, "neither refused at startup nor refused by the emulation")
+        figure(f"negative: aws-cloudhsm.yaml with {hsm_override} on the cloudhsm emulation: {how}; "
+               f"IV parameters refused by the emulation {stats.get('profile_iv_refused', 0)}, IVs "
+               f"generated {stats.get('profile_ivs_generated', 0)}; log: {self.first_error(run)}")
+        self.assertEqual(stats.get("profile_ivs_generated", 0), 0)
+        return how, stats
+
+    def test_cloudhsm_with_a_caller_drawn_iv_is_refused_at_startup(self):
+        """vendor cloudhsm knows that CloudHSM refuses a caller's IV: iv caller_random
+        stops startup."""
+        how, _ = self.caller_drawn_iv_on_cloudhsm("cloudhsm_caller_random", {"iv": "caller_random"})
+        self.assertTrue(how.startswith("startup refused"), how)
+
+    def test_cloudhsm_emulation_refuses_a_caller_drawn_iv(self):
+        """Read as a generic HSM (no vendor check), the emulated CloudHSM itself refuses the
+        caller's IV with CKR_MECHANISM_PARAM_INVALID, call after call."""
+        _, stats = self.caller_drawn_iv_on_cloudhsm(
+            "cloudhsm_generic", {"vendor": "generic", "iv": "caller_random", "pin_format": "user_password"})
+        self.assertGreaterEqual(stats.get("profile_iv_refused", 0), 1)
 
     def test_cloudhsm_with_a_plain_pin_fails(self):
         """The emulated CloudHSM wants `user:password`: a PIN without ':' stops startup."""
