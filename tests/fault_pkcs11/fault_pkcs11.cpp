@@ -9,7 +9,8 @@
 //                      written atomically by rename, at most every 5 ms and at
 //                      C_Finalize)
 //   XKS_FAULT_PROFILE  luna | luna_fips16 | cloudhsm | nshield: behave as that HSM
-//                      family is documented to (below); unset or empty: forward as is
+//                      family is documented to (below); standard: only the bad-tag
+//                      code below; unset or empty: forward as is
 //
 // Control file, one directive per line ('#' starts a comment):
 //   hide_label=LABEL
@@ -51,7 +52,7 @@
 //              initialises the target with it; the next single-part C_Encrypt on
 //              that session returns ciphertext || tag || IV, and its length query
 //              (NULL output) and CKR_BUFFER_TOO_SMALL answer count the IV bytes.
-//              A caller-given IV is used as given. Decrypt is forwarded.
+//              A caller-given IV is used as given.
 //   luna_fips16  the same with a 16-byte IV: Luna firmware before 7.9.3 in FIPS
 //              mode generates 16-byte GCM IVs (config/examples/thales-luna.yaml
 //              cites Thales's CKM_AES_GCM documentation). SoftHSM2 accepts a
@@ -75,6 +76,13 @@
 //              answers a failed tag check CKR_GENERAL_ERROR, so every
 //              CKR_GENERAL_ERROR from C_Decrypt / C_DecryptFinal becomes
 //              CKR_FUNCTION_FAILED.
+//   Failed tag check, every profile but nshield: SoftHSM2's CKR_GENERAL_ERROR from
+//              C_Decrypt / C_DecryptFinal becomes CKR_ENCRYPTED_DATA_INVALID, the
+//              code the proxy's default auth_failure_codes (and NSS softoken) use.
+//              No source states Luna's or CloudHSM's code: this is the assumption
+//              that they follow that default, not a documented fact.
+//   standard   that mapping alone, for families with no documented behaviour to
+//              emulate (e.g. HashiCorp Vault's provider, Utimaco).
 // What a profile did is counted in the stats file: profile_ivs_generated,
 // profile_iv_refused (bad IV parameter refused), profile_logins_split (cloudhsm
 // PINs split at ':'), profile_login_refused, profile_tag_failures_mapped.
@@ -188,7 +196,7 @@ struct Rule {
   bool logout = false;
 };
 
-enum class Profile { None, Luna, LunaFips16, CloudHsm, NShield };
+enum class Profile { None, Standard, Luna, LunaFips16, CloudHsm, NShield };
 
 struct FileId {
   timespec mtime{};
@@ -608,14 +616,12 @@ CK_RV profile_login(State& s, CK_SESSION_HANDLE session, CK_USER_TYPE user, CK_U
   return s.target->C_Login(session, user, pin + skip, pin_len - skip);
 }
 
-// nshield: SoftHSM2's answer to a failed tag check becomes nShield's.
+// SoftHSM2's answer to a failed tag check becomes the profile's.
 CK_RV profile_decrypt_result(State& s, CK_RV rv) {
-  if (s.profile == Profile::NShield && rv == CKR_GENERAL_ERROR) {
-    s.tag_failures_mapped.fetch_add(1);
-    s.dirty = true;
-    return CKR_FUNCTION_FAILED;
-  }
-  return rv;
+  if (rv != CKR_GENERAL_ERROR) return rv;
+  s.tag_failures_mapped.fetch_add(1);
+  s.dirty = true;
+  return s.profile == Profile::NShield ? CKR_FUNCTION_FAILED : CKR_ENCRYPTED_DATA_INVALID;
 }
 
 // The target's function, or the profile's version of it.
@@ -623,7 +629,7 @@ template <std::size_t I, class R, class... A>
 CK_RV forward(State& s, R real, A... a) {
   if (s.profile == Profile::None) return real(a...);
   if constexpr (I == k_C_EncryptInit) {
-    return profile_encrypt_init(s, a...);
+    if (s.profile != Profile::Standard) return profile_encrypt_init(s, a...);
   } else if constexpr (I == k_C_Encrypt) {
     if (appends_iv(s.profile)) return profile_encrypt(s, a...);
   } else if constexpr (I == k_C_Login) {
@@ -754,7 +760,9 @@ CK_RV load_target(State& s) {
   if (const char* st = std::getenv("XKS_FAULT_STATS")) s.stats_path = st;
   if (const char* p = std::getenv("XKS_FAULT_PROFILE"); p != nullptr && *p != '\0') {
     const std::string name = p;
-    if (name == "luna") {
+    if (name == "standard") {
+      s.profile = Profile::Standard;
+    } else if (name == "luna") {
       s.profile = Profile::Luna;
     } else if (name == "luna_fips16") {
       s.profile = Profile::LunaFips16;
@@ -763,7 +771,7 @@ CK_RV load_target(State& s) {
     } else if (name == "nshield") {
       s.profile = Profile::NShield;
     } else {
-      note("unknown XKS_FAULT_PROFILE " + name + " (luna, luna_fips16, cloudhsm, nshield)");
+      note("unknown XKS_FAULT_PROFILE " + name + " (standard, luna, luna_fips16, cloudhsm, nshield)");
       return CKR_GENERAL_ERROR;
     }
   }

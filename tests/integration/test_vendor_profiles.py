@@ -10,8 +10,10 @@ How each family is run:
             XKS_FAULT_PROFILE in front of SoftHSM2: an emulation of the family's documented
             behaviour (GCM IV handling, PIN form, bad-tag code), not the vendor's library
   vault, utimaco, generic
-            no emulation (no documented behaviour to reproduce): the fault module forwards
-            to SoftHSM2 as is, which tests only the proxy's side of the example
+            no emulation (no documented behaviour to reproduce): the fault module's
+            standard profile forwards to SoftHSM2 and changes only SoftHSM2's own bad-tag
+            code (CKR_GENERAL_ERROR) to the default CKR_ENCRYPTED_DATA_INVALID, which tests
+            only the proxy's side of the example
 
 For each example: Encrypt, Decrypt, Encrypt with a CDIV, a tampered tag (400
 InvalidCiphertextException), and a storm of wrong-AAD Decrypts after which the health
@@ -49,9 +51,9 @@ DEMO_KEY = "demo-aes-key"
 STORM = int(os.environ.get("XKS_IT_STORM", "1000"))
 STORM_THREADS = 4
 
-# vendor -> fault-module profile ("" = plain forwarding), or None = the real SoftHSM2 module.
+# vendor -> fault-module profile, or None = the real SoftHSM2 module.
 PROFILE_OF = {"softhsm2": None, "luna": "luna", "cloudhsm": "cloudhsm", "nshield": "nshield",
-              "vault": "", "utimaco": "", "generic": ""}
+              "vault": "standard", "utimaco": "standard", "generic": "standard"}
 # Vendor defaults this test needs to prepare a site (the daemon applies them itself).
 USER_PASSWORD_VENDORS = {"cloudhsm"}
 # Log events (app: "hsm_" + HsmEvent kind) that mean the HSM was treated as failing.
@@ -154,7 +156,8 @@ class Run:
 
     def label(self):
         how = ("the real SoftHSM2 module" if self.profile is None else
-               f"emulation profile {self.profile}" if self.profile else "plain forwarding, no emulation")
+               f"emulation profile {self.profile}" if self.profile != "standard" else
+               "no emulation: standard profile (SoftHSM2's bad-tag code made CKR_ENCRYPTED_DATA_INVALID)")
         return f"{self.example} (vendor {self.vendor}, iv {self.daemon_iv()}, {how})"
 
     def daemon_iv(self):
@@ -387,6 +390,8 @@ class VendorCase(DaemonTestCase):
         # The emulation was in the path, not bypassed.
         if run.profile in ("luna", "luna_fips16", "cloudhsm", "nshield"):
             self.assertGreaterEqual(stats.get("profile_ivs_generated", 0), 3, f"{run.name}: HSM-made IVs")
+        if run.profile is not None:
+            self.assertGreaterEqual(stats.get("profile_tag_failures_mapped", 0), STORM + 1)
         if run.profile == "cloudhsm":
             self.assertGreaterEqual(stats.get("profile_logins_split", 0), 1)
         if run.profile == "nshield":
