@@ -1,5 +1,5 @@
 // xks_fault_pkcs11: a PKCS#11 module for tests that forwards every function of
-// CK_FUNCTION_LIST to a real module and injects faults on demand (issue 5).
+// CK_FUNCTION_LIST to a real module and injects faults on demand.
 //
 // Environment:
 //   XKS_FAULT_TARGET   the real module (default /usr/lib/softhsm/libsofthsm2.so)
@@ -8,6 +8,9 @@
 //   XKS_FAULT_STATS    file the call counts are written to ("C_Login 1" per line,
 //                      written atomically by rename, at most every 5 ms and at
 //                      C_Finalize)
+//   XKS_FAULT_PROFILE  luna | luna_fips16 | cloudhsm | nshield: behave as that HSM
+//                      family is documented to (below); standard: only the bad-tag
+//                      code below; unset or empty: forward as is
 //
 // Control file, one directive per line ('#' starts a comment):
 //   hide_label=LABEL
@@ -29,10 +32,66 @@
 //        "C_Login rv=CKR_PIN_INCORRECT", "C_OpenSession token=hsm-b rv=CKR_DEVICE_ERROR".
 // An injected error on C_Encrypt/C_Decrypt still ends the real operation (as a
 // real failing call does), so the session is not left with an active operation.
+//
+// Vendor profiles. This is an EMULATION: the cryptography is the target's
+// (SoftHSM2's); only the documented interface behaviour of each family around it
+// is reproduced, so a profile proves that the proxy copes with that behaviour,
+// not that it works with the vendor's library. The sources are the AWS KMS XKS
+// sample proxy's configuration files (github.com/aws-samples/aws-kms-xks-proxy,
+// xks-axum/configuration/settings_*.toml, section [hsm_capabilities]) and how
+// that proxy's Encrypt handler (xks-axum/src/xks_proxy/handlers/encrypt.rs) uses
+// them.
+//   luna       settings_luna.toml: "Luna HSM supports IV being explicitly
+//              specified or explicitly omitted (with null pointer). If explicitly
+//              specified, the IV will be used. If omitted, the IV will be
+//              generated but not returned in the mechanism parameter but appended
+//              to the ciphertext after the authentication tag."
+//              (can_generate_iv = true, is_zero_iv_required = false).
+//              C_EncryptInit(CKM_AES_GCM) with pIv NULL or ulIvLen 0 draws a
+//              12-byte IV (target's C_GenerateRandom, else /dev/urandom) and
+//              initialises the target with it; the next single-part C_Encrypt on
+//              that session returns ciphertext || tag || IV, and its length query
+//              (NULL output) and CKR_BUFFER_TOO_SMALL answer count the IV bytes.
+//              A caller-given IV is used as given.
+//   luna_fips16  the same with a 16-byte IV: Luna firmware before 7.9.3 in FIPS
+//              mode generates 16-byte GCM IVs (config/examples/thales-luna.yaml
+//              cites Thales's CKM_AES_GCM documentation). SoftHSM2 accepts a
+//              16-byte GCM IV on C_EncryptInit and C_DecryptInit alike.
+//   cloudhsm   settings_cloudhsm.toml: "CloudHSM always generate IV but requires
+//              the input IV to be all zeros" (can_generate_iv = true,
+//              is_zero_iv_required = true); the sample's handler passes 12 zero
+//              bytes "necessary for CloudHSM" and reads the IV back from the
+//              buffer. C_EncryptInit(CKM_AES_GCM) answers CKR_MECHANISM_PARAM_INVALID
+//              unless pIv is non-NULL, ulIvLen is 12 and the 12 bytes are zero;
+//              then it draws the IV, writes it into the caller's pIv buffer (before
+//              C_EncryptInit returns) and initialises the target with it.
+//              C_Login: the sample's user_pin = "xks_proxy:1234567", i.e. the PIN
+//              is "<crypto user>:<password>". A PIN without ':' is answered
+//              CKR_PIN_INCORRECT; the target is given only the password.
+//   nshield    settings_nshield.toml: "nShield HSM requires to generate the IV"
+//              (can_generate_iv = true, is_zero_iv_required = true): the IV is
+//              handled as for cloudhsm. A failed GCM tag check is answered
+//              CKR_FUNCTION_FAILED: reported behaviour of nShield from this
+//              project's issue tracker (no public vendor source found). SoftHSM2
+//              answers a failed tag check CKR_GENERAL_ERROR, so every
+//              CKR_GENERAL_ERROR from C_Decrypt / C_DecryptFinal becomes
+//              CKR_FUNCTION_FAILED.
+//   Failed tag check, every profile but nshield: SoftHSM2's CKR_GENERAL_ERROR from
+//              C_Decrypt / C_DecryptFinal becomes CKR_ENCRYPTED_DATA_INVALID, the
+//              code the proxy's default auth_failure_codes (and NSS softoken) use.
+//              No source states Luna's or CloudHSM's code: this is the assumption
+//              that they follow that default, not a documented fact.
+//   standard   that mapping alone, for families with no documented behaviour to
+//              emulate (e.g. HashiCorp Vault's provider, Utimaco).
+// What a profile did is counted in the stats file: profile_ivs_generated,
+// profile_iv_refused (bad IV parameter refused), profile_logins_split (cloudhsm
+// PINs split at ':'), profile_login_refused, profile_tag_failures_mapped.
+// Calls the module makes itself (C_GenerateRandom for an IV) are not counted.
 #include <dlfcn.h>
 #include <p11-kit/pkcs11.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <chrono>
@@ -137,6 +196,8 @@ struct Rule {
   bool logout = false;
 };
 
+enum class Profile { None, Standard, Luna, LunaFips16, CloudHsm, NShield };
+
 struct FileId {
   timespec mtime{};
   off_t size = -1;
@@ -165,6 +226,16 @@ struct State {
   std::set<std::string> hidden;
   bool any_token_rule = false;
   std::mt19937_64 rng{std::random_device{}()};
+
+  Profile profile = Profile::None;
+  // luna: the IV a session's active GCM encryption was given by this module,
+  // appended to that encryption's output.
+  std::map<CK_SESSION_HANDLE, std::vector<unsigned char>> appended_iv;
+  std::atomic<unsigned long> ivs_generated{0};
+  std::atomic<unsigned long> iv_refused{0};
+  std::atomic<unsigned long> logins_split{0};
+  std::atomic<unsigned long> login_refused{0};
+  std::atomic<unsigned long> tag_failures_mapped{0};
 
   std::map<CK_SESSION_HANDLE, CK_SLOT_ID> session_slot;
   std::map<CK_SLOT_ID, std::string> slot_label;
@@ -287,6 +358,13 @@ void write_stats(State& s) {
     if (n != 0) text += std::string{kNames[i]} + " " + std::to_string(n) + "\n";
   }
   text += "control_reloads " + std::to_string(s.reloads.load()) + "\n";
+  if (s.profile != Profile::None) {
+    text += "profile_ivs_generated " + std::to_string(s.ivs_generated.load()) + "\n";
+    text += "profile_iv_refused " + std::to_string(s.iv_refused.load()) + "\n";
+    text += "profile_logins_split " + std::to_string(s.logins_split.load()) + "\n";
+    text += "profile_login_refused " + std::to_string(s.login_refused.load()) + "\n";
+    text += "profile_tag_failures_mapped " + std::to_string(s.tag_failures_mapped.load()) + "\n";
+  }
   const std::string tmp = s.stats_path + ".tmp";
   if (FILE* f = std::fopen(tmp.c_str(), "w")) {
     std::fwrite(text.data(), 1, text.size(), f);
@@ -415,6 +493,153 @@ void hang_until_control_changes(State& s) {
   }
 }
 
+// ---- vendor profiles (see the header comment) ---------------------------------
+
+bool appends_iv(Profile p) { return p == Profile::Luna || p == Profile::LunaFips16; }
+
+const CK_GCM_PARAMS* gcm_params(const CK_MECHANISM* m) {
+  if (m == nullptr || m->mechanism != CKM_AES_GCM || m->pParameter == nullptr ||
+      m->ulParameterLen != sizeof(CK_GCM_PARAMS)) {
+    return nullptr;
+  }
+  return static_cast<const CK_GCM_PARAMS*>(m->pParameter);
+}
+
+// A fresh IV of n bytes from the target's RNG on this session, else /dev/urandom.
+bool draw_iv(State& s, CK_SESSION_HANDLE session, std::vector<unsigned char>& iv, std::size_t n) {
+  iv.assign(n, 0);
+  if (s.target->C_GenerateRandom(session, iv.data(), n) == CKR_OK) return true;
+  FILE* f = std::fopen("/dev/urandom", "rb");
+  if (f == nullptr) return false;
+  const bool ok = std::fread(iv.data(), 1, n, f) == n;
+  std::fclose(f);
+  return ok;
+}
+
+void forget_iv(State& s, CK_SESSION_HANDLE session) {
+  std::lock_guard lock(s.mutex);
+  s.appended_iv.erase(session);
+}
+
+CK_RV profile_encrypt_init(State& s, CK_SESSION_HANDLE session, CK_MECHANISM* mechanism,
+                           CK_OBJECT_HANDLE key) {
+  forget_iv(s, session);  // a new operation replaces any earlier one
+  const CK_GCM_PARAMS* given = gcm_params(mechanism);
+  if (given == nullptr) return s.target->C_EncryptInit(session, mechanism, key);
+  std::vector<unsigned char> iv;
+  if (appends_iv(s.profile)) {
+    if (given->pIv != nullptr && given->ulIvLen != 0) {
+      return s.target->C_EncryptInit(session, mechanism, key);  // used as given
+    }
+    if (!draw_iv(s, session, iv, s.profile == Profile::LunaFips16 ? 16 : 12)) {
+      return CKR_DEVICE_ERROR;
+    }
+  } else {
+    const bool zero_buffer =
+        given->pIv != nullptr && given->ulIvLen == 12 &&
+        std::all_of(given->pIv, given->pIv + 12, [](unsigned char b) { return b == 0; });
+    if (!zero_buffer) {
+      s.iv_refused.fetch_add(1);
+      s.dirty = true;
+      return CKR_MECHANISM_PARAM_INVALID;
+    }
+    if (!draw_iv(s, session, iv, 12)) return CKR_DEVICE_ERROR;
+  }
+  CK_GCM_PARAMS params = *given;
+  params.pIv = iv.data();
+  params.ulIvLen = iv.size();
+  params.ulIvBits = iv.size() * 8;
+  CK_MECHANISM with_iv = *mechanism;
+  with_iv.pParameter = &params;
+  const CK_RV rv = s.target->C_EncryptInit(session, &with_iv, key);
+  if (rv != CKR_OK) return rv;
+  s.ivs_generated.fetch_add(1);
+  s.dirty = true;
+  if (appends_iv(s.profile)) {
+    std::lock_guard lock(s.mutex);
+    s.appended_iv[session] = std::move(iv);
+  } else {
+    std::memcpy(given->pIv, iv.data(), iv.size());
+  }
+  return rv;
+}
+
+// luna: single-part C_Encrypt of an operation whose IV this module drew returns
+// ciphertext || tag || IV; sizes (NULL output, CKR_BUFFER_TOO_SMALL) include the IV.
+CK_RV profile_encrypt(State& s, CK_SESSION_HANDLE session, CK_BYTE* data, CK_ULONG data_len,
+                      CK_BYTE* out, CK_ULONG* out_len) {
+  std::vector<unsigned char> iv;
+  {
+    std::lock_guard lock(s.mutex);
+    if (auto it = s.appended_iv.find(session); it != s.appended_iv.end()) iv = it->second;
+  }
+  if (iv.empty() || out_len == nullptr) {
+    return s.target->C_Encrypt(session, data, data_len, out, out_len);
+  }
+  CK_ULONG needed = 0;
+  CK_RV rv = s.target->C_Encrypt(session, data, data_len, nullptr, &needed);
+  if (rv != CKR_OK) {
+    forget_iv(s, session);  // any error but CKR_BUFFER_TOO_SMALL ends the operation
+    return rv;
+  }
+  const CK_ULONG total = needed + iv.size();
+  if (out == nullptr) {
+    *out_len = total;  // a length query; the operation stays active
+    return CKR_OK;
+  }
+  if (*out_len < total) {
+    *out_len = total;
+    return CKR_BUFFER_TOO_SMALL;  // the operation stays active
+  }
+  CK_ULONG got = *out_len - iv.size();
+  rv = s.target->C_Encrypt(session, data, data_len, out, &got);
+  forget_iv(s, session);
+  if (rv != CKR_OK) return rv;
+  std::memcpy(out + got, iv.data(), iv.size());
+  *out_len = got + iv.size();
+  return CKR_OK;
+}
+
+// cloudhsm: the PIN is "<crypto user>:<password>"; the target knows only the password.
+CK_RV profile_login(State& s, CK_SESSION_HANDLE session, CK_USER_TYPE user, CK_UTF8CHAR* pin,
+                    CK_ULONG pin_len) {
+  if (pin == nullptr) return s.target->C_Login(session, user, pin, pin_len);
+  const CK_UTF8CHAR* colon = std::find(pin, pin + pin_len, static_cast<CK_UTF8CHAR>(':'));
+  if (colon == pin + pin_len) {
+    s.login_refused.fetch_add(1);
+    s.dirty = true;
+    return CKR_PIN_INCORRECT;
+  }
+  s.logins_split.fetch_add(1);
+  s.dirty = true;
+  const CK_ULONG skip = static_cast<CK_ULONG>(colon - pin) + 1;
+  return s.target->C_Login(session, user, pin + skip, pin_len - skip);
+}
+
+// SoftHSM2's answer to a failed tag check becomes the profile's.
+CK_RV profile_decrypt_result(State& s, CK_RV rv) {
+  if (rv != CKR_GENERAL_ERROR) return rv;
+  s.tag_failures_mapped.fetch_add(1);
+  s.dirty = true;
+  return s.profile == Profile::NShield ? CKR_FUNCTION_FAILED : CKR_ENCRYPTED_DATA_INVALID;
+}
+
+// The target's function, or the profile's version of it.
+template <std::size_t I, class R, class... A>
+CK_RV forward(State& s, R real, A... a) {
+  if (s.profile == Profile::None) return real(a...);
+  if constexpr (I == k_C_EncryptInit) {
+    if (s.profile != Profile::Standard) return profile_encrypt_init(s, a...);
+  } else if constexpr (I == k_C_Encrypt) {
+    if (appends_iv(s.profile)) return profile_encrypt(s, a...);
+  } else if constexpr (I == k_C_Login) {
+    if (s.profile == Profile::CloudHsm) return profile_login(s, a...);
+  } else if constexpr (I == k_C_Decrypt || I == k_C_DecryptFinal) {
+    return profile_decrypt_result(s, real(a...));
+  }
+  return real(a...);
+}
+
 template <std::size_t I>
 struct Target;
 #define XKS_TARGET(name, kind)                                              \
@@ -452,6 +677,7 @@ struct Wrap<I, CK_RV (*)(A...)> {
       if constexpr (kind == Arg::Session) {
         if (d.logout) (void)s.target->C_Logout(first);
       }
+      if constexpr (I == k_C_Encrypt) forget_iv(s, first);
       if constexpr (I == k_C_Encrypt || I == k_C_Decrypt) {
         // End the real operation, as a failing real call would: call it with a
         // scratch buffer and throw the result away.
@@ -484,7 +710,7 @@ struct Wrap<I, CK_RV (*)(A...)> {
     }
     if constexpr (I == k_C_Finalize) stop_flusher(s);
 
-    const CK_RV rv = real(a...);
+    const CK_RV rv = forward<I>(s, real, a...);
 
     if constexpr (I == k_C_OpenSession) {
       if (rv == CKR_OK) {
@@ -493,6 +719,7 @@ struct Wrap<I, CK_RV (*)(A...)> {
       }
     } else if constexpr (I == k_C_CloseSession) {
       std::lock_guard lock(s.mutex);
+      s.appended_iv.erase(first);
       s.session_slot.erase(first);
       s.hidden_search.erase(first);
     } else if constexpr (I == k_C_CloseAllSessions || I == k_C_Finalize) {
@@ -500,6 +727,7 @@ struct Wrap<I, CK_RV (*)(A...)> {
       for (auto it = s.session_slot.begin(); it != s.session_slot.end();) {
         if (I == k_C_Finalize || it->second == first) {
           s.hidden_search.erase(it->first);
+          s.appended_iv.erase(it->first);
           it = s.session_slot.erase(it);
         } else {
           ++it;
@@ -530,6 +758,23 @@ CK_RV load_target(State& s) {
   if (path == nullptr || *path == '\0') path = "/usr/lib/softhsm/libsofthsm2.so";
   if (const char* c = std::getenv("XKS_FAULT_CONTROL")) s.control_path = c;
   if (const char* st = std::getenv("XKS_FAULT_STATS")) s.stats_path = st;
+  if (const char* p = std::getenv("XKS_FAULT_PROFILE"); p != nullptr && *p != '\0') {
+    const std::string name = p;
+    if (name == "standard") {
+      s.profile = Profile::Standard;
+    } else if (name == "luna") {
+      s.profile = Profile::Luna;
+    } else if (name == "luna_fips16") {
+      s.profile = Profile::LunaFips16;
+    } else if (name == "cloudhsm") {
+      s.profile = Profile::CloudHsm;
+    } else if (name == "nshield") {
+      s.profile = Profile::NShield;
+    } else {
+      note("unknown XKS_FAULT_PROFILE " + name + " (standard, luna, luna_fips16, cloudhsm, nshield)");
+      return CKR_GENERAL_ERROR;
+    }
+  }
   s.target_handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
   if (s.target_handle == nullptr) {
     note(std::string{"cannot dlopen target "} + path + ": " + dlerror());
