@@ -15,7 +15,10 @@ runtime=(softhsm2 opensc openssl curl)
 libs=(libssl3 libspdlog1.10 libfmt9 libyaml-cpp0.7 libsystemd0 ca-certificates)
 demo=(gcc libc6-dev pkg-config libp11-kit-dev)
 # systemd: systemd-analyze, -sysusers and -tmpfiles check the unit (tests/integration/test_systemd.py).
-testing=(libgtest-dev googletest python3 python3-botocore clang libclang-rt-14-dev systemd)
+# libnss3 + libnss3-tools: NSS softoken (libsoftokn3.so) and certutil, the second real
+# PKCS#11 implementation; opencryptoki: a soft token without CKM_AES_GCM (test_no_gcm.py).
+testing=(libgtest-dev googletest python3 python3-botocore clang libclang-rt-14-dev systemd
+         libnss3 libnss3-tools opencryptoki)
 bench=(nginx wrk linux-perf valgrind)  # perf/valgrind: BENCH_PERF=1 profiles
 
 case "$profile" in
