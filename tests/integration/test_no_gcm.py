@@ -29,6 +29,7 @@ PKCSCONF = "/usr/sbin/pkcsconf"
 SLOT = "3"  # the software token (libpkcs11_sw.so) in opencryptoki's default layout
 TOKEN_LABEL = "xks-nogcm"
 READY_TIMEOUT = 30
+EXIT_TIMEOUT = 20  # a refusal takes well under a second; a daemon that started runs on
 
 # Runs inside `unshare --mount --ipc`: $1 the private root, $2 the token label; the PINs
 # come in the environment (pkcsconf itself only takes them as arguments or from a tty).
@@ -67,6 +68,15 @@ esac
 echo READY
 read -r _ || true  # until the test closes stdin
 """
+
+
+def without_leak_check(env):
+    """opencryptoki's module leaves allocations that LeakSanitizer reports after the module
+    is unloaded, as "<unknown module>", which no suppression by library name matches: the
+    runs against it go without leak detection (ASan's other checks stay on)."""
+    env = dict(env)
+    env["ASAN_OPTIONS"] = ":".join(filter(None, [env.get("ASAN_OPTIONS"), "detect_leaks=0"]))
+    return env
 
 
 class Opencryptoki:
@@ -123,6 +133,7 @@ class Opencryptoki:
     def run(self, *args, env=None, timeout=30):
         return subprocess.run(self.wrap(args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               stdin=subprocess.DEVNULL, text=True, env=env, timeout=timeout)
+
 
     def slotd_pid(self):
         try:
@@ -187,7 +198,9 @@ class NoGcmToken(unittest.TestCase):
         hsm = re.search(r"^hsm:\n(?:  .*\n)+", text, re.M)
         text = (text[:hsm.start()] +
                 f"hsm:\n  module: {OCK_MODULE}\n  token_label: {TOKEN_LABEL}\n"
-                f"  pin: {{ file: secrets/ock.pin }}\n  sessions: 2\n" + text[hsm.end():])
+                f"  pin: {{ file: secrets/ock.pin }}\n  sessions: 2\n"
+                # Never looked up: the mechanism check comes first.
+                f"  health_key: xks-health\n" + text[hsm.end():])
         path = os.path.join(cls.demo.dir, "nogcm.yaml")
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -205,10 +218,16 @@ class NoGcmToken(unittest.TestCase):
                             "needs a token without it")
 
     def test_2_daemon_refuses_to_start(self):
-        daemon = Daemon(self.binary, self.demo, config=self.config, log_name="nogcm-daemon.log")
+        daemon = Daemon(self.binary, self.demo, config=self.config, log_name="nogcm-daemon.log",
+                        extra_env=without_leak_check(os.environ))
         daemon.args = self.ock.wrap(daemon.args)
         t0 = time.monotonic()
-        rc, out = daemon.run_to_exit(timeout=60)
+        try:
+            rc, out = daemon.run_to_exit(timeout=EXIT_TIMEOUT)
+        except subprocess.TimeoutExpired as e:
+            out = (e.output or b"").decode("utf-8", "replace")
+            self.fail(f"xks-proxy was still running {EXIT_TIMEOUT} s after it was started on a "
+                      f"token without AES-GCM; output:\n{self.demo.redact(out)[-3000:]}")
         took = time.monotonic() - t0
         out = self.demo.redact(self.ock.redact(out))
         self.assertNotEqual(rc, 0, f"xks-proxy started on a token without AES-GCM:\n{out}")
@@ -217,13 +236,12 @@ class NoGcmToken(unittest.TestCase):
         self.assertTrue(any(TOKEN_LABEL in l and re.search(r"\bfix\b", l, re.I) for l in lines),
                         f"the CKM_AES_GCM message does not name the token '{TOKEN_LABEL}' and "
                         f"a fix:\n" + "\n".join(lines))
-        self.assertLess(took, 30, "refusing to start took too long")
         for s in self.demo.secrets():
             self.assertNotIn(s, out, "a PIN or secret reached the output")
-        print(f"\nxks-proxy refused in {took:.2f} s: {lines[0].strip()[:400]}", flush=True)
+        print(f"\nxks-proxy exited {rc} after {took:.2f} s: {lines[0].strip()[:400]}", flush=True)
 
     def test_3_doctor_fails_naming_ckm_aes_gcm(self):
-        env = Daemon(self.binary, self.demo).env()
+        env = without_leak_check(Daemon(self.binary, self.demo).env())
         res = self.ock.run(self.xksctl, "doctor", "--config", self.config, "--cacert",
                            self.demo.ca, env=env, timeout=60)
         out = self.demo.redact(self.ock.redact(res.stdout))

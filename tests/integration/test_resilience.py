@@ -70,7 +70,11 @@ class Env:
         self.binary = find_binary("xks-proxy", "XKS_PROXY_BIN")
         self.module = fault_module()
         self.tmp = tempfile.mkdtemp(prefix="xks-it-resilience-")
-        self.demo = Demo(os.path.join(self.tmp, "demo"), free_port())
+        try:
+            self.demo = Demo(os.path.join(self.tmp, "demo"), free_port())
+        except BaseException:  # a skip included: setUpModule failed, tearDownModule won't run
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            raise
         self.faults = Faults(self.demo.dir)
         self.demo.env.update(XKS_FAULT_TARGET=self.demo.module, XKS_FAULT_CONTROL=self.faults.control,
                              XKS_FAULT_STATS=self.faults.stats)
