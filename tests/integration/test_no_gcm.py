@@ -166,8 +166,9 @@ class NoGcmToken(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.binary = find_binary("xks-proxy", "XKS_PROXY_BIN")
-        cls.xksctl = find_binary("xksctl", "XKSCTL_BIN")
+        # Absolute: nsenter does not keep a relative path's meaning.
+        cls.binary = os.path.abspath(find_binary("xks-proxy", "XKS_PROXY_BIN"))
+        cls.xksctl = os.path.abspath(find_binary("xksctl", "XKSCTL_BIN"))
         cls.tmp = tempfile.mkdtemp(prefix="xks-it-nogcm-")
         cls.ock = None
         try:
@@ -197,7 +198,7 @@ class NoGcmToken(unittest.TestCase):
             text = f.read()
         hsm = re.search(r"^hsm:\n(?:  .*\n)+", text, re.M)
         text = (text[:hsm.start()] +
-                f"hsm:\n  module: {OCK_MODULE}\n  token_label: {TOKEN_LABEL}\n"
+                f"hsm:\n  vendor: generic\n  module: {OCK_MODULE}\n  token_label: {TOKEN_LABEL}\n"
                 f"  pin: {{ file: secrets/ock.pin }}\n  sessions: 2\n"
                 # Never looked up: the mechanism check comes first.
                 f"  health_key: xks-health\n" + text[hsm.end():])
@@ -206,6 +207,11 @@ class NoGcmToken(unittest.TestCase):
         with os.fdopen(fd, "w") as f:
             f.write(text)
         return path
+
+    def skip_if_predates_vendor(self, out):
+        # hsm.vendor and the startup mechanism check came together.
+        if re.search(r"hsm\.vendor: unknown setting", out):
+            self.skipTest("this xks-proxy build has no hsm.vendor and so no CKM_AES_GCM check")
 
     def test_1_the_token_has_no_aes_gcm(self):
         """The premise: if opencryptoki's soft token ever offers AES-GCM, this case needs
@@ -230,6 +236,7 @@ class NoGcmToken(unittest.TestCase):
                       f"token without AES-GCM; output:\n{self.demo.redact(out)[-3000:]}")
         took = time.monotonic() - t0
         out = self.demo.redact(self.ock.redact(out))
+        self.skip_if_predates_vendor(out)
         self.assertNotEqual(rc, 0, f"xks-proxy started on a token without AES-GCM:\n{out}")
         lines = [l for l in out.splitlines() if "CKM_AES_GCM" in l]
         self.assertTrue(lines, f"no startup message names CKM_AES_GCM:\n{out}")
@@ -245,6 +252,7 @@ class NoGcmToken(unittest.TestCase):
         res = self.ock.run(self.xksctl, "doctor", "--config", self.config, "--cacert",
                            self.demo.ca, env=env, timeout=60)
         out = self.demo.redact(self.ock.redact(res.stdout))
+        self.skip_if_predates_vendor(out)
         self.assertEqual(res.returncode, 1, out)
         fails = [l for l in out.splitlines() if l.startswith("FAIL") and "CKM_AES_GCM" in l]
         self.assertTrue(fails, f"no FAIL line names CKM_AES_GCM:\n{out}")
