@@ -203,9 +203,10 @@ if [ "$metrics_listen" != off ]; then
 fi
 # The hsm settings that differ between the two implementations.
 if [ "$hsm" = softhsm2 ]; then
-  hsm_lines="  module: $module
-  token_label: $token_label
-  iv: hsm_random"
+  hsm_lines="  vendor: softhsm2
+  module: $module
+  environment: { SOFTHSM2_CONF: softhsm2.conf }
+  token_label: $token_label"
 else
   # NSS softoken reads its database location from C_Initialize's pReserved.
   hsm_lines="  vendor: nss

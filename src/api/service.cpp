@@ -76,7 +76,7 @@ Result<EncryptResponse> XksService::encrypt(const config::KeyEntry& key,
   // attributes here would cost an extra HSM round trip or go stale.
   auto ct = backend_.encrypt(label, request.plaintext, framed);
   if (!ct) return std::move(ct).error();
-  if (ct->ciphertext.size() != request.plaintext.size() || ct->iv.size() != hsm::kGcmIvBytes ||
+  if (ct->ciphertext.size() != request.plaintext.size() || !hsm::is_gcm_iv_size(ct->iv.size()) ||
       ct->tag.size() != hsm::kGcmTagBytes) {
     return make_error(ErrorName::InternalException, "the key manager returned a malformed result",
                       "HSM key label '" + std::string(label) + "': ciphertext " +
@@ -141,14 +141,6 @@ Result<DecryptResponse> XksService::decrypt(const config::KeyEntry& key,
                       "ciphertextMetadata names AAD layout version " + std::to_string(*version) +
                           ", which this proxy version cannot decrypt");
   }
-  if (request.iv.size() != hsm::kGcmIvBytes) {
-    // The spec allows 16-byte IVs, but every IV this proxy hands out is 12 bytes,
-    // so a ciphertext with another IV size cannot be one of ours.
-    return make_error(ErrorName::InvalidCiphertextException,
-                      "initializationVector must be 12 bytes for ciphertexts of this proxy (got " +
-                          std::to_string(request.iv.size()) + ")");
-  }
-
   auto pt = backend_.decrypt(label_of(key), request.ciphertext, request.iv, request.tag, *framed);
   if (!pt) return std::move(pt).error();
   if (pt->size() != request.ciphertext.size()) {

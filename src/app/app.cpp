@@ -176,7 +176,13 @@ std::string hsm_settings(const config::Config& cfg) {
     out += h.name + '|' + h.module.string() + '|' + h.token_label.value_or("") + '|' +
            std::to_string(h.slot_id.value_or(0)) + '|' + h.pin_source.describe() + '|' +
            std::to_string(h.sessions) + '|' + h.health_key + '|' +
-           std::string(config::to_string(h.iv)) + ';';
+           std::string(config::to_string(h.iv)) + '|' + h.token_serial.value_or("") + '|' +
+           std::string(config::to_string(h.vendor)) + '|' +
+           std::string(config::to_string(h.pin_format)) + '|' + h.init_args.value_or("") + '|' +
+           (h.init_os_locking ? "locking" : "") + '|';
+    for (const unsigned long rv : h.auth_failure_codes) out += std::to_string(rv) + ',';
+    for (const auto& [name, value] : h.environment) out += '|' + name + '=' + value;
+    out += ';';
   }
   return out;
 }

@@ -50,9 +50,17 @@ const KeyStore* Config::find_keystore(std::string_view uri_path) const noexcept 
 
 std::string_view to_string(IvMode mode) noexcept {
   switch (mode) {
-    case IvMode::HsmRandom: return "hsm_random";
-    case IvMode::HsmGenerated: return "hsm_generated";
-    case IvMode::HsmGeneratedZero: return "hsm_generated_zero";
+    case IvMode::CallerRandom: return "caller_random";
+    case IvMode::HsmIntoZeroBuffer: return "hsm_into_zero_buffer";
+    case IvMode::HsmAppended: return "hsm_appended";
+  }
+  return "unknown";
+}
+
+std::string_view to_string(PinFormat format) noexcept {
+  switch (format) {
+    case PinFormat::Plain: return "plain";
+    case PinFormat::UserPassword: return "user_password";
   }
   return "unknown";
 }

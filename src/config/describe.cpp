@@ -9,6 +9,7 @@
 #include <cstdio>
 
 #include "xks/config/config.hpp"
+#include "xks/hsm/ckr_names.hpp"
 
 namespace xks::config {
 
@@ -78,8 +79,23 @@ std::string describe_redacted(const Config& c) {
               {"pin", redacted(h.pin_source)},
               {"sessions", h.sessions},
               {"health_key", h.health_key},
-              {"iv", std::string(to_string(h.iv))}};
+              {"vendor", std::string(to_string(h.vendor))},
+              {"iv", std::string(to_string(h.iv))},
+              {"pin_format", std::string(to_string(h.pin_format))},
+              {"init_os_locking", h.init_os_locking}};
+    json codes = json::array();
+    for (const unsigned long rv : h.auth_failure_codes) {
+      const std::string_view name = hsm::ckr_table_name(rv);
+      codes.push_back(name.empty() ? std::to_string(rv) : std::string(name));
+    }
+    e["auth_failure_codes"] = std::move(codes);
+    if (h.init_args) e["init_args"] = *h.init_args;
+    // Variable names only: a value could be anything the module reads.
+    json env = json::array();
+    for (const auto& [name, value] : h.environment) env.push_back(name);
+    if (!env.empty()) e["environment"] = std::move(env);
     if (h.token_label) e["token_label"] = *h.token_label;
+    if (h.token_serial) e["token_serial"] = *h.token_serial;
     if (h.slot_id) e["slot_id"] = *h.slot_id;
     hsms.push_back(std::move(e));
   }

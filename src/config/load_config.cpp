@@ -22,6 +22,8 @@
 
 #include "secret_reader.hpp"
 #include "xks/config/config.hpp"
+#include "xks/config/hsm_vendor.hpp"
+#include "xks/hsm/ckr_names.hpp"
 
 namespace xks::config {
 
@@ -33,6 +35,7 @@ using Keys = std::initializer_list<std::string_view>;
 constexpr std::size_t kMaxUriPathChars = 128;          // XKS spec: XksProxyUriPath
 constexpr std::size_t kMaxKeyIdChars = 128;            // XKS spec: externalKeyId
 constexpr std::size_t kMaxTokenLabelChars = 32;        // CK_TOKEN_INFO.label is 32 bytes
+constexpr std::size_t kMaxTokenSerialChars = 16;       // CK_TOKEN_INFO.serialNumber is 16 bytes
 constexpr std::size_t kMaxHsms = 10;                   // ekmFleetDetails holds 1-10 entries
 constexpr std::size_t kMaxPinChars = 255;
 constexpr std::string_view kUriSuffix = "/kms/xks/v1";
@@ -197,6 +200,9 @@ class Loader {
   void parse_listen(const YAML::Node& n, const std::string& path, ServerConfig& out) const;
   void parse_tls(const YAML::Node& n, TlsConfig& out) const;
   HsmConfig parse_hsm(const YAML::Node& n, const std::string& path, std::size_t index) const;
+  // hsm.vendor and the settings whose defaults it sets (IV mode, tag-failure
+  // codes, PIN format, C_Initialize arguments), and hsm.environment.
+  void parse_hsm_behaviour(const Section& s, HsmConfig& h) const;
   KeyStore parse_keystore(const YAML::Node& n, const std::string& path) const;
   Credential parse_credential(const YAML::Node& n, const std::string& path) const;
   KeyEntry parse_key(const YAML::Node& n, const std::string& path) const;
@@ -557,7 +563,9 @@ void Loader::parse_tls(const YAML::Node& n, TlsConfig& out) const {
 
 HsmConfig Loader::parse_hsm(const YAML::Node& n, const std::string& path, std::size_t index) const {
   const Section s(*this, n, path,
-                  {"name", "module", "token_label", "slot_id", "pin", "sessions", "health_key", "iv"});
+                  {"name", "module", "vendor", "token_label", "token_serial", "slot_id", "pin",
+                   "sessions", "health_key", "iv", "auth_failure_codes", "pin_format", "init_args",
+                   "init_os_locking", "environment"});
   HsmConfig h;
   h.name = "hsm" + std::to_string(index + 1);
   if (s.has("name")) {
@@ -574,10 +582,16 @@ HsmConfig Loader::parse_hsm(const YAML::Node& n, const std::string& path, std::s
                       "install the vendor's PKCS#11 client or correct the path (an absolute path "
                       "is best; relative ones are taken from the configuration file's folder)");
 
-  if (s.has("token_label") == s.has("slot_id")) {
-    fail(path, s.has("slot_id") ? "sets both token_label and slot_id" : "sets neither token_label nor slot_id",
-         "set exactly one; token_label is safer, because slot ids can change when tokens are "
-         "added or the HSM client is reconfigured");
+  const int selectors = int{s.has("token_label")} + int{s.has("token_serial")} + int{s.has("slot_id")};
+  if (selectors != 1) {
+    std::string set;
+    for (const char* k : {"token_label", "token_serial", "slot_id"}) {
+      if (s.has(k)) set += std::string(set.empty() ? "" : " and ") + k;
+    }
+    fail(path, selectors == 0 ? "sets neither token_label, token_serial nor slot_id"
+                              : "sets both " + set,
+         "set exactly one; token_label or token_serial is safer, because slot ids can change "
+         "when tokens are added or the HSM client is reconfigured");
   }
   if (s.has("token_label")) {
     const std::string t = string_value(s.get("token_label"), s.path("token_label"));
@@ -587,6 +601,14 @@ HsmConfig Loader::parse_hsm(const YAML::Node& n, const std::string& path, std::s
            "token labels are at most 32 bytes)");
     }
     h.token_label = t;
+  } else if (s.has("token_serial")) {
+    const std::string t = string_value(s.get("token_serial"), s.path("token_serial"));
+    if (t.empty() || t.size() > kMaxTokenSerialChars) {
+      fail(s.path("token_serial"), quote(t) + " is not 1-16 characters",
+           "use the serial number shown by `pkcs11-tool --module <module> --list-token-slots` "
+           "(PKCS#11 serial numbers are at most 16 bytes)");
+    }
+    h.token_serial = t;
   } else {
     h.slot_id = uint_value(s.get("slot_id"), s.path("slot_id"), 0,
                            std::numeric_limits<std::uint64_t>::max(),
@@ -611,21 +633,136 @@ HsmConfig Loader::parse_hsm(const YAML::Node& n, const std::string& path, std::s
       s, "health_key",
       "create a dedicated AES-256 key used only for health checks (e.g. label xks-health) and "
       "set its label here");
+  parse_hsm_behaviour(s, h);
+  return h;
+}
+
+void Loader::parse_hsm_behaviour(const Section& s, HsmConfig& h) const {
+  std::string vendors;
+  for (const auto& p : vendor_profiles()) vendors += (vendors.empty() ? "" : ", ") + std::string(p.name);
+  if (s.has("vendor")) {
+    const std::string v = string_value(s.get("vendor"), s.path("vendor"));
+    const auto vendor = vendor_from_name(v);
+    if (!vendor) {
+      fail(s.path("vendor"), quote(v) + " is not a known HSM family",
+           "use one of " + vendors + " (generic when yours is not listed)");
+    }
+    h.vendor = *vendor;
+  }
+  const VendorProfile& profile = vendor_profile(h.vendor);
+  apply_vendor_defaults(h);
+
   if (s.has("iv")) {
     const std::string v = string_value(s.get("iv"), s.path("iv"));
-    if (v == "hsm_random") {
-      h.iv = IvMode::HsmRandom;
-    } else if (v == "hsm_generated") {
-      h.iv = IvMode::HsmGenerated;
-    } else if (v == "hsm_generated_zero") {
-      h.iv = IvMode::HsmGeneratedZero;
+    if (v == "caller_random") {
+      h.iv = IvMode::CallerRandom;
+    } else if (v == "hsm_into_zero_buffer") {
+      h.iv = IvMode::HsmIntoZeroBuffer;
+    } else if (v == "hsm_appended") {
+      h.iv = IvMode::HsmAppended;
+    } else if (v == "hsm_random" || v == "hsm_generated" || v == "hsm_generated_zero") {
+      fail(s.path("iv"), quote(v) + " is an IV mode name of an earlier version",
+           std::string("use ") +
+               (v == "hsm_random" ? "caller_random (the same behaviour)"
+                                  : "hsm_into_zero_buffer (AWS CloudHSM, Entrust nShield) or "
+                                    "hsm_appended (Thales Luna)") +
+               ", or delete the line to take hsm.vendor's default; see docs/configuration.md");
     } else {
       fail(s.path("iv"), quote(v) + " is not an IV mode",
-           "use hsm_random (SoftHSM2 and most HSMs), hsm_generated (AWS CloudHSM) or "
-           "hsm_generated_zero (Thales Luna in FIPS mode); see docs/configuration.md");
+           "use caller_random (SoftHSM2, NSS and most HSMs), hsm_into_zero_buffer (AWS CloudHSM, "
+           "Entrust nShield) or hsm_appended (Thales Luna), or delete the line to take "
+           "hsm.vendor's default; see docs/configuration.md");
+    }
+    for (const auto& refused : profile.refused_iv) {
+      if (refused.mode == h.iv) {
+        fail(s.path("iv"), std::string(to_string(h.iv)) + " does not work with " +
+                               std::string(profile.family) + ": " + std::string(refused.why),
+             "set iv: " + std::string(to_string(profile.iv)) +
+                 " (or delete the line), or correct hsm.vendor");
+      }
     }
   }
-  return h;
+
+  if (s.has("auth_failure_codes")) {
+    const YAML::Node list =
+        sequence(s.get("auth_failure_codes"), s.path("auth_failure_codes"), "CKR code");
+    h.auth_failure_codes.clear();
+    for (std::size_t i = 0; i < list.size(); ++i) {
+      const std::string where = at(s.path("auth_failure_codes"), i);
+      const std::string name = string_value(list[i], where);
+      const auto rv = hsm::ckr_from_name(name);
+      if (!rv) {
+        fail(where, quote(name) + " is not a PKCS#11 return code name",
+             "write the name as in pkcs11.h, e.g. CKR_ENCRYPTED_DATA_INVALID");
+      }
+      if (*rv == CKR_OK) fail(where, "CKR_OK is success, not a failed tag check", "delete it");
+      h.auth_failure_codes.push_back(*rv);
+    }
+  }
+
+  if (s.has("pin_format")) {
+    const std::string v = string_value(s.get("pin_format"), s.path("pin_format"));
+    if (v == "plain") {
+      h.pin_format = PinFormat::Plain;
+    } else if (v == "user_password") {
+      h.pin_format = PinFormat::UserPassword;
+    } else {
+      fail(s.path("pin_format"), quote(v) + " is not a PIN format",
+           "use plain (the PIN as written) or user_password (AWS CloudHSM: CU_NAME:PASSWORD)");
+    }
+  }
+  if (h.pin_format == PinFormat::UserPassword) {
+    const std::string_view pin = h.pin.view();
+    const auto colon = pin.find(':');
+    if (colon == std::string_view::npos || colon == 0 || colon + 1 == pin.size()) {
+      // Only the shape is described: the PIN itself is never shown.
+      fail(s.path("pin"),
+           "the PIN read from " + h.pin_source.describe() +
+               " is not of the form user:password, as " + std::string(profile.family) +
+               " logs in a named crypto user",
+           "write CRYPTO_USER_NAME:PASSWORD on the first line of " + h.pin_source.describe() +
+               (s.has("pin_format") ? ", or set hsm.pin_format: plain" : ""));
+    }
+  }
+
+  if (s.has("init_args")) {
+    h.init_args = string_value(s.get("init_args"), s.path("init_args"));
+  } else if (profile.needs_init_args) {
+    fail(s.path("init_args"), "is required for " + std::string(profile.family),
+         "set it to the module's C_Initialize string, e.g. init_args: \"configdir='sql:/etc/"
+         "xks-proxy/nssdb' certPrefix='' keyPrefix='' secmod='secmod.db' flags=\"");
+  }
+  if (s.has("init_os_locking")) {
+    h.init_os_locking = bool_value(s.get("init_os_locking"), s.path("init_os_locking"));
+  }
+
+  if (s.has("environment")) {
+    const YAML::Node env = s.get("environment");
+    const std::string where = s.path("environment");
+    require_value(env, where);
+    if (!env.IsMap()) {
+      fail(where, std::string("must be a map of VARIABLE: value, but it is ") + kind_of(env),
+           "write e.g. `environment: { SOFTHSM2_CONF: /etc/softhsm/softhsm2.conf }`");
+    }
+    for (const auto& kv : env) {
+      const std::string name = kv.first.Scalar();
+      const std::string var_path = sub(where, name);
+      if (name.empty() || (name.front() >= '0' && name.front() <= '9') ||
+          !all_of_chars(name, is_env_char)) {
+        fail(var_path, quote(name) + " is not an environment variable name",
+             "use letters, digits and _, not starting with a digit");
+      }
+      const std::string value = string_value(kv.second, var_path);
+      // A relative value that names something next to the configuration is a
+      // path: take it from the configuration's folder, as every other path.
+      std::error_code ec;
+      std::string effective = value;
+      if (!value.empty() && fs::path(value).is_relative() && fs::exists(dir_ / value, ec)) {
+        effective = resolve(value).string();
+      }
+      h.environment.emplace_back(name, std::move(effective));
+    }
+  }
 }
 
 Credential Loader::parse_credential(const YAML::Node& n, const std::string& path) const {

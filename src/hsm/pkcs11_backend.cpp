@@ -1,6 +1,6 @@
 #include "xks/hsm/pkcs11_backend.hpp"
 
-#include <openssl/rand.h>
+#include <openssl/crypto.h>
 
 #include <algorithm>
 #include <array>
@@ -27,22 +27,9 @@ struct Step {
   bool succeeded() const noexcept { return rv == CKR_OK && !error; }
 };
 
-constexpr CK_ULONG kIvBits = kGcmIvBytes * 8;
 constexpr CK_ULONG kTagBits = kGcmTagBytes * 8;
-constexpr std::size_t kTokenLabelBytes = 32;
 
 std::string q(std::string_view s) { return "'" + std::string{s} + "'"; }
-
-std::string hex(ByteView bytes) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(bytes.size() * 2);
-  for (std::uint8_t b : bytes) {
-    out.push_back(kDigits[b >> 4]);
-    out.push_back(kDigits[b & 0x0f]);
-  }
-  return out;
-}
 
 // PKCS#11 takes non-const pointers for input it does not modify.
 unsigned char* in_ptr(ByteView v) {
@@ -53,21 +40,6 @@ unsigned char* in_ptr(ByteView v) {
 
 Error internal(std::string message, std::string detail) {
   return make_error(ErrorName::InternalException, std::move(message), std::move(detail));
-}
-
-struct TokenSeen {
-  CK_SLOT_ID slot = 0;
-  CK_TOKEN_INFO info{};
-};
-
-std::string describe_tokens(const std::vector<TokenSeen>& tokens) {
-  if (tokens.empty()) return "no initialized token is present";
-  std::string out = "tokens seen:";
-  for (const auto& t : tokens) {
-    out += " " + q(detail::padded_field(t.info.label)) + " (slot " + std::to_string(t.slot) +
-           ", serial " + detail::padded_field(t.info.serialNumber) + ")";
-  }
-  return out;
 }
 
 }  // namespace
@@ -88,77 +60,23 @@ Result<std::unique_ptr<Pkcs11Backend>> Pkcs11Backend::open(const config::HsmConf
     const CkrClass c = ckr_class(rv);
     return c == CkrClass::Device || c == CkrClass::Session;
   };
-  const std::string where = "HSM " + q(config.name);
-  if (config.token_label.has_value() == config.slot_id.has_value()) {
-    return internal(where + ": set exactly one of hsm.token_label and hsm.slot_id", {});
-  }
-  if (config.token_label && config.token_label->size() > kTokenLabelBytes) {
-    return internal(where + ": hsm.token_label is longer than 32 characters", {});
-  }
-
-  CK_RV init_rv = CKR_OK;
-  Result<std::shared_ptr<Pkcs11Module>> module = Pkcs11Module::load(config.module, &init_rv);
+  CK_RV rv = CKR_OK;
+  Result<std::shared_ptr<Pkcs11Module>> module = load_module(config, &rv);
   if (!module) {
-    transient = init_rv != CKR_OK && retryable(init_rv);
+    transient = rv != CKR_OK && retryable(rv);
     return std::move(module).error();
   }
   CK_FUNCTION_LIST* fn = (*module)->fn();
-
-  CK_ULONG count = 0;
-  CK_RV rv = fn->C_GetSlotList(CK_TRUE, nullptr, &count);
-  std::vector<CK_SLOT_ID> slots(count);
-  if (rv == CKR_OK && count > 0) rv = fn->C_GetSlotList(CK_TRUE, slots.data(), &count);
-  if (rv != CKR_OK) {
-    Error e = ckr_to_error(rv, "C_GetSlotList");
-    e.message = where + ": cannot list the slots of " + config.module.string();
-    transient = retryable(rv);
-    return e;
+  Result<TokenIdentity> token = find_token(fn, config, &rv);
+  if (!token) {
+    transient = rv != CKR_OK && retryable(rv);
+    return std::move(token).error();
   }
-  slots.resize(count);
-
-  std::vector<TokenSeen> tokens;
-  for (CK_SLOT_ID slot : slots) {
-    TokenSeen t{slot, {}};
-    if (fn->C_GetTokenInfo(slot, &t.info) == CKR_OK &&
-        (t.info.flags & CKF_TOKEN_INITIALIZED) != 0) {
-      tokens.push_back(t);
-    }
+  if (Result<void> gcm = check_gcm_mechanism(fn, config, *token); !gcm) {
+    return std::move(gcm).error();
   }
-
-  std::vector<TokenSeen> matches;
-  if (config.token_label) {
-    // CK_TOKEN_INFO.label is 32 bytes, blank padded: compare it padded.
-    std::array<unsigned char, kTokenLabelBytes> padded;
-    padded.fill(' ');
-    std::memcpy(padded.data(), config.token_label->data(), config.token_label->size());
-    for (const auto& t : tokens) {
-      if (std::memcmp(t.info.label, padded.data(), kTokenLabelBytes) == 0) matches.push_back(t);
-    }
-  } else {
-    for (const auto& t : tokens) {
-      if (t.slot == *config.slot_id) matches.push_back(t);
-    }
-  }
-  const std::string wanted = config.token_label ? "token " + q(*config.token_label)
-                                                : "slot " + std::to_string(*config.slot_id);
-  if (matches.empty()) {
-    return internal(where + ": " + wanted + " not found in " + config.module.string() + "; " +
-                        describe_tokens(tokens),
-                    "check hsm.token_label / hsm.slot_id");
-  }
-  if (matches.size() > 1) {
-    return internal(where + ": " + wanted + " is ambiguous; use hsm.slot_id; " +
-                        describe_tokens(matches),
-                    {});
-  }
-
-  const CK_TOKEN_INFO& info = matches.front().info;
-  TokenIdentity identity{detail::padded_field(info.label), detail::padded_field(info.serialNumber),
-                         detail::padded_field(info.manufacturerID),
-                         detail::padded_field(info.model),
-                         detail::version_string(info.firmwareVersion)};
-  std::unique_ptr<Pkcs11Backend> backend{new Pkcs11Backend(
-      config, options, std::move(*module), matches.front().slot, std::move(identity))};
+  std::unique_ptr<Pkcs11Backend> backend{
+      new Pkcs11Backend(config, options, std::move(*module), std::move(*token))};
   // Open (and log in) every session now: a wrong PIN or a session limit shows at
   // startup, not on the first KMS call.
   if (Result<void> filled = backend->pool_.fill(); !filled) {
@@ -169,15 +87,15 @@ Result<std::unique_ptr<Pkcs11Backend>> Pkcs11Backend::open(const config::HsmConf
 }
 
 Pkcs11Backend::Pkcs11Backend(const config::HsmConfig& config, Options options,
-                             std::shared_ptr<Pkcs11Module> module, CK_SLOT_ID slot,
-                             TokenIdentity identity)
+                             std::shared_ptr<Pkcs11Module> module, TokenIdentity identity)
     : module_(std::move(module)),
       fn_(module_->fn()),
       name_(config.name),
-      slot_(slot),
+      slot_(identity.slot),
       identity_(std::move(identity)),
       pin_(config.pin),
       iv_mode_(config.iv),
+      auth_failure_codes_(config.auth_failure_codes),
       health_key_(config.health_key),
       on_login_(std::move(options.on_login)),
       on_event_(std::move(options.on_event)),
@@ -190,6 +108,11 @@ Pkcs11Backend::Pkcs11Backend(const config::HsmConfig& config, Options options,
                                [this](CK_SESSION_HANDLE s) { close_session(s); }}) {}
 
 Pkcs11Backend::~Pkcs11Backend() = default;
+
+bool Pkcs11Backend::is_auth_failure(CK_RV rv) const noexcept {
+  return std::find(auth_failure_codes_.begin(), auth_failure_codes_.end(), rv) !=
+         auth_failure_codes_.end();
+}
 
 // ---------------------------------------------------------------- sessions, login
 
@@ -531,11 +454,10 @@ Result<void> Pkcs11Backend::with_key(std::string_view label, Op&& op, Map&& map)
       return {};
     }
     if (step.error) return std::move(*step.error);
-    // C_Decrypt's way of saying "the tag does not verify" (SoftHSM2: CKR_GENERAL_ERROR)
-    // is about the request: never a device error, or bad tags could take the HSM out.
-    if (std::strcmp(step.call, "C_Decrypt") == 0 && ckr_rejects_ciphertext(step.rv)) {
-      return map(step);
-    }
+    // C_Decrypt's way of saying "the tag does not verify" (after C_DecryptInit
+    // succeeded) is about the request: never a device error, or bad tags could
+    // take the HSM out.
+    if (std::strcmp(step.call, "C_Decrypt") == 0 && is_auth_failure(step.rv)) return map(step);
     if (ckr_class(step.rv) == CkrClass::Device) {
       // A session on a failing device is not to be trusted again.
       sessions_discarded_.fetch_add(1);
@@ -569,52 +491,10 @@ Result<void> Pkcs11Backend::with_key(std::string_view label, Op&& op, Map&& map)
 Result<KeyAttributes> Pkcs11Backend::key_attributes(std::string_view label) {
   KeyAttributes attrs;
   auto op = [&](CK_SESSION_HANDLE session, CK_OBJECT_HANDLE key) -> Step {
-    CK_KEY_TYPE key_type = CK_UNAVAILABLE_INFORMATION;
-    CK_ULONG value_len = 0;
-    struct Flag {
-      CK_ATTRIBUTE_TYPE type;
-      bool* out;
-      CK_BBOOL value = CK_FALSE;
-    };
-    std::array<Flag, 9> flags{{{CKA_ENCRYPT, &attrs.encrypt},
-                               {CKA_DECRYPT, &attrs.decrypt},
-                               {CKA_WRAP, &attrs.wrap},
-                               {CKA_UNWRAP, &attrs.unwrap},
-                               {CKA_SIGN, &attrs.sign},
-                               {CKA_VERIFY, &attrs.verify},
-                               {CKA_DERIVE, &attrs.derive},
-                               {CKA_SENSITIVE, &attrs.sensitive},
-                               {CKA_EXTRACTABLE, &attrs.extractable}}};
-    std::vector<CK_ATTRIBUTE> tmpl;
-    tmpl.push_back({CKA_KEY_TYPE, &key_type, sizeof key_type});
-    tmpl.push_back({CKA_VALUE_LEN, &value_len, sizeof value_len});
-    tmpl.push_back({CKA_ID, nullptr, 0});  // length query
-    for (auto& f : flags) tmpl.push_back({f.type, &f.value, sizeof f.value});
-
-    // CKR_ATTRIBUTE_SENSITIVE / _TYPE_INVALID still fill the other attributes
-    // and mark the refused ones CK_UNAVAILABLE_INFORMATION: those count as false.
-    auto readable = [](CK_RV rv) {
-      return rv == CKR_OK || rv == CKR_ATTRIBUTE_SENSITIVE || rv == CKR_ATTRIBUTE_TYPE_INVALID;
-    };
-    CK_RV rv = fn_->C_GetAttributeValue(session, key, tmpl.data(), tmpl.size());
-    if (!readable(rv)) return Step::failed(rv, "C_GetAttributeValue");
-    auto available = [](const CK_ATTRIBUTE& a) { return a.ulValueLen != CK_UNAVAILABLE_INFORMATION; };
-
-    attrs.is_aes = available(tmpl[0]) && key_type == CKK_AES;
-    attrs.key_bytes = available(tmpl[1]) ? value_len : 0;
-    for (std::size_t i = 0; i < flags.size(); ++i) {
-      *flags[i].out = available(tmpl[3 + i]) && flags[i].value == CK_TRUE;
-    }
-    if (available(tmpl[2]) && tmpl[2].ulValueLen > 0) {
-      Bytes id(tmpl[2].ulValueLen);
-      CK_ATTRIBUTE id_attr{CKA_ID, id.data(), id.size()};
-      rv = fn_->C_GetAttributeValue(session, key, &id_attr, 1);
-      if (!readable(rv)) return Step::failed(rv, "C_GetAttributeValue(CKA_ID)");
-      if (rv == CKR_OK) {
-        id.resize(id_attr.ulValueLen);
-        attrs.id_hex = hex(id);
-      }
-    }
+    CK_RV rv = CKR_OK;
+    Result<KeyAttributes> read = read_key_attributes(fn_, session, key, rv);
+    if (!read) return Step::failed(rv, "C_GetAttributeValue");
+    attrs = std::move(*read);
     return Step::ok();
   };
   auto map = [&](const Step& step) {
@@ -630,32 +510,28 @@ Result<GcmCiphertext> Pkcs11Backend::encrypt(std::string_view label, ByteView pl
   GcmCiphertext result;
   auto op = [&](CK_SESSION_HANDLE session, CK_OBJECT_HANDLE key) -> Step {
     Bytes iv(kGcmIvBytes, 0);
-    switch (iv_mode_) {
-      case config::IvMode::HsmRandom:
-        if (CK_RV rv = fn_->C_GenerateRandom(session, iv.data(), iv.size()); rv != CKR_OK) {
-          return Step::failed(rv, "C_GenerateRandom");
-        }
-        break;
-      case config::IvMode::HsmGenerated:
-        // The HSM overwrites the buffer with its own IV. Prefilled with random
-        // bytes anyway so that a module which silently uses the buffer as given
-        // still never repeats an IV.
-        if (RAND_bytes(iv.data(), static_cast<int>(iv.size())) != 1) {
-          return Step::fail(internal("Cannot prepare the IV buffer", "RAND_bytes failed"));
-        }
-        break;
-      case config::IvMode::HsmGeneratedZero:
-        break;  // zeroed, as Luna requires; checked below
+    if (iv_mode_ == config::IvMode::CallerRandom) {
+      if (CK_RV rv = fn_->C_GenerateRandom(session, iv.data(), iv.size()); rv != CKR_OK) {
+        return Step::failed(rv, "C_GenerateRandom");
+      }
     }
-    CK_GCM_PARAMS params{iv.data(), iv.size(), kIvBits, aad.empty() ? nullptr : in_ptr(aad),
-                         aad.size(), kTagBits};
+    // hsm_appended: pIv NULL asks the HSM to generate the IV and append it.
+    const bool appended = iv_mode_ == config::IvMode::HsmAppended;
+    CK_GCM_PARAMS params{appended ? nullptr : iv.data(),
+                         appended ? 0 : iv.size(),
+                         appended ? 0 : iv.size() * 8,
+                         aad.empty() ? nullptr : in_ptr(aad),
+                         aad.size(),
+                         kTagBits};
     CK_MECHANISM mechanism{CKM_AES_GCM, &params, sizeof params};
     CK_RV rv = fn_->C_EncryptInit(session, &mechanism, key);
     if (rv != CKR_OK) return Step::failed(rv, "C_EncryptInit");
 
-    // GCM output is exactly plaintext || tag: size it so, saving a size query
-    // round trip to a network HSM; still honour a module asking for more.
-    Bytes out(plaintext.size() + kGcmTagBytes);
+    // GCM output is exactly plaintext || tag (|| IV when appended): size it so,
+    // saving a size query round trip to a network HSM; still honour a module
+    // asking for more.
+    const std::size_t sealed = plaintext.size() + kGcmTagBytes;
+    Bytes out(sealed + (appended ? kGcmLongIvBytes : 0));
     CK_ULONG out_len = out.size();
     rv = fn_->C_Encrypt(session, in_ptr(plaintext), plaintext.size(), out.data(), &out_len);
     if (rv == CKR_BUFFER_TOO_SMALL) {  // the operation stays active: call again
@@ -663,23 +539,34 @@ Result<GcmCiphertext> Pkcs11Backend::encrypt(std::string_view label, ByteView pl
       rv = fn_->C_Encrypt(session, in_ptr(plaintext), plaintext.size(), out.data(), &out_len);
     }
     if (rv != CKR_OK) return Step::failed(rv, "C_Encrypt");
-    if (out_len != plaintext.size() + kGcmTagBytes) {
-      return Step::fail(internal("The HSM returned a ciphertext of unexpected length",
-                                 "C_Encrypt CKM_AES_GCM returned " + std::to_string(out_len) +
-                                     " bytes for " + std::to_string(plaintext.size()) +
-                                     " bytes of plaintext"));
+    const bool length_ok = appended ? out_len >= sealed && is_gcm_iv_size(out_len - sealed)
+                                    : out_len == sealed;
+    if (!length_ok) {
+      return Step::fail(internal(
+          appended ? "HSM " + q(name_) + " did not append a GCM IV; check hsm.iv and hsm.vendor"
+                   : std::string("The HSM returned a ciphertext of unexpected length"),
+          "C_Encrypt CKM_AES_GCM (iv mode " + std::string(config::to_string(iv_mode_)) +
+              ") returned " + std::to_string(out_len) + " bytes for " +
+              std::to_string(plaintext.size()) + " bytes of plaintext"));
     }
-    if (iv_mode_ != config::IvMode::HsmRandom && iv == Bytes(kGcmIvBytes, 0)) {
+    if (appended) {
+      iv.assign(out.begin() + static_cast<std::ptrdiff_t>(sealed),
+                out.begin() + static_cast<std::ptrdiff_t>(out_len));
+    }
+    if (iv_mode_ != config::IvMode::CallerRandom &&
+        std::all_of(iv.begin(), iv.end(), [](std::uint8_t b) { return b == 0; })) {
       // An all-zero IV means the module did not generate one; encrypting twice
       // would reuse it, which breaks GCM. Refuse rather than answer.
       return Step::fail(internal(
-          "HSM " + q(name_) + " did not generate a GCM IV; set hsm.iv to hsm_random",
-          "C_Encrypt left the zeroed IV buffer unchanged (iv mode hsm_generated_zero)"));
+          "HSM " + q(name_) + " did not generate a GCM IV; check hsm.iv and hsm.vendor",
+          "C_Encrypt left the IV all zero (iv mode " + std::string(config::to_string(iv_mode_)) +
+              ")"));
     }
     const auto split = static_cast<std::ptrdiff_t>(plaintext.size());
     result.ciphertext.assign(out.begin(), out.begin() + split);
-    result.tag.assign(out.begin() + split, out.end());
+    result.tag.assign(out.begin() + split, out.begin() + static_cast<std::ptrdiff_t>(sealed));
     result.iv = std::move(iv);
+    OPENSSL_cleanse(out.data(), out.size());
     return Step::ok();
   };
   auto map = [&](const Step& step) {
@@ -692,10 +579,10 @@ Result<GcmCiphertext> Pkcs11Backend::encrypt(std::string_view label, ByteView pl
 
 Result<SecureBytes> Pkcs11Backend::decrypt(std::string_view label, ByteView ciphertext,
                                            ByteView iv, ByteView tag, ByteView aad) {
-  if (iv.size() != kGcmIvBytes || tag.size() != kGcmTagBytes) {
-    // We only ever produce 12-byte IVs and 16-byte tags: anything else cannot verify.
+  if (!is_gcm_iv_size(iv.size()) || tag.size() != kGcmTagBytes) {
+    // The spec's sizes: anything else cannot be a ciphertext of an XKS proxy.
     return make_error(ErrorName::InvalidCiphertextException,
-                      "The IV must be 12 bytes and the authentication tag 16 bytes",
+                      "The IV must be 12 or 16 bytes and the authentication tag 16 bytes",
                       "decrypt with key " + q(label) + ": iv " + std::to_string(iv.size()) +
                           " bytes, tag " + std::to_string(tag.size()) + " bytes");
   }
@@ -706,7 +593,7 @@ Result<SecureBytes> Pkcs11Backend::decrypt(std::string_view label, ByteView ciph
 
   SecureBytes plaintext;
   auto op = [&](CK_SESSION_HANDLE session, CK_OBJECT_HANDLE key) -> Step {
-    CK_GCM_PARAMS params{const_cast<unsigned char*>(iv.data()), iv.size(), kIvBits,
+    CK_GCM_PARAMS params{const_cast<unsigned char*>(iv.data()), iv.size(), iv.size() * 8,
                          aad.empty() ? nullptr : in_ptr(aad), aad.size(), kTagBits};
     CK_MECHANISM mechanism{CKM_AES_GCM, &params, sizeof params};
     CK_RV rv = fn_->C_DecryptInit(session, &mechanism, key);
@@ -726,7 +613,7 @@ Result<SecureBytes> Pkcs11Backend::decrypt(std::string_view label, ByteView ciph
   auto map = [&](const Step& step) {
     Error e = ckr_to_error(step.rv, std::string{step.call} + " (AES-GCM) with key " +
                                         q(label) + " on HSM " + q(name_));
-    if (std::strcmp(step.call, "C_Decrypt") == 0 && ckr_rejects_ciphertext(step.rv)) {
+    if (std::strcmp(step.call, "C_Decrypt") == 0 && is_auth_failure(step.rv)) {
       e.name = ErrorName::InvalidCiphertextException;
       e.message = "The ciphertext, IV, authentication tag, AAD or metadata do not verify";
       e.detail += " (read as a failed tag check)";

@@ -34,11 +34,20 @@ Error load_error(const std::filesystem::path& path, std::string problem, std::st
                     std::move(detail));
 }
 
+// C_Initialize's arguments. `args` keeps the pReserved string alive.
+CK_RV initialize(CK_FUNCTION_LIST* fn, const Pkcs11Module::InitOptions& init) {
+  CK_C_INITIALIZE_ARGS args{};
+  if (init.os_locking) args.flags = CKF_OS_LOCKING_OK;
+  std::string reserved = init.args.value_or("");
+  if (init.args) args.pReserved = reserved.data();
+  return fn->C_Initialize(&args);
+}
+
 }  // namespace
 
 Pkcs11Module::Pkcs11Module(Token, std::filesystem::path path, void* handle, CK_FUNCTION_LIST* fn,
-                           bool finalize)
-    : path_(std::move(path)), handle_(handle), fn_(fn), finalize_(finalize) {
+                           bool finalize, InitOptions init)
+    : path_(std::move(path)), handle_(handle), fn_(fn), finalize_(finalize), init_(std::move(init)) {
   CK_INFO info{};
   if (fn_->C_GetInfo(&info) == CKR_OK) {
     description_ = detail::padded_field(info.manufacturerID) + " " +
@@ -66,13 +75,12 @@ CK_RV Pkcs11Module::reinitialize() {
   std::lock_guard lock(registry().mutex);
   // A failure to finalize is fine: the library may already have lost its state.
   (void)fn_->C_Finalize(nullptr);
-  CK_C_INITIALIZE_ARGS args{};
-  args.flags = CKF_OS_LOCKING_OK;
-  const CK_RV rv = fn_->C_Initialize(&args);
+  const CK_RV rv = initialize(fn_, init_);
   return rv == CKR_CRYPTOKI_ALREADY_INITIALIZED ? CKR_OK : rv;
 }
 
 Result<std::shared_ptr<Pkcs11Module>> Pkcs11Module::load(const std::filesystem::path& path,
+                                                         const InitOptions& init,
                                                          CK_RV* init_rv) {
   if (init_rv != nullptr) *init_rv = CKR_OK;
   std::error_code ec;
@@ -108,17 +116,17 @@ Result<std::shared_ptr<Pkcs11Module>> Pkcs11Module::load(const std::filesystem::
     return load_error(path, "C_GetFunctionList failed",
                       std::string{"C_GetFunctionList: "}.append(ckr_name(rv)));
   }
-  CK_C_INITIALIZE_ARGS args{};
-  args.flags = CKF_OS_LOCKING_OK;  // we call it from many worker threads at once
-  const CK_RV rv = fn->C_Initialize(&args);
+  const CK_RV rv = initialize(fn, init);
   if (rv != CKR_OK && rv != CKR_CRYPTOKI_ALREADY_INITIALIZED) {
     if (init_rv != nullptr) *init_rv = rv;
     dlclose(handle);
-    return load_error(path, "C_Initialize failed",
+    return make_error(ErrorName::InternalException,
+                      "PKCS#11 module " + path.string() + ": C_Initialize failed with " +
+                          std::string{ckr_name(rv)},
                       std::string{"C_Initialize: "}.append(ckr_name(rv)));
   }
-  auto module =
-      std::make_shared<Pkcs11Module>(Token{}, std::filesystem::path{key}, handle, fn, rv == CKR_OK);
+  auto module = std::make_shared<Pkcs11Module>(Token{}, std::filesystem::path{key}, handle, fn,
+                                               rv == CKR_OK, init);
   reg.modules[key] = module;
   return module;
 }

@@ -373,6 +373,13 @@ void check_hsms(Report& r, const config::Config& cfg) {
       r.fail(e.what(), kNotReachable + std::string(" (the proxy cannot start)"), "");
       continue;
     }
+    try {
+      token.check_gcm();
+      r.pass(who + ": token offers CKM_AES_GCM for encryption and decryption");
+    } catch (const std::exception& e) {
+      r.fail(e.what(), kNotReachable + std::string(" (the proxy cannot start)"), "");
+      continue;
+    }
     const CK_RV rv = token.login();
     if (rv != CKR_OK) {
       const bool pin = hsm::ckr_class(rv) == hsm::CkrClass::Pin;

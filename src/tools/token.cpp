@@ -7,25 +7,12 @@
 #include <cstring>
 #include <stdexcept>
 
-#include "xks/crypto/hex.hpp"
 #include "xks/hsm/ckr.hpp"
+#include "xks/hsm/token.hpp"
 
 namespace xks::tools {
 
 namespace {
-
-constexpr std::size_t kTokenLabelBytes = 32;
-
-// CK_*_INFO text fields are blank padded, not NUL terminated.
-template <std::size_t N>
-std::string padded(const unsigned char (&field)[N]) {
-  std::string s(N, ' ');
-  std::memcpy(s.data(), field, N);
-  if (const auto nul = s.find('\0'); nul != std::string::npos) s.resize(nul);
-  const auto end = s.find_last_not_of(' ');
-  s.resize(end == std::string::npos ? 0 : end + 1);
-  return s;
-}
 
 std::string q(const std::string& s) { return "'" + s + "'"; }
 
@@ -101,54 +88,27 @@ std::string ToolToken::module_description() const {
 }
 
 void ToolToken::load_module() {
-  auto loaded = hsm::Pkcs11Module::load(hsm_.module);
-  if (!loaded) {
-    throw std::runtime_error("hsm " + q(hsm_.name) + ": module " + hsm_.module.string() +
-                             " does not load: " + loaded.error().message +
-                             "; fix: set hsm.module to the vendor's PKCS#11 library (.so)");
-  }
+  auto loaded = hsm::load_module(hsm_);
+  if (!loaded) throw std::runtime_error(loaded.error().message);
   module_ = std::move(loaded).value();
   fn_ = module_->fn();
 }
 
 void ToolToken::find_token() {
-  CK_ULONG count = 0;
-  CK_RV rv = fn_->C_GetSlotList(CK_TRUE, nullptr, &count);
-  std::vector<CK_SLOT_ID> slots(count);
-  if (rv == CKR_OK && count > 0) rv = fn_->C_GetSlotList(CK_TRUE, slots.data(), &count);
-  if (rv != CKR_OK) {
-    throw std::runtime_error("hsm " + q(hsm_.name) + ": C_GetSlotList failed with " + ckr_text(rv) +
-                             "; fix: check the HSM client's own configuration and connectivity");
+  auto found = hsm::find_token(fn_, hsm_);
+  if (!found) {
+    const Error& e = found.error();
+    throw std::runtime_error(e.message + (e.detail.rfind("fix: ", 0) == 0 ? "; " + e.detail : ""));
   }
-  slots.resize(count);
-  std::string seen;
-  std::vector<std::pair<CK_SLOT_ID, CK_TOKEN_INFO>> matches;
-  for (const CK_SLOT_ID slot : slots) {
-    CK_TOKEN_INFO info{};
-    if (fn_->C_GetTokenInfo(slot, &info) != CKR_OK || (info.flags & CKF_TOKEN_INITIALIZED) == 0) continue;
-    const std::string label = padded(info.label);
-    seen += (seen.empty() ? "" : ", ") + q(label) + " (slot " + std::to_string(slot) + ")";
-    const bool match = hsm_.token_label ? label == *hsm_.token_label
-                                        : (hsm_.slot_id && slot == *hsm_.slot_id);
-    if (match) matches.emplace_back(slot, info);
+  identity_ = std::move(found).value();
+  slot_ = identity_.slot;
+  token_description_ = identity_.describe();
+}
+
+void ToolToken::check_gcm() {
+  if (auto ok = hsm::check_gcm_mechanism(fn_, hsm_, identity_); !ok) {
+    throw std::runtime_error(ok.error().message);
   }
-  const std::string wanted = hsm_.token_label ? "token " + q(*hsm_.token_label)
-                                              : "slot " + std::to_string(hsm_.slot_id.value_or(0));
-  if (matches.empty()) {
-    throw std::runtime_error("hsm " + q(hsm_.name) + ": " + wanted + " not found (tokens seen: " +
-                             (seen.empty() ? "none" : seen) +
-                             "); fix: set hsm.token_label (or hsm.slot_id) to one of them");
-  }
-  if (matches.size() > 1) {
-    throw std::runtime_error("hsm " + q(hsm_.name) + ": " + wanted + " is ambiguous (" + seen +
-                             "); fix: use hsm.slot_id");
-  }
-  slot_ = matches.front().first;
-  const CK_TOKEN_INFO& info = matches.front().second;
-  token_description_ = q(padded(info.label)) + " slot " + std::to_string(*slot_) + ", serial " +
-                       padded(info.serialNumber) + ", " + padded(info.manufacturerID) + " " +
-                       padded(info.model);
-  static_assert(sizeof(info.label) == kTokenLabelBytes);
 }
 
 void ToolToken::open_session(bool read_write) {
@@ -213,46 +173,32 @@ std::vector<CK_OBJECT_HANDLE> ToolToken::find_objects(std::vector<CK_ATTRIBUTE> 
 TokenKey ToolToken::read_key(CK_OBJECT_HANDLE handle) {
   TokenKey k;
   k.handle = handle;
-  // One attribute per call: a module answers a whole template with an error
-  // if any single attribute is unavailable, which would hide the others.
-  const auto get_bytes = [&](CK_ATTRIBUTE_TYPE t) -> std::optional<std::vector<std::uint8_t>> {
-    CK_ATTRIBUTE a{t, nullptr, 0};
-    if (fn_->C_GetAttributeValue(*session_, handle, &a, 1) != CKR_OK ||
-        a.ulValueLen == CK_UNAVAILABLE_INFORMATION) {
-      return std::nullopt;
-    }
-    std::vector<std::uint8_t> v(a.ulValueLen);
-    a.pValue = v.data();
-    if (fn_->C_GetAttributeValue(*session_, handle, &a, 1) != CKR_OK) return std::nullopt;
-    v.resize(a.ulValueLen);
-    return v;
-  };
-  const auto get_ulong = [&](CK_ATTRIBUTE_TYPE t) -> std::optional<CK_ULONG> {
-    CK_ULONG v = 0;
-    CK_ATTRIBUTE a{t, &v, sizeof v};
-    if (fn_->C_GetAttributeValue(*session_, handle, &a, 1) != CKR_OK) return std::nullopt;
-    return v;
-  };
-  const auto get_bool = [&](CK_ATTRIBUTE_TYPE t, bool fallback) {
-    CK_BBOOL v = CK_FALSE;
-    CK_ATTRIBUTE a{t, &v, sizeof v};
-    if (fn_->C_GetAttributeValue(*session_, handle, &a, 1) != CKR_OK) return fallback;
-    return v == CK_TRUE;
-  };
-  if (auto label = get_bytes(CKA_LABEL)) k.label.assign(label->begin(), label->end());
-  if (auto id = get_bytes(CKA_ID)) k.id_hex = crypto::hex_encode(*id);
-  k.type = get_ulong(CKA_KEY_TYPE);
-  k.value_len = get_ulong(CKA_VALUE_LEN);
-  k.encrypt = get_bool(CKA_ENCRYPT, false);
-  k.decrypt = get_bool(CKA_DECRYPT, false);
-  k.wrap = get_bool(CKA_WRAP, false);
-  k.unwrap = get_bool(CKA_UNWRAP, false);
-  k.sign = get_bool(CKA_SIGN, false);
-  k.verify = get_bool(CKA_VERIFY, false);
-  k.derive = get_bool(CKA_DERIVE, false);
-  // Unknown counts as unsafe: assume the worst about an attribute we cannot read.
-  k.sensitive = get_bool(CKA_SENSITIVE, false);
-  k.extractable = get_bool(CKA_EXTRACTABLE, true);
+  CK_ATTRIBUTE a{CKA_LABEL, nullptr, 0};
+  if (fn_->C_GetAttributeValue(*session_, handle, &a, 1) == CKR_OK &&
+      a.ulValueLen != CK_UNAVAILABLE_INFORMATION) {
+    k.label.resize(a.ulValueLen);
+    a.pValue = k.label.data();
+    if (fn_->C_GetAttributeValue(*session_, handle, &a, 1) != CKR_OK) k.label.clear();
+  }
+  // The daemon's reading of the attributes, so that both judge a key alike.
+  CK_RV rv = CKR_OK;
+  auto attrs = hsm::read_key_attributes(fn_, *session_, handle, rv);
+  if (!attrs) {
+    throw std::runtime_error("hsm " + q(hsm_.name) + ": cannot read the attributes of key " +
+                             q(k.label) + ": " + ckr_text(rv));
+  }
+  k.id_hex = attrs->id_hex;
+  k.type = attrs->key_type;
+  if (attrs->key_bytes != 0) k.value_len = attrs->key_bytes;
+  k.encrypt = attrs->encrypt;
+  k.decrypt = attrs->decrypt;
+  k.wrap = attrs->wrap;
+  k.unwrap = attrs->unwrap;
+  k.sign = attrs->sign;
+  k.verify = attrs->verify;
+  k.derive = attrs->derive;
+  k.sensitive = attrs->sensitive;
+  k.extractable = attrs->extractable;
   return k;
 }
 
@@ -276,25 +222,11 @@ std::vector<TokenKey> ToolToken::find_by_label(const std::string& label) {
 
 TokenKey ToolToken::generate_aes256(const std::string& label, const std::vector<std::uint8_t>& id,
                                     bool encrypt, bool decrypt) {
-  CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
-  CK_KEY_TYPE kt = CKK_AES;
-  CK_ULONG len = 32;
-  CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
-  CK_BBOOL enc = encrypt ? CK_TRUE : CK_FALSE, dec = decrypt ? CK_TRUE : CK_FALSE;
-  std::vector<CK_ATTRIBUTE> tmpl = {
-      {CKA_CLASS, &cls, sizeof cls},       {CKA_KEY_TYPE, &kt, sizeof kt},
-      {CKA_VALUE_LEN, &len, sizeof len},   {CKA_TOKEN, &yes, sizeof yes},
-      {CKA_PRIVATE, &yes, sizeof yes},     {CKA_SENSITIVE, &yes, sizeof yes},
-      {CKA_EXTRACTABLE, &no, sizeof no},   {CKA_ENCRYPT, &enc, sizeof enc},
-      {CKA_DECRYPT, &dec, sizeof dec},     {CKA_WRAP, &no, sizeof no},
-      {CKA_UNWRAP, &no, sizeof no},        {CKA_SIGN, &no, sizeof no},
-      {CKA_VERIFY, &no, sizeof no},        {CKA_DERIVE, &no, sizeof no},
-      {CKA_LABEL, const_cast<char*>(label.data()), label.size()},
-      {CKA_ID, const_cast<std::uint8_t*>(id.data()), id.size()},
-  };
+  hsm::KeyTemplate tmpl = hsm::safe_aes256_template(label, id, encrypt, decrypt);
   CK_MECHANISM mech{CKM_AES_KEY_GEN, nullptr, 0};
   CK_OBJECT_HANDLE h = 0;
-  const CK_RV rv = fn_->C_GenerateKey(*session_, &mech, tmpl.data(), tmpl.size(), &h);
+  const CK_RV rv = fn_->C_GenerateKey(*session_, &mech, tmpl.attributes.data(),
+                                      tmpl.attributes.size(), &h);
   if (rv != CKR_OK) {
     throw std::runtime_error("hsm " + q(hsm_.name) + ": C_GenerateKey(CKM_AES_KEY_GEN) failed with " +
                              ckr_text(rv));

@@ -56,22 +56,51 @@ struct KeyStore {
   policy::PolicyPtr policy;           // compiled at load (and at every reload)
 };
 
+// How the 12-byte AES-GCM IV of an Encrypt comes to be, named by what the
+// HSM does. Every mode yields a fresh IV per call; an HSM that hands back an IV
+// it did not generate (the buffer unchanged, nothing appended) fails the call.
 enum class IvMode {
-  HsmRandom,         // proxy asks the HSM for 12 random bytes (C_GenerateRandom)
-  HsmGenerated,      // HSM generates the IV inside C_Encrypt (e.g. AWS CloudHSM)
-  HsmGeneratedZero,  // same, but the IV buffer must be passed zeroed (e.g. Luna)
+  CallerRandom,       // the proxy draws the IV from the HSM's RNG (C_GenerateRandom) and passes it
+  HsmIntoZeroBuffer,  // the proxy passes 12 zero bytes; the HSM writes its IV into them (CloudHSM)
+  HsmAppended,        // pIv NULL; the HSM appends its IV (12 or 16 bytes) after the tag (Luna)
+};
+
+// HSM families whose documented PKCS#11 behaviour sets the defaults of the
+// settings below (docs/configuration.md, "HSM vendors", gives each fact's source).
+enum class HsmVendor { Generic, SoftHsm2, Nss, CloudHsm, Luna, NShield, Vault, Utimaco };
+
+// How hsm.pin is handed to C_Login.
+enum class PinFormat {
+  Plain,         // the PIN as read
+  UserPassword,  // "user:password", both parts non-empty (AWS CloudHSM's crypto user)
 };
 
 struct HsmConfig {
   std::string name;                      // for logs and health; defaults to "hsm<N>"
   std::filesystem::path module;          // PKCS#11 library
+  // Exactly one selects the token: its label, its serial number, or its slot id.
   std::optional<std::string> token_label;
-  std::optional<std::uint64_t> slot_id;  // exactly one of token_label / slot_id
+  std::optional<std::string> token_serial;
+  std::optional<std::uint64_t> slot_id;
   SecretSource pin_source;
   SecureString pin;                      // resolved at load
   unsigned sessions = 8;                 // logged-in sessions = worker threads
   std::string health_key;                // label of a dedicated test key
-  IvMode iv = IvMode::HsmRandom;
+  HsmVendor vendor = HsmVendor::Generic;
+  IvMode iv = IvMode::CallerRandom;      // the vendor's default unless set
+  PinFormat pin_format = PinFormat::Plain;
+  // CKR codes with which C_Decrypt says "the tag does not verify" after a
+  // successful C_DecryptInit: InvalidCiphertextException, never a device error.
+  // CKR_ENCRYPTED_DATA_INVALID and CKR_ENCRYPTED_DATA_LEN_RANGE unless the
+  // vendor adds more (apply_vendor_defaults) or the file says otherwise.
+  std::vector<unsigned long> auth_failure_codes = {0x40, 0x41};
+  // C_Initialize: pReserved (a module-specific string, e.g. NSS softoken's
+  // configdir) and whether CKF_OS_LOCKING_OK is set.
+  std::optional<std::string> init_args;
+  bool init_os_locking = true;
+  // Set in the process environment before the module is loaded (e.g.
+  // SOFTHSM2_CONF), in file order.
+  std::vector<std::pair<std::string, std::string>> environment;
 };
 
 struct TlsConfig {
@@ -199,7 +228,9 @@ std::vector<std::string> config_warnings(const Config& config,
                                          std::chrono::system_clock::time_point now);
 std::vector<std::string> config_warnings(const Config& config);  // now = system_clock::now()
 
-// "hsm_random" | "hsm_generated" | "hsm_generated_zero", as written in the file.
+// The names as written in the file: "caller_random", "softhsm2", "user_password", ...
 std::string_view to_string(IvMode mode) noexcept;
+std::string_view to_string(HsmVendor vendor) noexcept;
+std::string_view to_string(PinFormat format) noexcept;
 
 }  // namespace xks::config

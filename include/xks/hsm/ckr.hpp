@@ -29,15 +29,10 @@ std::string_view ckr_name(CK_RV rv) noexcept;
 std::string_view to_string(CkrClass c) noexcept;
 CkrClass ckr_class(CK_RV rv) noexcept;
 
-// The errorName a CKR code becomes, independent of the operation. Decrypt's
-// caller additionally turns the codes of ckr_rejects_ciphertext() into
+// The errorName a CKR code becomes, independent of the operation. The backend
+// additionally turns C_Decrypt's hsm.auth_failure_codes into
 // InvalidCiphertextException, because only there do they mean "tag did not verify".
 ErrorName ckr_error_name(CK_RV rv) noexcept;
-
-// True for the codes C_Decrypt uses to say the ciphertext/tag/IV/AAD do not
-// verify. Includes CKR_GENERAL_ERROR: SoftHSM2 (2.6) answers a bad GCM tag with
-// it (tests/unit/hsm/pkcs11_backend_test.cpp pins this down).
-bool ckr_rejects_ciphertext(CK_RV rv) noexcept;
 
 // An Error for a failed PKCS#11 call. `context` names what was being done
 // (e.g. "C_Encrypt with key 'k1'"); it goes into the log-only detail together with

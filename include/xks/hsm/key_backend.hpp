@@ -5,6 +5,7 @@
 #pragma once
 
 #include <chrono>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -15,11 +16,18 @@
 
 namespace xks::hsm {
 
-inline constexpr std::size_t kGcmIvBytes = 12;
+inline constexpr std::size_t kGcmIvBytes = 12;  // every IV this proxy hands out
+inline constexpr std::size_t kGcmLongIvBytes = 16;  // also allowed by the spec (some HSMs' IVs)
 inline constexpr std::size_t kGcmTagBytes = 16;
+
+// The spec allows 12- and 16-byte IVs.
+constexpr bool is_gcm_iv_size(std::size_t n) noexcept {
+  return n == kGcmIvBytes || n == kGcmLongIvBytes;
+}
 
 // What the HSM says about a key object (read from its PKCS#11 attributes).
 struct KeyAttributes {
+  std::optional<unsigned long> key_type;  // CKA_KEY_TYPE, when the module reveals it
   bool is_aes = false;          // CKA_KEY_TYPE == CKK_AES
   std::size_t key_bytes = 0;    // CKA_VALUE_LEN
   bool encrypt = false;         // CKA_ENCRYPT
@@ -41,7 +49,7 @@ struct KeyAttributes {
 
 struct GcmCiphertext {
   Bytes ciphertext;  // same length as the plaintext
-  Bytes iv;          // kGcmIvBytes
+  Bytes iv;          // kGcmIvBytes, or kGcmLongIvBytes from an HSM that makes those
   Bytes tag;         // kGcmTagBytes
 };
 
@@ -65,12 +73,14 @@ class KeyBackend {
   // Attributes of the key labelled `label`. KeyNotFoundException if no such key.
   virtual Result<KeyAttributes> key_attributes(std::string_view label) = 0;
 
-  // AES-GCM with a 12-byte IV and 16-byte tag; `aad` is passed to the HSM as is
-  // (the caller frames it). The IV comes from the configured IV mode.
+  // AES-GCM with a 16-byte tag; `aad` is passed to the HSM as is (the caller
+  // frames it). The IV (12 bytes, or 16 from an HSM that generates those) comes
+  // from the configured IV mode.
   virtual Result<GcmCiphertext> encrypt(std::string_view label, ByteView plaintext,
                                         ByteView aad) = 0;
 
-  // InvalidCiphertextException when the tag does not verify.
+  // InvalidCiphertextException when the tag does not verify, or when the IV is
+  // not 12 or 16 bytes or the tag not 16.
   virtual Result<SecureBytes> decrypt(std::string_view label, ByteView ciphertext, ByteView iv,
                                       ByteView tag, ByteView aad) = 0;
 

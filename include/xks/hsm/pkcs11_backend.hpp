@@ -20,7 +20,11 @@
 //    by check_health() or by the first call to arrive (the others still fail
 //    fast); a successful operation resets the backoff;
 //  - a label that finds no key is KeyNotFoundException naming the label, the
-//    HSM and the token, and an HsmEvent::KeyNotFound.
+//    HSM and the token, and an HsmEvent::KeyNotFound;
+//  - after a successful C_DecryptInit, C_Decrypt's hsm.auth_failure_codes mean
+//    the tag does not verify: InvalidCiphertextException, and never a device
+//    error, a failover, a re-initialization or a health change, whatever the
+//    code's class elsewhere.
 // Thread-safe: any number of threads may call it at once; at most `sessions`
 // calls touch the HSM concurrently, the others wait up to lease_timeout.
 #pragma once
@@ -45,6 +49,7 @@
 #include "xks/hsm/key_backend.hpp"
 #include "xks/hsm/pkcs11_module.hpp"
 #include "xks/hsm/session_pool.hpp"
+#include "xks/hsm/token.hpp"
 
 namespace xks::hsm {
 
@@ -121,11 +126,10 @@ class Pkcs11Backend final : public KeyBackend {
   Pkcs11Stats stats() const;
 
  private:
-  struct TokenIdentity {
-    std::string label, serial, manufacturer, model, firmware;
-  };
   Pkcs11Backend(const config::HsmConfig& config, Options options,
-                std::shared_ptr<Pkcs11Module> module, CK_SLOT_ID slot, TokenIdentity identity);
+                std::shared_ptr<Pkcs11Module> module, TokenIdentity identity);
+  // True when C_Decrypt's `rv` is one of hsm.auth_failure_codes.
+  bool is_auth_failure(CK_RV rv) const noexcept;
 
   Result<CK_SESSION_HANDLE> open_session();
   void emit(HsmEvent::Kind kind, std::string detail, CK_RV rv = CKR_OK,
@@ -157,6 +161,7 @@ class Pkcs11Backend final : public KeyBackend {
   const TokenIdentity identity_;
   SecureString pin_;                       // guarded by login_mutex_
   const config::IvMode iv_mode_;
+  const std::vector<unsigned long> auth_failure_codes_;
   const std::string health_key_;
   const std::function<void(std::string_view, CK_RV)> on_login_;
   const HsmEventHook on_event_;

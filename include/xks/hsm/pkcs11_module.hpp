@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "xks/core/result.hpp"
@@ -14,6 +15,13 @@ namespace xks::hsm {
 
 class Pkcs11Module {
  public:
+  // What C_Initialize is given: CKF_OS_LOCKING_OK (worker threads call the
+  // module at once) and, for modules that read one, a pReserved string.
+  struct InitOptions {
+    std::optional<std::string> args;
+    bool os_locking = true;
+  };
+
   // Loads and initializes (CKF_OS_LOCKING_OK) the library at `path`, or returns
   // the already loaded instance for the same file. Shared because C_Initialize
   // and C_Finalize act on the whole process: two backends on one library (two
@@ -24,7 +32,9 @@ class Pkcs11Module {
   // `init_rv`, when given, receives C_Initialize's code if that is what failed
   // (CKR_OK otherwise), so that a caller can tell a device that is down from a
   // configuration mistake.
+  // A module already loaded keeps the options of its first load.
   static Result<std::shared_ptr<Pkcs11Module>> load(const std::filesystem::path& path,
+                                                    const InitOptions& init,
                                                     CK_RV* init_rv = nullptr);
 
   ~Pkcs11Module();
@@ -48,7 +58,7 @@ class Pkcs11Module {
   struct Token {};  // keeps the constructor private to load() yet make_shared-able
  public:
   Pkcs11Module(Token, std::filesystem::path path, void* handle, CK_FUNCTION_LIST* fn,
-               bool finalize);
+               bool finalize, InitOptions init);
 
  private:
   std::filesystem::path path_;
@@ -57,6 +67,7 @@ class Pkcs11Module {
   // False when C_Initialize said CKR_CRYPTOKI_ALREADY_INITIALIZED: someone else
   // in this process owns the initialization, so finalizing is theirs to do.
   bool finalize_ = false;
+  InitOptions init_;
   std::string description_;
 };
 

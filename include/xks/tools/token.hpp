@@ -14,6 +14,7 @@
 
 #include "xks/config/config.hpp"
 #include "xks/hsm/pkcs11_module.hpp"
+#include "xks/hsm/token.hpp"
 
 namespace xks::tools {
 
@@ -45,6 +46,8 @@ class ToolToken {
   // Each step throws std::runtime_error whose message says what to fix.
   void load_module();
   void find_token();                       // after load_module
+  // Throws unless the token offers CKM_AES_GCM (as the daemon checks at startup).
+  void check_gcm();                        // after find_token
   void open_session(bool read_write);      // after find_token
   // C_Login as CKU_USER, exactly once per ToolToken: a refused PIN is never
   // retried (five wrong PINs lock a CloudHSM user). Returns the CKR code;
@@ -72,6 +75,7 @@ class ToolToken {
   std::shared_ptr<hsm::Pkcs11Module> module_;
   CK_FUNCTION_LIST* fn_ = nullptr;
   std::optional<CK_SLOT_ID> slot_;
+  hsm::TokenIdentity identity_;
   std::string token_description_;
   std::optional<CK_SESSION_HANDLE> session_;
   bool login_attempted_ = false;

@@ -100,7 +100,7 @@ class FakeKeyBackend : public hsm::KeyBackend {
     const Key* k = find(label);
     if (k == nullptr) return not_found(label);
     if (!k->attributes.decrypt) return usage("CKR_KEY_FUNCTION_NOT_PERMITTED (decrypt)");
-    if (iv.size() != hsm::kGcmIvBytes || tag.size() != hsm::kGcmTagBytes) {
+    if (!hsm::is_gcm_iv_size(iv.size()) || tag.size() != hsm::kGcmTagBytes) {
       return bad_ciphertext("CKR_ARGUMENTS_BAD");
     }
     SecureBytes out(ciphertext.size());

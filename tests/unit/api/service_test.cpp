@@ -176,7 +176,8 @@ TEST_F(ServiceTest, TamperedCiphertextIvTagFail) {
   }
 }
 
-TEST_F(ServiceTest, SixteenByteIvIsNotOurs) {
+TEST_F(ServiceTest, SixteenByteIvReachesTheHsm) {
+  // The spec allows 16-byte IVs (some HSMs generate them): the HSM judges the tag.
   auto e = service_.encrypt(k1_, encrypt_request("x"));
   ASSERT_TRUE(e.has_value());
   DecryptRequest r = decrypt_request(*e);
@@ -185,8 +186,7 @@ TEST_F(ServiceTest, SixteenByteIvIsNotOurs) {
   auto d = service_.decrypt(k1_, r);
   ASSERT_FALSE(d.has_value());
   EXPECT_EQ(d.error().name, ErrorName::InvalidCiphertextException);
-  EXPECT_NE(d.error().message.find("12 bytes"), std::string::npos);
-  EXPECT_EQ(backend_.decrypt_calls, calls);
+  EXPECT_EQ(backend_.decrypt_calls, calls + 1);
 }
 
 std::string independent_cdiv(const Bytes& aad, const EncryptResponse& e) {

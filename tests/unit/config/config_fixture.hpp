@@ -57,7 +57,7 @@ hsm:
   pin: { file: secrets/hsm.pin }
   sessions: 8
   health_key: xks-health
-  iv: hsm_random
+  iv: caller_random
 keystores:
   - uri_path: /demo/kms/xks/v1
     credentials:

@@ -40,7 +40,9 @@ TEST_F(ConfigTest, DescribeRedactedShowsSourcesNeverValues) {
   EXPECT_EQ(j["server"]["listen"], "127.0.0.1:0");
   EXPECT_EQ(j["server"]["limits"]["max_body_bytes"], 65536);
   EXPECT_EQ(j["tls"]["certificate"], (dir_ / "tls/server.crt").string());
-  EXPECT_EQ(j["hsm"][0]["iv"], "hsm_random");
+  EXPECT_EQ(j["hsm"][0]["iv"], "caller_random");
+  EXPECT_EQ(j["hsm"][0]["vendor"], "generic");
+  EXPECT_EQ(j["hsm"][0]["auth_failure_codes"][0], "CKR_ENCRYPTED_DATA_INVALID");
   EXPECT_EQ(j["hsm"][0]["token_label"], "xks");
   EXPECT_FALSE(j["hsm"][0].contains("slot_id"));
   EXPECT_EQ(j["keystores"][0]["keys"][1]["label"], "second.key_2");

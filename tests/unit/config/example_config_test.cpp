@@ -6,6 +6,7 @@
 #include <set>
 
 #include "config_fixture.hpp"
+#include "xks/config/hsm_vendor.hpp"
 
 namespace xks::config::test {
 namespace {
@@ -23,7 +24,7 @@ const std::vector<std::string> kAllSettings = {
     "server.limits.body_timeout_ms", "server.limits.idle_timeout_ms",
     "server.limits.write_timeout_ms", "server.user", "server.group", "tls.enabled", "tls.certificate", "tls.private_key",
     "tls.client_ca", "tls.client_names", "hsm.name", "hsm.module", "hsm.token_label",
-    "hsm.pin.file", "hsm.sessions", "hsm.health_key", "hsm.iv", "keystores[].uri_path",
+    "hsm.pin.file", "hsm.sessions", "hsm.health_key", "hsm.vendor", "keystores[].uri_path",
     "keystores[].credentials[].access_key_id", "keystores[].credentials[].secret.file",
     "keystores[].credentials[].not_after", "keystores[].keys[].id", "keystores[].keys[].label",
     "keystores[].keys[].enabled", "health.interval_ms", "health.degraded_latency_ms",
@@ -31,7 +32,10 @@ const std::vector<std::string> kAllSettings = {
 
 // Settings documented (commented out) rather than set in the main example,
 // because they are alternatives to what it sets.
-const std::vector<std::string> kAlternatives = {"hsm.slot_id", "hsm.pin.env",
+const std::vector<std::string> kAlternatives = {"hsm.slot_id", "hsm.token_serial", "hsm.pin.env",
+                                                "hsm.iv", "hsm.auth_failure_codes",
+                                                "hsm.pin_format", "hsm.init_args",
+                                                "hsm.init_os_locking", "hsm.environment",
                                                 "hsm.pin.allow_insecure_permissions",
                                                 "server.allow_root", "logging.file.path",
                                                 "logging.file.rotate", "logging.file.max_size_mb",
@@ -55,11 +59,14 @@ class ExampleConfigTest : public ConfigTest {
   // names of variables it set so that the test can unset them.
   std::vector<std::string> substitute(YAML::Node& n) {
     std::vector<std::string> vars;
-    const auto secret = [&](YAML::Node s, const std::string& file, const char* value) {
-      if (s["file"]) s["file"] = file;
+    const auto secret = [&](YAML::Node s, const std::string& file, const std::string& value) {
+      if (s["file"]) {
+        s["file"] = file;
+        write(file, value + "\n");
+      }
       if (s["env"]) {
         const std::string var = s["env"].Scalar();
-        ::setenv(var.c_str(), value, 1);
+        ::setenv(var.c_str(), value.c_str(), 1);
         vars.push_back(var);
       }
     };
@@ -71,7 +78,12 @@ class ExampleConfigTest : public ConfigTest {
     }
     const auto hsm = [&](YAML::Node h) {
       if (h["module"]) h["module"] = "lib/libfake-pkcs11.so";
-      if (h["pin"]) secret(h["pin"], "secrets/hsm.pin", kPin);
+      // AWS CloudHSM's PIN names the crypto user: <user>:<password>.
+      const bool user_password = h["vendor"] && h["vendor"].Scalar() == "cloudhsm";
+      if (h["pin"]) {
+        secret(h["pin"], user_password ? "secrets/cu.pin" : "secrets/hsm.pin",
+               user_password ? std::string("xks-cu:") + kPin : std::string(kPin));
+      }
     };
     if (n["hsm"].IsSequence()) {
       for (auto h : n["hsm"]) hsm(h);
@@ -150,8 +162,11 @@ TEST_F(ExampleConfigTest, DocsMentionEverySetting) {
     const std::string leaf = s.substr(s.rfind('.') + 1);
     EXPECT_THAT(text, HasSubstr("`" + leaf + "`")) << s;
   }
-  for (const char* iv : {"hsm_random", "hsm_generated", "hsm_generated_zero"}) {
+  for (const char* iv : {"caller_random", "hsm_into_zero_buffer", "hsm_appended"}) {
     EXPECT_THAT(text, HasSubstr(iv));
+  }
+  for (const auto& profile : vendor_profiles()) {
+    EXPECT_THAT(text, HasSubstr("`" + std::string(profile.name) + "`")) << profile.name;
   }
 }
 

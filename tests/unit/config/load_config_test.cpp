@@ -4,6 +4,10 @@
 
 #include "config_fixture.hpp"
 
+#include <p11-kit/pkcs11.h>
+
+#include "xks/config/hsm_vendor.hpp"
+
 namespace xks::config::test {
 namespace {
 
@@ -45,7 +49,7 @@ TEST_F(ConfigTest, FullExampleLoadsEveryField) {
   EXPECT_EQ(h.pin.view(), kPin);  // trailing newline stripped
   EXPECT_EQ(h.sessions, 8U);
   EXPECT_EQ(h.health_key, "xks-health");
-  EXPECT_EQ(h.iv, IvMode::HsmRandom);
+  EXPECT_EQ(h.iv, IvMode::CallerRandom);
 
   ASSERT_EQ(c.keystores.size(), 1U);
   const KeyStore& ks = c.keystores[0];
@@ -122,7 +126,7 @@ keystores:
   EXPECT_EQ(c.hsms[0].slot_id, std::optional<std::uint64_t>(3));
   EXPECT_FALSE(c.hsms[0].token_label.has_value());
   EXPECT_EQ(c.hsms[0].sessions, 8U);
-  EXPECT_EQ(c.hsms[0].iv, IvMode::HsmRandom);
+  EXPECT_EQ(c.hsms[0].iv, IvMode::CallerRandom);
   EXPECT_FALSE(c.keystores[0].credentials[0].not_after.has_value());
   EXPECT_TRUE(c.keystores[0].keys[0].enabled);
   EXPECT_EQ(c.health.max_age, Millis(60000));
@@ -137,7 +141,7 @@ TEST_F(ConfigTest, JsonEquivalentLoads) {
 	"tls": {"enabled": true, "certificate": "tls/server.crt", "private_key": "tls/server.key"},
 	"hsm": {"name": "soft1", "module": "lib/libfake-pkcs11.so", "token_label": "xks",
 	        "pin": {"file": "secrets/hsm.pin"}, "sessions": 4, "health_key": "xks-health",
-	        "iv": "hsm_generated"},
+	        "iv": "hsm_into_zero_buffer"},
 	"keystores": [{
 		"uri_path": "/demo/kms/xks/v1",
 		"credentials": [{"access_key_id": "AKIAXKSPROXYEXAMPLE2", "secret": {"file": "secrets/demo.secret"},
@@ -157,7 +161,7 @@ TEST_F(ConfigTest, JsonEquivalentLoads) {
   EXPECT_EQ(c.server.request_deadline, Millis(150));
   EXPECT_EQ(c.server.limits.max_body_bytes, 32768U);
   EXPECT_EQ(c.server.limits.idle_timeout, Millis(5000));
-  EXPECT_EQ(c.hsms[0].iv, IvMode::HsmGenerated);
+  EXPECT_EQ(c.hsms[0].iv, IvMode::HsmIntoZeroBuffer);
   EXPECT_EQ(c.hsms[0].pin.view(), kPin);
   EXPECT_EQ(c.keystores[0].credentials[0].secret.view(), kSecret);
   EXPECT_FALSE(c.keystores[0].keys[0].enabled);
@@ -211,7 +215,7 @@ TEST_F(ConfigTest, HsmListFormLoadsSeveralHsmsWithDefaultNames) {
     YAML::Node second = YAML::Clone(first);
     second.remove("token_label");
     second["slot_id"] = 7;
-    second["iv"] = "hsm_generated_zero";
+    second["iv"] = "hsm_appended";
     second["pin"] = YAML::Load("{ env: XKS_TEST_PIN_2 }");
     YAML::Node list(YAML::NodeType::Sequence);
     list.push_back(first);
@@ -226,7 +230,7 @@ TEST_F(ConfigTest, HsmListFormLoadsSeveralHsmsWithDefaultNames) {
   EXPECT_EQ(c.hsms[0].pin.view(), kPin);
   EXPECT_EQ(c.hsms[1].pin.view(), "second-pin");
   EXPECT_EQ(c.hsms[1].slot_id, std::optional<std::uint64_t>(7));
-  EXPECT_EQ(c.hsms[1].iv, IvMode::HsmGeneratedZero);
+  EXPECT_EQ(c.hsms[1].iv, IvMode::HsmAppended);
 }
 
 TEST_F(ConfigTest, EnvSecretsAreRead) {
@@ -317,13 +321,75 @@ TEST_F(ConfigTest, NotAfterAcceptsDatesAndOffsets) {
 
 TEST_F(ConfigTest, IvModesParse) {
   for (const auto& [text, mode] : std::vector<std::pair<std::string, IvMode>>{
-           {"hsm_random", IvMode::HsmRandom},
-           {"hsm_generated", IvMode::HsmGenerated},
-           {"hsm_generated_zero", IvMode::HsmGeneratedZero}}) {
+           {"caller_random", IvMode::CallerRandom},
+           {"hsm_into_zero_buffer", IvMode::HsmIntoZeroBuffer},
+           {"hsm_appended", IvMode::HsmAppended}}) {
     const Config c = load_mutated([&](YAML::Node& n) { n["hsm"]["iv"] = text; });
     EXPECT_EQ(c.hsms[0].iv, mode);
     EXPECT_EQ(to_string(mode), text);
   }
+}
+
+TEST_F(ConfigTest, VendorSetsTheDefaultsAndAnExplicitSettingWins) {
+  struct Row {
+    const char* vendor;
+    IvMode iv;
+    std::vector<unsigned long> codes;
+    PinFormat pin;
+  };
+  const std::vector<unsigned long> standard = {CKR_ENCRYPTED_DATA_INVALID,
+                                               CKR_ENCRYPTED_DATA_LEN_RANGE};
+  auto with = [&](unsigned long extra) {
+    auto v = standard;
+    v.push_back(extra);
+    return v;
+  };
+  for (const Row& row : std::vector<Row>{
+           {"generic", IvMode::CallerRandom, standard, PinFormat::Plain},
+           {"softhsm2", IvMode::CallerRandom, with(CKR_GENERAL_ERROR), PinFormat::Plain},
+           {"luna", IvMode::HsmAppended, standard, PinFormat::Plain},
+           {"nshield", IvMode::HsmIntoZeroBuffer, with(CKR_FUNCTION_FAILED), PinFormat::Plain},
+           {"vault", IvMode::CallerRandom, standard, PinFormat::Plain},
+           {"utimaco", IvMode::CallerRandom, standard, PinFormat::Plain}}) {
+    const Config c = load_mutated([&](YAML::Node& n) {
+      n["hsm"]["vendor"] = row.vendor;
+      n["hsm"].remove("iv");
+    });
+    EXPECT_EQ(c.hsms[0].vendor, *vendor_from_name(row.vendor)) << row.vendor;
+    EXPECT_EQ(c.hsms[0].iv, row.iv) << row.vendor;
+    EXPECT_EQ(c.hsms[0].auth_failure_codes, row.codes) << row.vendor;
+    EXPECT_EQ(c.hsms[0].pin_format, row.pin) << row.vendor;
+    EXPECT_EQ(to_string(c.hsms[0].vendor), row.vendor);
+  }
+  const Config c = load_mutated([&](YAML::Node& n) {
+    n["hsm"]["vendor"] = "nshield";
+    n["hsm"].remove("iv");
+    n["hsm"]["auth_failure_codes"] = YAML::Load("[CKR_ENCRYPTED_DATA_INVALID, CKR_GENERAL_ERROR]");
+    n["hsm"]["pin_format"] = "plain";
+  });
+  EXPECT_EQ(c.hsms[0].auth_failure_codes,
+            (std::vector<unsigned long>{CKR_ENCRYPTED_DATA_INVALID, CKR_GENERAL_ERROR}));
+}
+
+TEST_F(ConfigTest, InitArgsEnvironmentAndTokenSerialLoad) {
+  const fs::path conf = dir_ / "softhsm2.conf";
+  std::ofstream(conf) << "directories.tokendir = /nonexistent\n";
+  const Config c = load_mutated([&](YAML::Node& n) {
+    n["hsm"].remove("token_label");
+    n["hsm"]["token_serial"] = "9c1e0f3a5b7d";
+    n["hsm"]["init_args"] = "configdir='sql:/tmp/db' flags=readOnly";
+    n["hsm"]["init_os_locking"] = false;
+    n["hsm"]["environment"] = YAML::Load("{ SOFTHSM2_CONF: softhsm2.conf, OTHER: plain-value }");
+  });
+  const HsmConfig& h = c.hsms[0];
+  EXPECT_EQ(h.token_serial, std::optional<std::string>{"9c1e0f3a5b7d"});
+  EXPECT_FALSE(h.token_label);
+  EXPECT_EQ(h.init_args, std::optional<std::string>{"configdir='sql:/tmp/db' flags=readOnly"});
+  EXPECT_FALSE(h.init_os_locking);
+  ASSERT_EQ(h.environment.size(), 2U);
+  // A relative value naming a file next to the configuration is a path.
+  EXPECT_EQ(h.environment[0], (std::pair<std::string, std::string>{"SOFTHSM2_CONF", conf.lexically_normal().string()}));
+  EXPECT_EQ(h.environment[1], (std::pair<std::string, std::string>{"OTHER", "plain-value"}));
 }
 
 TEST(ConfigErrorTest, WhatIsOneLineWithFileSettingProblemAndFix) {

@@ -293,7 +293,75 @@ TEST_F(ConfigTest, HealthKeyRequiredAndNotAKmsKey) {
 
 TEST_F(ConfigTest, IvModeMustBeKnown) {
   const std::string msg = expect_error([](YAML::Node& n) { n["hsm"]["iv"] = "random"; }, "hsm.iv");
-  EXPECT_THAT(msg, HasSubstr("hsm_generated_zero"));
+  EXPECT_THAT(msg, HasSubstr("hsm_into_zero_buffer"));
+  EXPECT_THAT(msg, HasSubstr("hsm_appended"));
+}
+
+TEST_F(ConfigTest, EarlierIvModeNamesAreRefusedNamingTheirReplacement) {
+  std::string msg = expect_error([](YAML::Node& n) { n["hsm"]["iv"] = "hsm_random"; }, "hsm.iv");
+  EXPECT_THAT(msg, HasSubstr("caller_random"));
+  msg = expect_error([](YAML::Node& n) { n["hsm"]["iv"] = "hsm_generated"; }, "hsm.iv");
+  EXPECT_THAT(msg, HasSubstr("hsm_into_zero_buffer"));
+}
+
+TEST_F(ConfigTest, IvModesAVendorMishandlesAreRefused) {
+  // A zeroed buffer on a module that uses its IV as given would repeat the IV.
+  std::string msg = expect_error([](YAML::Node& n) {
+    n["hsm"]["vendor"] = "luna";
+    n["hsm"]["iv"] = "hsm_into_zero_buffer";
+  }, "hsm.iv");
+  EXPECT_THAT(msg, HasSubstr("Thales Luna"));
+  EXPECT_THAT(msg, HasSubstr("every encryption"));
+  msg = expect_error([](YAML::Node& n) {
+    n["hsm"]["vendor"] = "softhsm2";
+    n["hsm"]["iv"] = "hsm_into_zero_buffer";
+  }, "hsm.iv");
+  EXPECT_THAT(msg, HasSubstr("caller_random"));
+  msg = expect_error([](YAML::Node& n) {
+    n["hsm"]["vendor"] = "cloudhsm";
+    n["hsm"]["pin"] = YAML::Load("{ env: XKS_TEST_CU_PIN }");
+    ::setenv("XKS_TEST_CU_PIN", "crypto-user:password1", 1);
+    n["hsm"]["iv"] = "caller_random";
+  }, "hsm.iv");
+  EXPECT_THAT(msg, HasSubstr("CKR_MECHANISM_PARAM_INVALID"));
+}
+
+TEST_F(ConfigTest, VendorAndCodesMustBeKnown) {
+  std::string msg = expect_error([](YAML::Node& n) { n["hsm"]["vendor"] = "thales"; }, "hsm.vendor");
+  EXPECT_THAT(msg, HasSubstr("luna"));
+  msg = expect_error([](YAML::Node& n) {
+    n["hsm"]["auth_failure_codes"] = YAML::Load("[CKR_ENCRYPTED_DATA_INVALID, CKR_BAD_TAG]");
+  }, "hsm.auth_failure_codes[1]");
+  EXPECT_THAT(msg, HasSubstr("pkcs11.h"));
+  expect_error([](YAML::Node& n) { n["hsm"]["auth_failure_codes"] = YAML::Load("[CKR_OK]"); },
+               "hsm.auth_failure_codes[0]");
+}
+
+TEST_F(ConfigTest, CloudHsmPinMustBeUserColonPasswordAndIsNeverShown) {
+  const std::string msg = expect_error([](YAML::Node& n) {
+    n["hsm"]["vendor"] = "cloudhsm";
+    n["hsm"].remove("iv");
+  }, "hsm.pin");
+  EXPECT_THAT(msg, HasSubstr("user:password"));
+  EXPECT_THAT(msg, Not(HasSubstr(kPin)));
+}
+
+TEST_F(ConfigTest, NssNeedsInitArgs) {
+  const std::string msg = expect_error([](YAML::Node& n) { n["hsm"]["vendor"] = "nss"; },
+                                       "hsm.init_args");
+  EXPECT_THAT(msg, HasSubstr("configdir"));
+}
+
+TEST_F(ConfigTest, OneTokenSelectorExactly) {
+  const std::string msg = expect_error([](YAML::Node& n) { n["hsm"]["token_serial"] = "1234"; },
+                                       "hsm");
+  EXPECT_THAT(msg, HasSubstr("token_serial"));
+  expect_error([](YAML::Node& n) {
+    n["hsm"].remove("token_label");
+    n["hsm"]["token_serial"] = "0123456789abcdef0";
+  }, "hsm.token_serial");
+  expect_error([](YAML::Node& n) { n["hsm"]["environment"] = YAML::Load("{ 1BAD: x }"); },
+               "hsm.environment.1BAD");
 }
 
 // ------------------------------------------------------------ secrets

@@ -11,6 +11,8 @@
 #include "softhsm_env.hpp"
 #include "xks/hsm/ckr.hpp"
 
+#include <openssl/evp.h>
+
 namespace xks::hsm {
 namespace {
 
@@ -98,7 +100,7 @@ TEST_F(Pkcs11BackendTest, TamperingIsInvalidCiphertext) {
   expect_invalid(bad, ct->iv, ct->tag, aad_, "ciphertext");
   bad.pop_back();
   expect_invalid(bad, ct->iv, ct->tag, aad_, "truncated ciphertext");
-  expect_invalid(ct->ciphertext, Bytes(16, 1), ct->tag, aad_, "16-byte iv");
+  expect_invalid(ct->ciphertext, Bytes(16, 1), ct->tag, aad_, "wrong 16-byte iv");
   expect_invalid(ct->ciphertext, ct->iv, Bytes(12, 1), aad_, "short tag");
 
   // The session survived the failures: the next call works.
@@ -114,10 +116,88 @@ TEST_F(Pkcs11BackendTest, SoftHsmAnswersABadTagWithAKnownCode) {
   auto r = backend_->decrypt("aes-1", ct->ciphertext, ct->iv, tag, aad_);
   ASSERT_FALSE(r);
   // SoftHSM2 2.6 reports a failed GCM tag check as CKR_GENERAL_ERROR, which is
-  // why ckr_rejects_ciphertext() includes it for C_Decrypt.
+  // why hsm.vendor softhsm2 adds it to hsm.auth_failure_codes.
   EXPECT_NE(r.error().detail.find("C_Decrypt (AES-GCM)"), std::string::npos) << r.error().detail;
   EXPECT_NE(r.error().detail.find("CKR_GENERAL_ERROR"), std::string::npos) << r.error().detail;
   EXPECT_EQ(r.error().name, ErrorName::InvalidCiphertextException);
+}
+
+TEST_F(Pkcs11BackendTest, BadTagsAreNeverDeviceErrorsWithTheVendorsCodes) {
+  auto ct = backend_->encrypt("aes-1", plaintext_, aad_);
+  ASSERT_TRUE(ct);
+  const Bytes wrong_aad = bytes("another context");
+  for (int i = 0; i < 20; ++i) {
+    auto r = backend_->decrypt("aes-1", ct->ciphertext, ct->iv, ct->tag, wrong_aad);
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().name, ErrorName::InvalidCiphertextException);
+  }
+  EXPECT_EQ(backend_->stats().device_errors, 0U);
+  EXPECT_FALSE(backend_->is_down());
+}
+
+TEST_F(Pkcs11BackendTest, CodesOutsideTheVendorsListStayFaults) {
+  // With only the standard codes, SoftHSM2's CKR_GENERAL_ERROR is a device
+  // fault: the vendor's list, not a global rule, makes it a bad tag.
+  config::HsmConfig c = SoftHsm::get().config(test::kMainToken, test::kMainPin);
+  c.auth_failure_codes = {CKR_ENCRYPTED_DATA_INVALID, CKR_ENCRYPTED_DATA_LEN_RANGE};
+  auto b = open_or_fail(c);
+  ASSERT_NE(b, nullptr);
+  auto ct = b->encrypt("aes-1", plaintext_, aad_);
+  ASSERT_TRUE(ct);
+  auto r = b->decrypt("aes-1", ct->ciphertext, ct->iv, ct->tag, bytes("wrong"));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().name, ErrorName::InternalException);
+  EXPECT_EQ(b->stats().device_errors, 1U);
+}
+
+TEST_F(Pkcs11BackendTest, SixteenByteIvDecrypts) {
+  // A ciphertext made elsewhere (OpenSSL) with a 16-byte IV, as HSMs that
+  // generate 16-byte IVs produce.
+  const Bytes key_value(32, 0x5a);
+  test::KeySpec spec;
+  spec.label = "iv16-key";
+  spec.id_hex = "1616";
+  spec.value = key_value;
+  SoftHsm::get().create_key(test::kMainToken, test::kMainPin, spec);
+  const Bytes iv(16, 0x24);
+  Bytes ciphertext(plaintext_.size());
+  Bytes tag(kGcmTagBytes);
+  EVP_CIPHER_CTX* ctx = EVP_CIPHER_CTX_new();
+  int len = 0;
+  ASSERT_EQ(EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), nullptr, nullptr, nullptr), 1);
+  ASSERT_EQ(EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, 16, nullptr), 1);
+  ASSERT_EQ(EVP_EncryptInit_ex(ctx, nullptr, nullptr, key_value.data(), iv.data()), 1);
+  ASSERT_EQ(EVP_EncryptUpdate(ctx, nullptr, &len, aad_.data(), static_cast<int>(aad_.size())), 1);
+  ASSERT_EQ(EVP_EncryptUpdate(ctx, ciphertext.data(), &len, plaintext_.data(),
+                              static_cast<int>(plaintext_.size())),
+            1);
+  ASSERT_EQ(EVP_EncryptFinal_ex(ctx, nullptr, &len), 1);
+  ASSERT_EQ(EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, 16, tag.data()), 1);
+  EVP_CIPHER_CTX_free(ctx);
+
+  auto pt = backend_->decrypt("iv16-key", ciphertext, iv, tag, aad_);
+  SoftHsm::get().destroy_keys(test::kMainToken, test::kMainPin, "iv16-key");
+  ASSERT_TRUE(pt) << pt.error().detail;
+  EXPECT_EQ(Bytes(pt->begin(), pt->end()), plaintext_);
+}
+
+TEST_F(Pkcs11BackendTest, AnIvTheHsmDidNotGenerateIsRefusedPerCall) {
+  // SoftHSM2 uses a given IV as given: in hsm_into_zero_buffer mode the buffer
+  // comes back all zero, which would repeat the IV; with pIv NULL it has no IV.
+  for (const config::IvMode mode : {config::IvMode::HsmIntoZeroBuffer, config::IvMode::HsmAppended}) {
+    config::HsmConfig c = SoftHsm::get().config(test::kMainToken, test::kMainPin);
+    c.iv = mode;
+    auto b = open_or_fail(c);
+    ASSERT_NE(b, nullptr);
+    auto ct = b->encrypt("aes-1", plaintext_, aad_);
+    ASSERT_FALSE(ct) << config::to_string(mode);
+    EXPECT_EQ(ct.error().name, ErrorName::InternalException);
+    if (mode == config::IvMode::HsmIntoZeroBuffer) {
+      EXPECT_NE(ct.error().message.find("did not generate a GCM IV"), std::string::npos)
+          << ct.error().message;
+      EXPECT_NE(ct.error().message.find("hsm.iv"), std::string::npos) << ct.error().message;
+    }
+  }
 }
 
 TEST_F(Pkcs11BackendTest, MissingKeyIsKeyNotFoundNamingTheLabel) {
@@ -356,28 +436,6 @@ TEST(Pkcs11BackendLogin, PinRefusedLaterLatchesUntilANewBackend) {
   EXPECT_TRUE(fixed->encrypt("aes-1", Bytes{1}, {}));
   // Put the PIN back, so that the test can run again (--gtest_repeat).
   hsm.change_pin_and_logout(test::kPinChangeToken, "2222", test::kPinChangePin);
-}
-
-TEST(Pkcs11BackendIv, HsmGeneratedModes) {
-  auto c = SoftHsm::get().config(test::kMainToken, test::kMainPin, 1);
-  c.iv = config::IvMode::HsmGenerated;
-  auto b = open_or_fail(c);
-  ASSERT_NE(b, nullptr);
-  auto x = b->encrypt("aes-1", Bytes{1, 2}, {});
-  auto y = b->encrypt("aes-1", Bytes{1, 2}, {});
-  ASSERT_TRUE(x && y);
-  EXPECT_NE(x->iv, y->iv);
-  EXPECT_TRUE(b->decrypt("aes-1", x->ciphertext, x->iv, x->tag, {}));
-
-  // SoftHSM2 does not generate IVs: with a zeroed buffer it would encrypt under
-  // an all-zero IV every time. The backend refuses instead of reusing an IV.
-  c.iv = config::IvMode::HsmGeneratedZero;
-  b = open_or_fail(c);
-  ASSERT_NE(b, nullptr);
-  auto z = b->encrypt("aes-1", Bytes{1, 2}, {});
-  ASSERT_FALSE(z);
-  EXPECT_EQ(z.error().name, ErrorName::InternalException);
-  EXPECT_NE(z.error().message.find("hsm.iv"), std::string::npos);
 }
 
 TEST(Pkcs11BackendConcurrency, EightThreadsShareFourSessions) {

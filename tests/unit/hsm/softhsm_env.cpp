@@ -6,6 +6,7 @@
 #include <fstream>
 #include <stdexcept>
 
+#include "xks/config/hsm_vendor.hpp"
 #include "xks/hsm/ckr.hpp"
 
 namespace xks::hsm::test {
@@ -44,7 +45,7 @@ SoftHsm& SoftHsm::get() {
   if (instance.dir_.empty()) {
     instance.set_up();
   } else if (!instance.module_) {
-    auto loaded = Pkcs11Module::load(kSoftHsmModule);
+    auto loaded = Pkcs11Module::load(kSoftHsmModule, {});
     if (!loaded) throw std::runtime_error("cannot load SoftHSM2: " + loaded.error().message);
     instance.module_ = *loaded;
   }
@@ -78,7 +79,7 @@ void SoftHsm::set_up() {
         " --so-pin " + kSoPin);
   }
 
-  auto loaded = Pkcs11Module::load(kSoftHsmModule);
+  auto loaded = Pkcs11Module::load(kSoftHsmModule, {});
   if (!loaded) throw std::runtime_error("cannot load SoftHSM2: " + loaded.error().message);
   module_ = *loaded;
 
@@ -137,7 +138,8 @@ config::HsmConfig SoftHsm::config(std::string_view token_label, std::string_view
   c.pin = SecureString{pin};
   c.sessions = sessions;
   c.health_key = "health";
-  c.iv = config::IvMode::HsmRandom;
+  c.vendor = config::HsmVendor::SoftHsm2;
+  config::apply_vendor_defaults(c);
   return c;
 }
 
