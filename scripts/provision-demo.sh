@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
-# Provisions the embedded SoftHSM2 demo: a private token with the demo keys, a demo
-# CA + server/client certificates, a fresh SigV4 credential and the proxy config.
+# Provisions the embedded demo: a private token with the demo keys, a demo CA +
+# server/client certificates, a fresh SigV4 credential and the proxy config.
 #
 # Usage: scripts/provision-demo.sh [DIR]        (default: run/)
 # Env:   XKS_LISTEN   listen address written into the config (default 127.0.0.1:8443)
 #        XKS_METRICS_LISTEN  where Prometheus GET /metrics is served, plain HTTP
 #                     (default 127.0.0.1:9464; "off" leaves the metrics section out)
-#        XKS_PKCS11_MODULE   PKCS#11 module (default /usr/lib/softhsm/libsofthsm2.so)
+#        XKS_DEMO_HSM the PKCS#11 implementation that holds the demo keys:
+#                     softhsm2 (default): a SoftHSM2 token in DIR/tokens;
+#                     nss: NSS's softoken (Debian libnss3), its database in DIR/nssdb,
+#                     the keys created with xksctl keys create ($XKSCTL_BIN, else
+#                     build/release/xksctl, build/test/xksctl, or xksctl on PATH)
+#        XKS_PKCS11_MODULE   PKCS#11 module (default /usr/lib/softhsm/libsofthsm2.so;
+#                     for nss /usr/lib/x86_64-linux-gnu/libsoftokn3.so)
 #
 # Idempotent: a second run reuses the token, keys, PINs, credential and certificates
 # and rewrites a generated file only if its content would change. Secrets go to
@@ -18,19 +24,38 @@ here=$(cd "$(dirname "$0")" && pwd)
 dir=${1:-run}
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
-module=${XKS_PKCS11_MODULE:-/usr/lib/softhsm/libsofthsm2.so}
+hsm=${XKS_DEMO_HSM:-softhsm2}
 listen=${XKS_LISTEN:-127.0.0.1:8443}
 metrics_listen=${XKS_METRICS_LISTEN:-127.0.0.1:9464}
-token_label=xks-demo
 uri_path=/demo/kms/xks/v1
+# LABEL:USAGE of each demo key; USAGE is ed (encrypt+decrypt), e, d or none.
+demo_keys=(demo-aes-key:ed demo-encrypt-only:e demo-decrypt-only:d demo-no-usage:none
+           demo-disabled:ed xks-health:ed)
 
-for tool in openssl cc pkg-config; do
-  command -v "$tool" >/dev/null || { echo "provision-demo: '$tool' not found (run scripts/install-deps.sh run)" >&2; exit 1; }
+case "$hsm" in
+  softhsm2)
+    module=${XKS_PKCS11_MODULE:-/usr/lib/softhsm/libsofthsm2.so}
+    token_label=xks-demo
+    tools=(openssl cc pkg-config)
+    packages=softhsm2
+    ;;
+  nss)
+    module=${XKS_PKCS11_MODULE:-/usr/lib/x86_64-linux-gnu/libsoftokn3.so}
+    # NSS softoken's key storage token; its PIN is the database password.
+    token_label="NSS Certificate DB"
+    tools=(openssl certutil)
+    packages="libnss3 libnss3-tools"
+    ;;
+  *) echo "provision-demo: XKS_DEMO_HSM '$hsm' is neither softhsm2 nor nss" >&2; exit 2 ;;
+esac
+
+for tool in "${tools[@]}"; do
+  command -v "$tool" >/dev/null || { echo "provision-demo: '$tool' not found (run scripts/install-deps.sh test)" >&2; exit 1; }
 done
-[ -r "$module" ] || { echo "provision-demo: PKCS#11 module $module not found (install softhsm2)" >&2; exit 1; }
+[ -r "$module" ] || { echo "provision-demo: PKCS#11 module $module not found (install $packages)" >&2; exit 1; }
 
-mkdir -p "$dir/secrets" "$dir/tokens" "$dir/tls"
-chmod 0700 "$dir" "$dir/secrets" "$dir/tokens" "$dir/tls"
+mkdir -p "$dir/secrets" "$dir/tls"
+chmod 0700 "$dir" "$dir/secrets" "$dir/tls"
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -68,7 +93,10 @@ new_secret_file() {
 
 echo "provision-demo: $dir"
 
-# --- SoftHSM2 token and keys -------------------------------------------------------
+# --- Token (for NSS the keys follow the config, below) -----------------------------
+if [ "$hsm" = softhsm2 ]; then
+mkdir -p "$dir/tokens"
+chmod 0700 "$dir/tokens"
 write_file "$dir/softhsm2.conf" 0600 <<EOF
 # Private SoftHSM2 configuration for the xks-proxy demo (generated).
 directories.tokendir = $dir/tokens
@@ -88,8 +116,21 @@ new_secret_file "$dir/secrets/hsm-so.pin" 'A-Za-z0-9' 24
 # shellcheck disable=SC2046  # pkg-config output is meant to be split
 cc -O2 -Wall -o "$tmp/p11-demo-keys" "$here/p11-demo-keys.c" $(pkg-config --cflags p11-kit-1) -ldl
 "$tmp/p11-demo-keys" "$module" "$token_label" "$dir/secrets/hsm-so.pin" "$dir/secrets/hsm.pin" \
-  demo-aes-key:ed demo-encrypt-only:e demo-decrypt-only:d demo-no-usage:none \
-  demo-disabled:ed xks-health:ed
+  "${demo_keys[@]}"
+else
+# NSS softoken keeps its token in one database (cert9.db, key4.db) whose password is
+# the token's PIN. hsm.init_args names the database; no environment is needed.
+write_file "$dir/env" 0600 <<EOF
+# Source this before starting xks-proxy on this demo directory (generated).
+EOF
+new_secret_file "$dir/secrets/hsm.pin" 'A-Za-z0-9' 24
+mkdir -p "$dir/nssdb"
+chmod 0700 "$dir/nssdb"
+if [ ! -s "$dir/nssdb/key4.db" ]; then
+  certutil -N -d "sql:$dir/nssdb" -f "$dir/secrets/hsm.pin" >/dev/null
+  echo "  created nssdb (NSS softoken database)"
+fi
+fi
 
 # --- TLS: demo CA, server certificate (ECDSA P-256), mTLS client certificate --------
 tls=$dir/tls
@@ -160,6 +201,19 @@ metrics_section=""
 if [ "$metrics_listen" != off ]; then
   metrics_section="metrics: { listen: \"$metrics_listen\" }"
 fi
+# The hsm settings that differ between the two implementations.
+if [ "$hsm" = softhsm2 ]; then
+  hsm_lines="  vendor: softhsm2
+  module: $module
+  environment: { SOFTHSM2_CONF: softhsm2.conf }
+  token_label: $token_label"
+else
+  # NSS softoken reads its database location from C_Initialize's pReserved.
+  hsm_lines="  vendor: nss
+  module: $module
+  init_args: \"configdir='sql:$dir/nssdb' certPrefix='' keyPrefix='' secmod='secmod.db' flags=\"
+  token_label: \"$token_label\""
+fi
 write_file "$dir/xks-proxy.yaml" 0600 <<EOF
 # xks-proxy demo configuration (generated by scripts/provision-demo.sh).
 # Relative paths resolve against this file's directory.
@@ -168,10 +222,7 @@ write_file "$dir/xks-proxy.yaml" 0600 <<EOF
 server:  { listen: "$listen", threads: 0, fleet_size: 1, ping_path: /ping, allow_root: true }
 tls:     { certificate: tls/server.pem, private_key: tls/server.key$tls_extra }
 hsm:
-  vendor: softhsm2
-  module: $module
-  environment: { SOFTHSM2_CONF: softhsm2.conf }
-  token_label: $token_label
+$hsm_lines
   pin: { file: secrets/hsm.pin }
   sessions: 4
   health_key: xks-health
@@ -188,6 +239,36 @@ keystores:
 logging: { level: info, format: json }
 $metrics_section
 EOF
+
+# --- NSS keys: made by xksctl keys create through the config just written -----------
+if [ "$hsm" = nss ]; then
+  xksctl=${XKSCTL_BIN:-}
+  for cand in "$here/../build/release/xksctl" "$here/../build/test/xksctl"; do
+    [ -n "$xksctl" ] || { [ -x "$cand" ] && xksctl=$cand; }
+  done
+  [ -n "$xksctl" ] || xksctl=$(command -v xksctl || true)
+  [ -n "$xksctl" ] || { echo "provision-demo: xksctl not found (build it, or set XKSCTL_BIN)" >&2; exit 1; }
+  listing=$("$xksctl" keys list --config "$dir/xks-proxy.yaml")
+  for spec in "${demo_keys[@]}"; do
+    label=${spec%%:*}
+    case ${spec#*:} in
+      ed) want=encrypt,decrypt ;;
+      e) want=encrypt ;;
+      d) want=decrypt ;;
+      none) want=none ;;
+    esac
+    # keys list prints "  LABEL ID TYPE USAGES ..." for each secret key.
+    have=$(awk -v l="$label" '$1 == l && NF >= 4 { print $4; exit }' <<<"$listing")
+    if [ -z "$have" ]; then
+      # CKA_ID = the label's bytes, as p11-demo-keys gives the SoftHSM2 keys.
+      "$xksctl" keys create --config "$dir/xks-proxy.yaml" --label "$label" --usage "$want" \
+        --id "$(printf '%s' "$label" | od -An -tx1 | tr -d ' \n')" | sed -n 's/^created /  created /p'
+    elif [ "$have" != "$want" ]; then
+      echo "provision-demo: key $label exists with usages $have, not $want; delete the NSS database $dir/nssdb to start over" >&2
+      exit 1
+    fi
+  done
+fi
 
 # The KMS console's import format; it holds the raw secret, hence 0600.
 write_file "$dir/kms-proxy-config.json" 0600 <<EOF
