@@ -545,8 +545,9 @@ constexpr BinarySpec kCiphertextSpec{kCiphertext, kMaxCiphertextBytes,
 constexpr BinarySpec kAadSpec{kAad, kMaxAadBytes, ErrorName::UnsupportedOperationException};
 constexpr BinarySpec kMetadataSpec{kCiphertextMetadata, kMaxCiphertextMetadataBytes,
                                    ErrorName::ValidationException};
-constexpr BinarySpec kIvSpec{kIv, 16, ErrorName::ValidationException};
-constexpr BinarySpec kTagSpec{kTag, kTagBytes, ErrorName::ValidationException};
+// An IV or tag too long to be one cannot verify: InvalidCiphertextException.
+constexpr BinarySpec kIvSpec{kIv, 16, ErrorName::InvalidCiphertextException};
+constexpr BinarySpec kTagSpec{kTag, kTagBytes, ErrorName::InvalidCiphertextException};
 
 Result<HealthRequest> build_health(const Fields& f) {
   HealthRequest r;

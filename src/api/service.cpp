@@ -174,6 +174,16 @@ Result<DecryptResponse> XksService::decrypt(const config::KeyEntry& key,
                         "ciphertextMetadata names AAD layout version " +
                             std::to_string(*version) + ", which this proxy version cannot decrypt"));
   }
+  if (!hsm::is_gcm_iv_size(request.iv.size()) || request.tag.size() != hsm::kGcmTagBytes) {
+    // The spec's sizes (12- or 16-byte IV, 16-byte tag): anything else cannot verify.
+    return key_error_first(
+        key, KeyUse::Decrypt,
+        make_error(ErrorName::InvalidCiphertextException,
+                   "initializationVector must be 12 or 16 bytes and authenticationTag 16 bytes "
+                   "(got " + std::to_string(request.iv.size()) + " and " +
+                       std::to_string(request.tag.size()) + ")"));
+  }
+
   auto pt = backend_.decrypt(label_of(key), request.ciphertext, request.iv, request.tag, *framed);
   if (!pt) return std::move(pt).error();
   if (pt->size() != request.ciphertext.size()) {

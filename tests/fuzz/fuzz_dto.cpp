@@ -16,8 +16,10 @@
 namespace {
 
 void check_error(const xks::Error& e) {
+  // A Decrypt body whose IV or tag cannot be one is InvalidCiphertextException.
   if (e.name != xks::ErrorName::ValidationException &&
-      e.name != xks::ErrorName::UnsupportedOperationException) {
+      e.name != xks::ErrorName::UnsupportedOperationException &&
+      e.name != xks::ErrorName::InvalidCiphertextException) {
     std::abort();
   }
   if (e.message.empty() || e.message.size() >= 512) std::abort();

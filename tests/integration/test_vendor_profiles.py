@@ -43,6 +43,7 @@ import urllib.request
 import yaml
 
 import harness
+from harness import REGION
 from harness import Client, Daemon, DaemonTestCase, Demo, Faults, Sealed, find_binary, free_port
 
 SOFTHSM = "/usr/lib/softhsm/libsofthsm2.so"
@@ -142,8 +143,13 @@ class Run:
         for ks in ex["keystores"]:
             keys = [{"id": k["id"], "label": DEMO_KEY, **({"enabled": k["enabled"]} if "enabled" in k else {})}
                     for k in ks["keys"]]
-            cfg["keystores"].append({**{k: v for k, v in ks.items() if k not in ("credentials", "keys")},
-                                     "credentials": cred, "keys": keys})
+            entry = {**{k: v for k, v in ks.items() if k not in ("credentials", "keys")},
+                     "credentials": cred, "keys": keys}
+            # The region is the deployment's, not the HSM family's: the test's
+            # signer and ARNs are in REGION.
+            if "region" in entry:
+                entry["region"] = REGION
+            cfg["keystores"].append(entry)
         first = cfg["keystores"][0]
         self.uri_path = first["uri_path"]
         self.key_id = next(k["id"] for k in first["keys"] if k.get("enabled", True))
