@@ -232,9 +232,11 @@ keystores:
       - { access_key_id: $akid, secret: { file: secrets/$akid.secret } }
     keys:
       - { id: demo-aes-key }
-      - { id: demo-encrypt-only }
-      - { id: demo-decrypt-only }
-      - { id: demo-no-usage }
+      # Restricted on purpose (the conformance tests' error paths); doctor checks
+      # the HSM keys match and KMS gets XksKeyInvalidConfigurationException for them.
+      - { id: demo-encrypt-only, expect_usage: [ENCRYPT] }
+      - { id: demo-decrypt-only, expect_usage: [DECRYPT] }
+      - { id: demo-no-usage, expect_usage: [] }
       - { id: demo-disabled, enabled: false }
 logging: { level: info, format: json }
 $metrics_section

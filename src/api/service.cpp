@@ -127,6 +127,7 @@ Result<EncryptResponse> XksService::encrypt(const config::KeyEntry& key,
     if (!check) {
       Error e = std::move(check).error();
       if (e.name == ErrorName::InvalidKeyUsageException) {
+        e.detail = "CDIV round trip: " + e.message + "; " + e.detail;
         e.message =
             "ciphertextDataIntegrityValueAlgorithm needs a key that also allows DECRYPT: the "
             "proxy decrypts the new ciphertext to verify it before returning a CDIV";

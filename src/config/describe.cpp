@@ -117,7 +117,14 @@ std::string describe_redacted(const Config& c) {
     }
     json keys = json::array();
     for (const auto& k : ks.keys) {
-      keys.push_back({{"id", k.id}, {"label", k.label}, {"enabled", k.enabled}});
+      json e = {{"id", k.id}, {"label", k.label}, {"enabled", k.enabled}};
+      if (k.expect_usage) {
+        json usage = json::array();
+        if (k.expect_usage->encrypt) usage.push_back("ENCRYPT");
+        if (k.expect_usage->decrypt) usage.push_back("DECRYPT");
+        e["expect_usage"] = std::move(usage);
+      }
+      keys.push_back(std::move(e));
     }
     nlohmann::json store = {{"uri_path", ks.uri_path}, {"credentials", std::move(creds)}, {"keys", std::move(keys)}};
     store["enabled"] = ks.enabled;

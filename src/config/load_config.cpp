@@ -896,7 +896,7 @@ Credential Loader::parse_credential(const YAML::Node& n, const std::string& path
 }
 
 KeyEntry Loader::parse_key(const YAML::Node& n, const std::string& path) const {
-  const Section s(*this, n, path, {"id", "label", "enabled"});
+  const Section s(*this, n, path, {"id", "label", "enabled", "expect_usage"});
   KeyEntry k;
   k.id = nonempty_string(s, "id", "set the external key id you give KMS, e.g. demo-aes-key");
   if (k.id.size() > kMaxKeyIdChars || !all_of_chars(k.id, is_key_id_char)) {
@@ -912,6 +912,28 @@ KeyEntry Loader::parse_key(const YAML::Node& n, const std::string& path) const {
     }
   }
   if (s.has("enabled")) k.enabled = bool_value(s.get("enabled"), s.path("enabled"));
+  if (s.has("expect_usage")) {
+    // An empty list is meaningful here (a key with no usage), so sequence() is not used.
+    const std::string up = s.path("expect_usage");
+    const YAML::Node list = s.get("expect_usage");
+    require_value(list, up);
+    if (!list.IsSequence()) {
+      fail(up, std::string("must be a list, but it is ") + kind_of(list),
+           "write [ENCRYPT], [DECRYPT], [ENCRYPT, DECRYPT] or [] (no usage)");
+    }
+    KeyEntry::Usage u{false, false};
+    for (std::size_t i = 0; i < list.size(); ++i) {
+      const std::string p = at(up, i);
+      const std::string v = string_value(list[i], p);
+      bool& flag = v == "ENCRYPT" ? u.encrypt : u.decrypt;
+      if (v != "ENCRYPT" && v != "DECRYPT") {
+        fail(p, quote(v) + " is not a key usage", "write ENCRYPT or DECRYPT (upper case)");
+      }
+      if (flag) fail(p, quote(v) + " is listed twice", "keep one");
+      flag = true;
+    }
+    k.expect_usage = u;
+  }
   return k;
 }
 

@@ -158,9 +158,10 @@ Error ckr_to_error(CK_RV rv, std::string_view context) {
   std::snprintf(code, sizeof code, " (0x%lx)", rv);
   std::string message{public_message(name)};
   if (!context.empty()) message.append(": ").append(context);
-  std::string detail{context};
-  detail.append(context.empty() ? "" : ": ").append(ckr_name(rv)).append(code);
-  detail.append(", class ").append(to_string(ckr_class(rv)));
+  // The context is in the message; the detail adds only what the client must not see,
+  // so "message; detail" (log lines, health details) says each thing once.
+  std::string detail{ckr_name(rv)};
+  detail.append(code).append(", class ").append(to_string(ckr_class(rv)));
   return make_error(name, std::move(message), std::move(detail));
 }
 

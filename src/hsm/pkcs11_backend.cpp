@@ -170,6 +170,7 @@ Result<CK_SESSION_HANDLE> Pkcs11Backend::open_session() {
   if (ckr_class(rv) == CkrClass::Device) note_device_error(rv, "C_Login");
   Error e = ckr_to_error(rv, "C_Login on HSM " + q(name_));
   e.message = "HSM login failed on HSM " + q(name_);
+  e.detail = "C_Login: " + e.detail;
   return e;
 }
 
@@ -611,12 +612,13 @@ Result<SecureBytes> Pkcs11Backend::decrypt(std::string_view label, ByteView ciph
     return Step::ok();
   };
   auto map = [&](const Step& step) {
-    Error e = ckr_to_error(step.rv, std::string{step.call} + " (AES-GCM) with key " +
-                                        q(label) + " on HSM " + q(name_));
+    const std::string context = std::string{step.call} + " (AES-GCM) with key " + q(label) +
+                                " on HSM " + q(name_);
+    Error e = ckr_to_error(step.rv, context);
     if (std::strcmp(step.call, "C_Decrypt") == 0 && is_auth_failure(step.rv)) {
       e.name = ErrorName::InvalidCiphertextException;
       e.message = "The ciphertext, IV, authentication tag, AAD or metadata do not verify";
-      e.detail += " (read as a failed tag check)";
+      e.detail = context + ": " + e.detail + " (read as a failed tag check)";
     }
     return e;
   };

@@ -166,13 +166,16 @@ Result<TokenIdentity> find_token(CK_FUNCTION_LIST* fn, const config::HsmConfig& 
   if (matches.empty()) {
     std::string message = where(hsm) + ": " + wanted + " not found in " + hsm.module.string() +
                           "; " + describe_tokens(*tokens);
+    // With no token at all the selector is not what is wrong: the module looks elsewhere.
+    std::string fix = "fix: set hsm.token_label, hsm.token_serial or hsm.slot_id to a token the "
+                      "module shows";
     if (tokens->empty()) {
       const std::string note = environment_note(hsm);
       if (!note.empty()) message += " (" + note + ")";
+      fix = "fix: point the module at its tokens (hsm.environment, or the vendor client's "
+            "configuration), or initialize the token";
     }
-    return internal(std::move(message),
-                    "fix: set hsm.token_label, hsm.token_serial or hsm.slot_id to a token the "
-                    "module shows");
+    return internal(std::move(message), std::move(fix));
   }
   if (matches.size() > 1) {
     return internal(where(hsm) + ": " + wanted + " is ambiguous; use hsm.token_serial or "

@@ -212,8 +212,7 @@ int bench_main(int argc, char** argv) {
   sh.timeout = std::chrono::milliseconds(args.number("--timeout-ms", 1, 600000).value_or(10000));
   sh.signer = Signer{ks.credentials.front().access_key_id, ks.credentials.front().secret,
                      args.get_or("--region", "us-east-1")};
-  ClientTlsOptions tls_options;
-  tls_options.cacert = args.get_or("--cacert", "");
+  const ClientTlsOptions tls_options = client_trust(cfg, sh.endpoint, args.get_or("--cacert", ""));
   sh.tls = sh.endpoint.tls ? make_client_tls_context(tls_options) : nullptr;
   const std::string key = args.get_or("--key", ks.keys.front().id);
   const std::string& region = sh.signer.region;

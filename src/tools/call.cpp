@@ -27,7 +27,8 @@ constexpr const char* kCallHelp =
     "  --cdiv                  encrypt: ask for ciphertextDataIntegrityValue (SHA_256)\n"
     "  --ciphertext-json F|-   decrypt: the output of `call encrypt` (key id and AAD included)\n"
     "  --endpoint URL          https://host[:port] (default: server.listen, 0.0.0.0 -> 127.0.0.1)\n"
-    "  --cacert PEM            CA bundle to verify the proxy with (default: system CAs)\n"
+    "  --cacert PEM            CA bundle to verify the proxy with (default: system CAs, plus\n"
+    "                          tls.certificate for the proxy this --config describes)\n"
     "  --region R              SigV4 region (default us-east-1)\n"
     "  --timeout-ms N          per-step timeout (default 10000)\n"
     "Exit status: 0 on HTTP 200, 1 otherwise.\n";
@@ -121,8 +122,7 @@ int call_main(int argc, char** argv) {
   }
   if (api != Api::Health && key.empty()) key = ks.keys.front().id;
 
-  ClientTlsOptions tls_options;
-  tls_options.cacert = args.get_or("--cacert", "");
+  const ClientTlsOptions tls_options = client_trust(cfg, ep, args.get_or("--cacert", ""));
   const auto tls = ep.tls ? make_client_tls_context(tls_options) : nullptr;
   const std::string target = api_target(ks.uri_path, api, key);
   std::string payload = body.dump();

@@ -10,6 +10,7 @@
 
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -304,9 +305,16 @@ void check_credentials(Report& r, const config::KeyStore& ks) {
 }
 
 // ------------------------------------------------------------------------- HSM
+std::string usage_list(const config::KeyEntry::Usage& u) {
+  if (u.encrypt && u.decrypt) return "[ENCRYPT, DECRYPT]";
+  if (u.encrypt) return "[ENCRYPT]";
+  if (u.decrypt) return "[DECRYPT]";
+  return "[]";
+}
+
 void check_key(Report& r, const std::vector<TokenKey>& on_token, const std::string& hsm_name,
                const std::string& who, const std::string& label, const std::string& missing_code,
-               const std::string& invalid_code) {
+               const std::string& invalid_code, const std::optional<config::KeyEntry::Usage>& expect = {}) {
   std::vector<const TokenKey*> found;
   for (const auto& k : on_token) {
     if (k.label == label) found.push_back(&k);
@@ -328,12 +336,34 @@ void check_key(Report& r, const std::vector<TokenKey>& on_token, const std::stri
            invalid_code, "create an AES-256 key with xksctl keys create and point the configuration at it");
     bad = true;
   }
-  if (!k.encrypt || !k.decrypt) {
-    r.fail(who + ": key '" + label + "' has usages " + k.usages() +
-               "; a key store key needs ENCRYPT and DECRYPT (KMS CreateKey refuses it, existing KMS keys fail)",
-           invalid_code,
-           "create a key with both usages (xksctl keys create --label NEW) and point the configuration at it");
+  // expect_usage documents a restriction made on purpose: the HSM key matching it is
+  // what the operator wants. A key missing a usage it is expected to have fails as KMS
+  // will; one with more usages than expected still works for KMS, hence a WARN.
+  const config::KeyEntry::Usage want = expect.value_or(config::KeyEntry::Usage{});
+  const bool restricted = !want.encrypt || !want.decrypt;
+  std::string restricted_note;
+  if ((want.encrypt && !k.encrypt) || (want.decrypt && !k.decrypt)) {
+    if (!expect) {
+      r.fail(who + ": key '" + label + "' has usages " + k.usages() +
+                 "; a key store key needs ENCRYPT and DECRYPT (KMS CreateKey refuses it, existing KMS keys fail)",
+             invalid_code,
+             "create a key with both usages (xksctl keys create --label NEW) and point the configuration at it, "
+             "or, if the restriction is deliberate, say so with expect_usage");
+    } else {
+      r.fail(who + ": key '" + label + "' has usages " + k.usages() + " but expect_usage is " + usage_list(want),
+             invalid_code,
+             "create a key with the expected usages (xksctl keys create --label NEW --usage ...) and point the "
+             "configuration at it, or correct expect_usage");
+    }
     bad = true;
+  } else if (restricted && ((!want.encrypt && k.encrypt) || (!want.decrypt && k.decrypt))) {
+    r.warn(who + ": key '" + label + "' has usages " + k.usages() + ", more than expect_usage " +
+               usage_list(want) + " says",
+           "restrict the key in the HSM as intended, or correct expect_usage");
+    bad = true;
+  } else if (restricted) {
+    restricted_note = " as expect_usage says (restricted on purpose: KMS gets " + std::string(kKeyInvalid) +
+                      " for it)";
   }
   // Decision (docs/xksctl.md): FAIL. KMS cannot see these attributes and would
   // accept the key, but an external key store's promise is that the key
@@ -350,7 +380,7 @@ void check_key(Report& r, const std::vector<TokenKey>& on_token, const std::stri
   }
   if (!bad) {
     r.pass(who + ": key '" + label + "' (id " + (k.id_hex.empty() ? "-" : k.id_hex) + ") is AES-256, " +
-           k.usages() + ", sensitive, not extractable");
+           k.usages() + restricted_note + ", sensitive, not extractable");
   }
 }
 
@@ -401,7 +431,7 @@ void check_hsms(Report& r, const config::Config& cfg) {
     for (const auto& ks : cfg.keystores) {
       for (const auto& k : ks.keys) {
         check_key(r, keys, hsm.name, "keystore " + ks.uri_path + " key " + k.id + (k.enabled ? "" : " (disabled)"),
-                  k.label, kKeyNotFound, kKeyInvalid);
+                  k.label, kKeyNotFound, kKeyInvalid, k.expect_usage);
       }
     }
     if (hsm.health_key.empty()) {
@@ -486,6 +516,8 @@ void probe_protocols(Report& r, const Endpoint& ep) {
 
 void end_to_end(Report& r, const config::Config& cfg, const Endpoint& ep, const std::string& cacert,
                 const std::string& region, bool check_served) {
+  // The configured certificate is trusted for --endpoint too: doctor checks the proxy
+  // this file describes, wherever it is reached from.
   ClientTlsOptions o;
   o.cacert = cacert;
   if (cacert.empty() && cfg.tls.enabled) o.extra_anchor = cfg.tls.certificate.string();

@@ -115,6 +115,12 @@ int keys_list(const Args& args) {
     ToolToken token(*hsm);
     token.open_and_login(/*read_write=*/false);
     const auto users = users_by_label(cfg, *hsm);
+    std::map<std::string, config::KeyEntry::Usage> expected;
+    for (const auto& ks : cfg.keystores) {
+      for (const auto& k : ks.keys) {
+        if (k.expect_usage) expected.emplace(k.label, *k.expect_usage);
+      }
+    }
     std::vector<TokenKey> keys = token.secret_keys();
     std::printf("hsm %s: %s, %zu secret key(s)\n", hsm->name.c_str(), token.token_description().c_str(),
                 keys.size());
@@ -136,7 +142,11 @@ int keys_list(const Args& args) {
       for (const auto& why : k.unsafe()) {
         warns.push_back("key '" + k.label + "' (" + used + ") is " + why);
       }
-      if (!k.encrypt || !k.decrypt) {
+      // A key store key whose expect_usage matches the HSM is restricted on purpose.
+      const auto ex = expected.find(k.label);
+      const bool as_expected = ex != expected.end() && ex->second.encrypt == k.encrypt &&
+                               ex->second.decrypt == k.decrypt;
+      if ((!k.encrypt || !k.decrypt) && !as_expected) {
         warns.push_back("key '" + k.label + "' (" + used + ") lacks " +
                         (!k.encrypt && !k.decrypt ? "ENCRYPT and DECRYPT"
                                                   : (!k.encrypt ? "ENCRYPT" : "DECRYPT")) +

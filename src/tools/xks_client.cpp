@@ -1,5 +1,7 @@
 #include "xks/tools/xks_client.hpp"
 
+#include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
@@ -138,13 +140,42 @@ std::shared_ptr<ssl::context> make_client_tls_context(const ClientTlsOptions& o)
     throw std::runtime_error("cannot load the system CA store");
   }
   if (!o.extra_anchor.empty()) {
-    // Trusting the server's own certificate file lets doctor reach a proxy whose
-    // private CA is not installed here; the public-CA question is reported apart.
+    // Trusting the server's own certificate file lets xksctl reach the proxy its
+    // configuration describes when that proxy's private CA is not installed here;
+    // doctor reports the public-CA question apart.
     if (SSL_CTX_load_verify_locations(native, o.extra_anchor.c_str(), nullptr) == 1) {
       X509_VERIFY_PARAM_set_flags(SSL_CTX_get0_param(native), X509_V_FLAG_PARTIAL_CHAIN);
     }
   }
   return ctx;
+}
+
+bool describes_endpoint(const config::Config& cfg, const Endpoint& ep) {
+  if (!cfg.tls.enabled || !ep.tls) return false;
+  const Endpoint listen = default_endpoint(cfg);
+  if (ep.host == listen.host && ep.port == listen.port) return true;
+  BIO* bio = BIO_new_file(cfg.tls.certificate.c_str(), "r");
+  if (bio == nullptr) {
+    ERR_clear_error();
+    return false;
+  }
+  X509* leaf = PEM_read_bio_X509(bio, nullptr, nullptr, nullptr);
+  BIO_free(bio);
+  bool match = false;
+  if (leaf != nullptr) {
+    match = is_ip_literal(ep.host) ? X509_check_ip_asc(leaf, ep.host.c_str(), 0) == 1
+                                   : X509_check_host(leaf, ep.host.c_str(), ep.host.size(), 0, nullptr) == 1;
+    X509_free(leaf);
+  }
+  ERR_clear_error();
+  return match;
+}
+
+ClientTlsOptions client_trust(const config::Config& cfg, const Endpoint& ep, const std::string& cacert) {
+  ClientTlsOptions o;
+  o.cacert = cacert;
+  if (cacert.empty() && describes_endpoint(cfg, ep)) o.extra_anchor = cfg.tls.certificate.string();
+  return o;
 }
 
 // --------------------------------------------------------------------- timing

@@ -167,13 +167,19 @@ class KeysTests(XksctlTestCase):
         self.assertIn("usages=encrypt ", out)
         self.assertRegex(out, r"WARN .*lacks DECRYPT.*XksKeyInvalidConfigurationException")
 
-    def test_list_warns_about_the_demo_keys_that_kms_cannot_use(self):
+    def test_list_warns_about_keys_kms_cannot_use_unless_expected(self):
         listing = self.list_keys()
         for label in ("demo-aes-key", "demo-encrypt-only", "xks-health"):
             self.assertRegex(listing, rf"\n  {label} ")
-        self.assertRegex(listing, r"WARN .*'demo-encrypt-only'.*lacks DECRYPT")
-        self.assertRegex(listing, r"WARN .*'demo-decrypt-only'.*lacks ENCRYPT")
-        self.assertNotRegex(listing, r"WARN .*'demo-aes-key'")
+        # The stock demo says its restricted keys are restricted on purpose (expect_usage).
+        self.assertNotRegex(listing, r"WARN .*'demo-(encrypt-only|decrypt-only|no-usage|aes-key)'")
+        cfg = self.config_variant("list-unexpected.yaml",
+                                  ("{ id: demo-encrypt-only, expect_usage: [ENCRYPT] }", "{ id: demo-encrypt-only }"),
+                                  ("{ id: demo-decrypt-only, expect_usage: [DECRYPT] }", "{ id: demo-decrypt-only }"))
+        out, _ = self.ok("keys", "list", "--config", cfg)
+        self.assertRegex(out, r"WARN .*'demo-encrypt-only'.*lacks DECRYPT")
+        self.assertRegex(out, r"WARN .*'demo-decrypt-only'.*lacks ENCRYPT")
+        self.assertNotRegex(out, r"WARN .*'demo-no-usage'")
 
     def test_list_warns_about_a_missing_configured_key(self):
         cfg = self.config_variant("list-missing.yaml", ("      - { id: demo-aes-key }\n",
@@ -224,6 +230,26 @@ class CallTests(XksctlTestCase):
         self.assertEqual(rc, 1)
         self.assertEqual(json.loads(out4)["errorName"], "InvalidCiphertextException")
         self.assertIn("HTTP 400 InvalidCiphertextException", err4)
+
+    def test_trusts_the_configured_certificate_without_cacert(self):
+        # The demo CA is not in the system store; the configuration names the certificate.
+        rc, out, err = self.run_ctl("call", "encrypt", "--config", self.demo.config, "--plaintext", "hello")
+        self.assertEqual(rc, 0, err)
+        self.assertIn('"ciphertext"', out)
+        rc, out, err = self.run_ctl("call", "health", "--config", self.demo.config,
+                                    "--endpoint", f"https://localhost:{self.demo.port}")
+        self.assertEqual(rc, 0, err)  # a name the certificate is issued for
+        out, _ = self.ok("bench", "--config", self.demo.config, "--api", "health", "--connections", "1",
+                         "--requests", "5")
+        self.assertRegex(out, r"requests/s")
+
+    def test_cacert_overrides_and_verification_stays_on(self):
+        # --cacert replaces the configured certificate as the anchor: the system bundle
+        # does not hold the demo CA, so the handshake fails rather than being skipped.
+        rc, _, err = self.run_ctl("call", "health", "--config", self.demo.config,
+                                  "--cacert", "/etc/ssl/certs/ca-certificates.crt")
+        self.assertEqual(rc, 1)
+        self.assertRegex(err, r"TLS handshake .* failed: certificate verification failed")
 
     def test_error_response_exits_1(self):
         rc, out, err = self.call("encrypt", "--key", "no-such-key", "--plaintext", "x")
@@ -399,12 +425,44 @@ class DoctorTests(XksctlTestCase):
         self.assertEqual(rc, 1)
         self.assert_fail_line(out, r"key ghost-key: no secret key labelled 'ghost-key'", "XksKeyNotFoundException")
 
-    def test_encrypt_only_key(self):
-        rc, out, _ = self.doctor(self.demo.config)
+    def test_stock_demo_has_no_fail(self):
+        # The demo's restricted keys carry expect_usage: they PASS as restricted on purpose.
+        rc, out, _ = self.run_ctl("doctor", "--config", self.demo.config)  # no --cacert: the config's certificate
+        self.assertEqual(rc, 0, out)
+        self.assertRegex(out, r"doctor: 0 FAIL, \d+ WARN, \d+ PASS")
+        for key, usages in (("demo-encrypt-only", "encrypt"), ("demo-decrypt-only", "decrypt"),
+                            ("demo-no-usage", "none")):
+            self.assertRegex(out, rf"PASS  keystore \S+ key {key}: key '{key}' .* is AES-256, {usages} as expect_usage "
+                                  r"says \(restricted on purpose: KMS gets XksKeyInvalidConfigurationException")
+
+    def test_unexpected_restriction_fails(self):
+        cfg = self.config_variant("unexpected.yaml",
+                                  ("{ id: demo-encrypt-only, expect_usage: [ENCRYPT] }", "{ id: demo-encrypt-only }"))
+        rc, out, _ = self.doctor(cfg)
         self.assertEqual(rc, 1)
         self.assert_fail_line(out, r"key demo-encrypt-only: .*has usages encrypt;.*ENCRYPT and DECRYPT",
                               "XksKeyInvalidConfigurationException")
-        self.assert_fail_line(out, r"key demo-decrypt-only: ", "XksKeyInvalidConfigurationException")
+        self.assertRegex(out, r"FAIL .*demo-encrypt-only.*if the restriction is deliberate, say so with expect_usage")
+        self.assertRegex(out, r"doctor: 1 FAIL")
+
+    def test_restriction_other_than_expected_fails(self):
+        cfg = self.config_variant("otherusage.yaml",
+                                  ("{ id: demo-encrypt-only, expect_usage: [ENCRYPT] }",
+                                   "{ id: demo-encrypt-only, expect_usage: [DECRYPT] }"))
+        rc, out, _ = self.doctor(cfg)
+        self.assertEqual(rc, 1)
+        self.assert_fail_line(out, r"key demo-encrypt-only: .*has usages encrypt but expect_usage is \[DECRYPT\]",
+                              "XksKeyInvalidConfigurationException")
+
+    def test_usage_broader_than_expected_warns(self):
+        # KMS would not fail on it, but the configuration's description of the key is wrong.
+        cfg = self.config_variant("broader.yaml",
+                                  ("{ id: demo-aes-key }", "{ id: demo-aes-key, expect_usage: [ENCRYPT] }"))
+        rc, out, _ = self.doctor(cfg)
+        self.assertEqual(rc, 0, out)
+        self.assertRegex(out, r"WARN  keystore \S+ key demo-aes-key: key 'demo-aes-key' has usages encrypt,decrypt, "
+                              r"more than expect_usage \[ENCRYPT\] says; fix: ")
+        self.assertNotRegex(out, r"PASS .*key demo-aes-key:")
 
     @only_on("softhsm2", "the extractable key is made with pkcs11-tool, which cannot pass NSS "
                          "softoken the init string C_Initialize needs")

@@ -45,6 +45,14 @@ struct KeyEntry {
   std::string id;            // externalKeyId in the URI: 1-128 of A-Za-z0-9.-_
   std::string label;         // CKA_LABEL of the HSM key (defaults to id)
   bool enabled = true;       // false: metadata says DISABLED, crypto is InvalidState
+  // The HSM usages the key is meant to have (CKA_ENCRYPT / CKA_DECRYPT). Unset: both,
+  // as a KMS key needs. Set (possibly empty) for keys restricted on purpose, e.g. to
+  // exercise KMS's XksKeyInvalidConfigurationException; only xksctl reads it.
+  struct Usage {
+    bool encrypt = true;
+    bool decrypt = true;
+  };
+  std::optional<Usage> expect_usage;
 };
 
 struct KeyStore {

@@ -35,8 +35,10 @@ CkrClass ckr_class(CK_RV rv) noexcept;
 ErrorName ckr_error_name(CK_RV rv) noexcept;
 
 // An Error for a failed PKCS#11 call. `context` names what was being done
-// (e.g. "C_Encrypt with key 'k1'"); it goes into the log-only detail together with
-// the CKR name, while the client message only says what failed.
+// (e.g. "C_Encrypt with key 'k1'"); the message says what failed and where
+// ("The HSM failed the operation: C_Encrypt with key 'k1'"), the log-only detail
+// only the CKR name, code and class. A caller that replaces the message keeps the
+// context by moving it into the detail.
 Error ckr_to_error(CK_RV rv, std::string_view context);
 
 }  // namespace xks::hsm

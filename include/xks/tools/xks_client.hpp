@@ -47,7 +47,7 @@ Endpoint default_endpoint(const config::Config& cfg);
 
 struct ClientTlsOptions {
   std::string cacert;                // PEM bundle; empty: the system CA store
-  std::string extra_anchor;          // also trusted, with partial chains (doctor)
+  std::string extra_anchor;          // PEM file also trusted, with partial chains
   int min_version = 0;               // TLS1_2_VERSION...; 0 = TLS 1.2
   int max_version = 0;               // 0 = highest
   std::string tls13_suites;          // empty: OpenSSL's defaults
@@ -55,6 +55,15 @@ struct ClientTlsOptions {
   bool verify = true;                // false: accept any certificate (protocol probes)
 };
 std::shared_ptr<boost::asio::ssl::context> make_client_tls_context(const ClientTlsOptions& options);
+
+// True when `ep` is the proxy `cfg` describes: its server.listen (as default_endpoint
+// reaches it), or a host name or IP the leaf of tls.certificate is issued for.
+bool describes_endpoint(const config::Config& cfg, const Endpoint& ep);
+// How xksctl trusts the proxy: `cacert` when given; otherwise the system CA store, plus
+// the certificates of tls.certificate as anchors when `ep` is the proxy `cfg` describes
+// (so a proxy with a private CA, such as the demo's, is reached without --cacert). The
+// host name is verified either way.
+ClientTlsOptions client_trust(const config::Config& cfg, const Endpoint& ep, const std::string& cacert);
 
 // Milliseconds per step of one call; zero for steps a reused connection skips.
 struct Timing {

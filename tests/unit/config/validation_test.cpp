@@ -3,6 +3,8 @@
 // never contains a secret or the PIN.
 #include <unistd.h>
 
+#include <tuple>
+
 #include "config_fixture.hpp"
 
 namespace xks::config::test {
@@ -537,6 +539,24 @@ TEST_F(ConfigTest, KeyIdsUniqueWithinAKeyStore) {
 TEST_F(ConfigTest, KeyLabelNonEmptyAndEnabledBoolean) {
   expect_error([](YAML::Node& n) { key0(n)["label"] = ""; }, "keystores[0].keys[0].label");
   expect_error([](YAML::Node& n) { key0(n)["enabled"] = "sometimes"; }, "keystores[0].keys[0].enabled");
+}
+
+TEST_F(ConfigTest, ExpectUsageIsASetOfUsagesPossiblyEmpty) {
+  EXPECT_FALSE(load_mutated([](YAML::Node&) {}).keystores[0].keys[0].expect_usage);
+  for (const auto& [text, encrypt, decrypt] : std::vector<std::tuple<std::string, bool, bool>>{
+           {"[ENCRYPT]", true, false}, {"[DECRYPT]", false, true}, {"[]", false, false},
+           {"[DECRYPT, ENCRYPT]", true, true}}) {
+    const Config c = load_mutated([&](YAML::Node& n) { key0(n)["expect_usage"] = YAML::Load(text); });
+    const auto& u = c.keystores[0].keys[0].expect_usage;
+    ASSERT_TRUE(u) << text;
+    EXPECT_EQ(u->encrypt, encrypt) << text;
+    EXPECT_EQ(u->decrypt, decrypt) << text;
+  }
+  const std::string p = "keystores[0].keys[0].expect_usage";
+  expect_error([](YAML::Node& n) { key0(n)["expect_usage"] = "ENCRYPT"; }, p);
+  expect_error([](YAML::Node& n) { key0(n)["expect_usage"] = YAML::Load("[encrypt]"); }, p + "[0]");
+  expect_error([](YAML::Node& n) { key0(n)["expect_usage"] = YAML::Load("[SIGN]"); }, p + "[0]");
+  expect_error([](YAML::Node& n) { key0(n)["expect_usage"] = YAML::Load("[ENCRYPT, ENCRYPT]"); }, p + "[1]");
 }
 
 TEST_F(ConfigTest, AccessKeyIdRules) {

@@ -316,6 +316,28 @@ TEST(Pkcs11BackendHealth, MissingHealthKeyIsUnavailableNamingIt) {
   EXPECT_NE(h[0].detail.find("KeyNotFoundException"), std::string::npos) << h[0].detail;
 }
 
+std::size_t occurrences(const std::string& text, const std::string& part) {
+  std::size_t n = 0;
+  for (auto at = text.find(part); at != std::string::npos; at = text.find(part, at + part.size())) ++n;
+  return n;
+}
+
+TEST(Pkcs11BackendHealth, FailingCallNamesItsContextOnce) {
+  // A health key without CKA_ENCRYPT: the probe's C_EncryptInit is refused.
+  auto c = SoftHsm::get().config(test::kMainToken, test::kMainPin, 1);
+  c.health_key = "aes-dec-only";
+  auto b = open_or_fail(c);
+  ASSERT_NE(b, nullptr);
+  auto h = b->check_health();
+  ASSERT_EQ(h.size(), 1u);
+  EXPECT_EQ(h[0].status, HealthStatus::Unavailable);
+  const std::string context = "C_EncryptInit (AES-GCM) with key 'aes-dec-only'";
+  EXPECT_EQ(occurrences(h[0].detail, context), 1u) << h[0].detail;
+  EXPECT_EQ(occurrences(h[0].detail, "CKR_KEY_FUNCTION_NOT_PERMITTED"), 1u) << h[0].detail;
+  EXPECT_EQ(occurrences(h[0].detail, "aes-dec-only"), 2u)  // "health key 'aes-dec-only'" and the call
+      << h[0].detail;
+}
+
 TEST(Pkcs11BackendOpen, TokenBySlotId) {
   auto c = SoftHsm::get().config(test::kMainToken, test::kMainPin, 1);
   c.token_label.reset();
