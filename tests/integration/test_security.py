@@ -689,9 +689,11 @@ class ReloadTests(unittest.TestCase):
             time.sleep(0.3)
             # 3. disable a key (the operator's kill switch)
             state["disabled"] = None
-            toggled = f"      - {{ id: {self.TOGGLED} }}\n"
+            # The demo marks this key's restriction (expect_usage) for xksctl doctor.
+            toggled = f"      - {{ id: {self.TOGGLED}, expect_usage: [ENCRYPT] }}\n"
+            disabled = f"      - {{ id: {self.TOGGLED}, expect_usage: [ENCRYPT], enabled: false }}\n"
             self.assertIn(toggled, text)
-            text = text.replace(toggled, f"      - {{ id: {self.TOGGLED}, enabled: false }}\n")
+            text = text.replace(toggled, disabled)
             self.reload_with(text)
             self.poll("key disabled", lambda: client.encrypt(self.TOGGLED, client.new_plaintext(),
                                                              akid=new_akid, secret=new_secret).status == 400)
@@ -699,7 +701,7 @@ class ReloadTests(unittest.TestCase):
             time.sleep(0.5)
             # 4. enable it again
             state["disabled"] = None
-            text = text.replace(f"      - {{ id: {self.TOGGLED}, enabled: false }}\n", toggled)
+            text = text.replace(disabled, toggled)
             self.reload_with(text)
             self.poll("key enabled", lambda: client.encrypt(self.TOGGLED, client.new_plaintext(),
                                                             akid=new_akid, secret=new_secret).status == 200)
