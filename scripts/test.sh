@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh test
 scripts/build.sh test
 set +e
-ctest --test-dir build/test --output-on-failure -j2 2>&1 | tee build/test/ctest.log
+# Twice the cores: most integration modules wait on their daemon or peers; the ones
+# that measure latency are RUN_SERIAL and still run alone.
+ctest --test-dir build/test --output-on-failure -j"$(( $(nproc) * 2 ))" 2>&1 | tee build/test/ctest.log
 rc=${PIPESTATUS[0]}
 set -e
 echo
