@@ -1,6 +1,6 @@
 // xksctl doctor: answers "which part is wrong" before KMS does. Every FAIL names
 // the connection error code or exception a KMS customer would see and the fix
-// (xks-api-notes.md, "Lessons"; docs/xksctl.md lists every check).
+// (docs/xksctl.md lists every check).
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>

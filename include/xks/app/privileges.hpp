@@ -1,4 +1,4 @@
-// Least privilege (issue 3, item 6): the daemon binds its port as root if it
+// Least privilege: the daemon binds its port as root if it
 // must, then becomes an unprivileged user for good; it refuses to run as root
 // unless the configuration says so explicitly. See docs/security.md.
 #pragma once

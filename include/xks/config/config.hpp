@@ -1,5 +1,5 @@
 // The daemon's configuration: built once from a YAML (or JSON) file, validated,
-// then immutable and passed down (design.md, "Concurrency"). A reload builds a new
+// then immutable and passed down. A reload builds a new
 // Config and swaps it in. Documented setting by setting in docs/configuration.md.
 #pragma once
 

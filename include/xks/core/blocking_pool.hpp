@@ -1,4 +1,4 @@
-// The dedicated worker pool for blocking HSM calls (design.md, "Concurrency").
+// The dedicated worker pool for blocking HSM calls.
 // A bounded queue in front of N worker threads: a full queue refuses work at once
 // (the caller answers 429), a job whose deadline passed while queued is not run
 // (the caller answers 503 without touching the HSM).

@@ -1,5 +1,5 @@
 // Result<T>: a value or an xks::Error. The request path returns these instead of
-// throwing (design.md, "Errors").
+// throwing.
 #pragma once
 
 #include <cassert>

@@ -1,5 +1,5 @@
 // PKCS#11 return codes (CKR_*): their names, the one table mapping them to XKS
-// errorNames (design.md, "Errors"), and the classes that drive recovery.
+// errorNames, and the classes that drive recovery.
 #pragma once
 
 #include <p11-kit/pkcs11.h>

@@ -1,4 +1,4 @@
-// The seam between the XKS operations and the key manager (design.md, Style 2).
+// The seam between the XKS operations and the key manager.
 // Implemented by the PKCS#11 backend (real HSMs, SoftHSM2) and by fakes in unit
 // tests. Every method may block on the HSM: callers run them on the HSM worker
 // pool (xks::core::BlockingPool), never on an I/O thread.

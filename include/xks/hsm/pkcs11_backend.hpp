@@ -1,7 +1,7 @@
 // KeyBackend on one PKCS#11 token (one configured HSM): a pool of logged-in
 // sessions, a cache of key handles by label, AES-GCM via CKM_AES_GCM.
 //
-// Recovery rules (xks-api-notes.md, "Lessons"):
+// Recovery rules:
 //  - a stale key handle (key deleted or recreated) is dropped and the label is
 //    looked up once more;
 //  - a broken session (closed, logged out, operation left active) is discarded and
@@ -53,7 +53,7 @@
 
 namespace xks::hsm {
 
-// Counters for metrics and tests (design.md, Style 8).
+// Counters for metrics and tests.
 struct Pkcs11Stats {
   std::uint64_t login_attempts = 0;      // C_Login calls
   std::uint64_t sessions_opened = 0;

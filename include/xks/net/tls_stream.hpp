@@ -5,7 +5,7 @@
 // Why not asio::ssl::stream: it runs OpenSSL against a BIO pair and copies every
 // byte through two fixed 17 KiB buffers of its own plus 17 KiB per direction in
 // the pair, held for the life of the connection (~64 KiB per idle keep-alive
-// connection, issue 8). Here an idle connection holds the SSL object, the
+// connection, measured). Here an idle connection holds the SSL object, the
 // socket and a timer; with SSL_MODE_RELEASE_BUFFERS (set by the server context)
 // OpenSSL's record buffers exist only while a record is in flight.
 //

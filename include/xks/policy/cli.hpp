@@ -1,4 +1,4 @@
-// `xksctl policy check` and `xksctl policy test` (issue 4), so that operators can
+// `xksctl policy check` and `xksctl policy test`, so that operators can
 // validate a policy and give it its own tests before a reload applies it.
 // The xksctl dispatcher calls the *_main functions; the stream versions are the
 // same commands for unit tests.

@@ -1,5 +1,5 @@
 // A wildcard pattern compiled once, when a policy is loaded, and matched on the
-// request path without allocating (issue 4: "wildcards pre-compiled").
+// request path without allocating.
 #pragma once
 
 #include <cstddef>

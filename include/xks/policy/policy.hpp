@@ -1,4 +1,4 @@
-// Secondary authorization (issue 4; spec: "Authorization" — the proxy may apply
+// Secondary authorization (spec: "Authorization" — the proxy may apply
 // its own rules on requestMetadata on top of AWS's; GetHealthStatus is exempt).
 //
 // A policy is a YAML file of ordered statements, compiled once at load into an

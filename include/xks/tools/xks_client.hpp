@@ -27,7 +27,7 @@
 
 namespace xks::tools {
 
-// KMS gives up on any call after 250 ms (xks-api-notes.md, "Errors").
+// KMS gives up on any call after 250 ms.
 inline constexpr double kKmsBudgetMs = 250.0;
 
 struct Endpoint {
