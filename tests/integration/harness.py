@@ -87,6 +87,31 @@ def find_binary(name, env_var):
     raise unittest.SkipTest(f"{name} not built; set {env_var}")
 
 
+def figure(text):
+    """A measured figure, on its own line so that it stands out in the test log."""
+    print(f"\nFIGURE {text}", flush=True)
+
+
+def write_private(path, text):
+    """Writes `text` to `path` readable by its owner only (configs hold secret paths)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return path
+
+
+def fault_module():
+    """The fault-injecting PKCS#11 module (tests/fault_pkcs11): $XKS_FAULT_MODULE (set by
+    CTest), else the first one built under build/."""
+    path = os.environ.get("XKS_FAULT_MODULE")
+    if path and os.path.exists(path):
+        return path
+    for sub in ("test", "h-it", "h-res"):
+        cand = os.path.join(REPO, "build", sub, "tests", "fault_pkcs11", "libxks_fault_pkcs11.so")
+        if os.path.exists(cand):
+            return cand
+    raise unittest.SkipTest("xks_fault_pkcs11 not built; set XKS_FAULT_MODULE")
+
 def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))

@@ -44,7 +44,8 @@ import urllib.request
 import yaml
 
 import harness
-from harness import Client, Daemon, Demo, Faults, find_binary, free_port
+from harness import (Client, Daemon, Demo, Faults, fault_module, figure, find_binary,
+                     free_port, write_private)
 
 SOFTHSM = "/usr/lib/softhsm/libsofthsm2.so"
 HAPROXY = "/usr/sbin/haproxy"
@@ -66,28 +67,6 @@ DEADLINE = "DependencyTimeoutException"
 # 2-core machine a request can miss the deadline waiting for the CPU; that is reported,
 # and it is an answer, not a dropped request.
 MAX_DEADLINE_SHARE = 0.02
-
-
-def figure(text):
-    print(f"\nFIGURE {text}", flush=True)
-
-
-def fault_module():
-    path = os.environ.get("XKS_FAULT_MODULE")
-    if path and os.path.exists(path):
-        return path
-    for sub in ("test", "h-it", "h-res"):
-        cand = os.path.join(harness.REPO, "build", sub, "tests", "fault_pkcs11",
-                            "libxks_fault_pkcs11.so")
-        if os.path.exists(cand):
-            return cand
-    raise unittest.SkipTest("xks_fault_pkcs11 not built; set XKS_FAULT_MODULE")
-
-
-def write_private(path, text):
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
 
 
 def scrape(port):

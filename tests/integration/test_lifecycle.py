@@ -46,7 +46,8 @@ import unittest
 import yaml
 
 import harness
-from harness import Client, Daemon, Demo, Faults, Sealed, find_binary, free_port, unb64
+from harness import (Client, Daemon, Demo, Faults, Sealed, fault_module, figure,
+                     find_binary, free_port, unb64)
 
 SOFTHSM = "/usr/lib/softhsm/libsofthsm2.so"
 DRAIN_TIMEOUT_S = 10   # kDrainTimeout in src/app/app.cpp
@@ -62,21 +63,6 @@ LOAD_SECONDS = 1.5
 # (refused), or its keep-alive connection was closed before an answer.
 CLOSED = (ConnectionRefusedError, ConnectionResetError, BrokenPipeError,
           http.client.RemoteDisconnected, ssl.SSLEOFError, ssl.SSLZeroReturnError)
-
-
-def fault_module():
-    path = os.environ.get("XKS_FAULT_MODULE")
-    if path and os.path.exists(path):
-        return path
-    for sub in ("test", "h-it", "h-res"):
-        cand = os.path.join(harness.REPO, "build", sub, "tests", "fault_pkcs11", "libxks_fault_pkcs11.so")
-        if os.path.exists(cand):
-            return cand
-    raise unittest.SkipTest("xks_fault_pkcs11 not built; set XKS_FAULT_MODULE")
-
-
-def figure(text):
-    print(f"\nFIGURE {text}", flush=True)
 
 
 class Env:

@@ -24,7 +24,7 @@ import urllib.parse
 import urllib.request
 
 import harness
-from harness import Client, Daemon, Demo, find_binary, free_port
+from harness import Client, Daemon, Demo, figure, find_binary, free_port
 
 PROMETHEUS = "/usr/bin/prometheus"
 RULES = os.path.join(harness.REPO, "deploy", "prometheus", "xks-proxy-rules.yml")
@@ -32,10 +32,6 @@ DASHBOARD = os.path.join(harness.REPO, "deploy", "grafana", "xks-proxy.json")
 JOB = "xks-proxy"
 ENCRYPTS, MISSING = 7, 3
 CREDENTIAL_AGE_DAYS = 100
-
-
-def figure(text):
-    print(f"\nFIGURE {text}", flush=True)
 
 
 def get(url, timeout=5):

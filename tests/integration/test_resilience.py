@@ -31,23 +31,13 @@ import unittest
 import yaml
 
 import harness
-from harness import Client, Daemon, Demo, DaemonTestCase, Faults, find_binary, free_port, only_on
+from harness import (Client, Daemon, DaemonTestCase, Demo, Faults, fault_module, figure,
+                     find_binary, free_port, only_on)
 
 SOFTHSM = "/usr/lib/softhsm/libsofthsm2.so"
 DEADLINE_MS = 200
 HEALTH_INTERVAL_MS = 200
 HEALTH_MAX_AGE_MS = 1000
-
-
-def fault_module():
-    path = os.environ.get("XKS_FAULT_MODULE")
-    if path and os.path.exists(path):
-        return path
-    for sub in ("h-res", "test", "h-it"):
-        cand = os.path.join(harness.REPO, "build", sub, "tests", "fault_pkcs11", "libxks_fault_pkcs11.so")
-        if os.path.exists(cand):
-            return cand
-    raise unittest.SkipTest("xks_fault_pkcs11 not built; set XKS_FAULT_MODULE")
 
 
 def percentile(values, p):
@@ -56,10 +46,6 @@ def percentile(values, p):
         return float("nan")
     k = min(len(values) - 1, max(0, int(round(p / 100.0 * (len(values) - 1)))))
     return values[k]
-
-
-def figure(text):
-    print(f"\nFIGURE {text}", flush=True)
 
 
 class Env:

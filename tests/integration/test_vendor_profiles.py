@@ -43,7 +43,7 @@ import urllib.request
 import yaml
 
 import harness
-from harness import REGION
+from harness import REGION, fault_module, figure, write_private
 from harness import Client, Daemon, DaemonTestCase, Demo, Faults, Sealed, find_binary, free_port
 
 SOFTHSM = "/usr/lib/softhsm/libsofthsm2.so"
@@ -59,28 +59,6 @@ PROFILE_OF = {"softhsm2": None, "luna": "luna", "cloudhsm": "cloudhsm", "nshield
 USER_PASSWORD_VENDORS = {"cloudhsm"}
 # Log events (app: "hsm_" + HsmEvent kind) that mean the HSM was treated as failing.
 FAULT_EVENTS = ("hsm_device_error", "hsm_marked_failed", "hsm_reinit_attempt", "hsm_reinit_failed")
-
-
-def fault_module():
-    path = os.environ.get("XKS_FAULT_MODULE")
-    if path and os.path.exists(path):
-        return path
-    for sub in ("test", "h-res", "h-it"):
-        cand = os.path.join(harness.REPO, "build", sub, "tests", "fault_pkcs11", "libxks_fault_pkcs11.so")
-        if os.path.exists(cand):
-            return cand
-    raise unittest.SkipTest("xks_fault_pkcs11 not built; set XKS_FAULT_MODULE")
-
-
-def figure(text):
-    print(f"\nFIGURE {text}", flush=True)
-
-
-def write_private(path, text):
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    return path
 
 
 class Run:
