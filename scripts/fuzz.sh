@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # make fuzz: build the libFuzzer targets with clang in build/fuzz and run each
-# for a bounded time (issue 3, item 7).
+# for a bounded time.
 #
 # Usage: scripts/fuzz.sh [--short] [--time SECONDS] [TARGET...]
 #   default      60 s per target (make fuzz)
-#   --short      10 s per target (ctest: `make test` runs this)
+#   --short      10 s per target
 #   --time N     N seconds per target
 #   TARGET       fuzz_base64 fuzz_sigv4 fuzz_router fuzz_dto fuzz_config (default: all)
 # Env: XKS_FUZZ_JOBS  build parallelism (default: nproc)
@@ -33,10 +33,7 @@ done
 all=(fuzz_base64 fuzz_sigv4 fuzz_router fuzz_dto fuzz_config)
 [ ${#targets[@]} -gt 0 ] || targets=("${all[@]}")
 
-for tool in clang clang++ cmake; do
-  # 77: ctest's "skipped" (tests/fuzz/ctest.cmake), so a box without clang says so.
-  command -v "$tool" >/dev/null || { echo "fuzz.sh: '$tool' not found (apt-get install clang cmake)" >&2; exit 77; }
-done
+scripts/install-deps.sh fuzz
 
 build=$root/build/fuzz
 # A separate build: libFuzzer needs clang, the main build uses g++. Only the
