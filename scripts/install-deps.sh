@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages xks-proxy needs, only those that are missing.
-# Usage: scripts/install-deps.sh [build|test|run|bench|runtime|demo]   (default: test)
+# Usage: scripts/install-deps.sh [build|test|run|bench|fuzz|runtime|demo]   (default: test)
 #   runtime  what the built binaries need to run, without compilers or headers
 #            (the container image's final stage; the Debian package's Depends)
 #   demo     on top of runtime: what scripts/provision-demo.sh needs to compile its
@@ -20,8 +20,10 @@ demo=(gcc libc6-dev pkg-config libp11-kit-dev)
 # libnss3 + libnss3-tools: NSS softoken (libsoftokn3.so) and certutil, the second real
 # PKCS#11 implementation; opencryptoki: a soft token without CKM_AES_GCM (test_no_gcm.py);
 # iproute2: the docs test brings up loopback in its own network namespace.
-testing=(libgtest-dev googletest python3 python3-botocore clang libclang-rt-14-dev systemd
-         haproxy prometheus lintian libnss3 libnss3-tools opencryptoki iproute2)
+# clang-format, clang-tidy: the style check (scripts/check-style.sh).
+testing=(libgtest-dev googletest python3 python3-botocore systemd haproxy prometheus lintian
+         libnss3 libnss3-tools opencryptoki iproute2 clang-format clang-tidy)
+fuzz=(clang libclang-rt-14-dev)  # libFuzzer (make fuzz)
 bench=(nginx wrk linux-perf valgrind)  # perf/valgrind: BENCH_PERF=1 profiles
 
 case "$profile" in
@@ -29,9 +31,10 @@ case "$profile" in
   run)     want=("${build[@]}" "${runtime[@]}") ;;
   test)    want=("${build[@]}" "${runtime[@]}" "${testing[@]}") ;;
   bench)   want=("${build[@]}" "${runtime[@]}" "${testing[@]}" "${bench[@]}") ;;
+  fuzz)    want=("${build[@]}" "${fuzz[@]}") ;;
   runtime) want=("${libs[@]}" "${runtime[@]}") ;;
   demo)    want=("${libs[@]}" "${runtime[@]}" "${demo[@]}") ;;
-  *) echo "install-deps.sh: unknown profile '$profile' (build|run|test|bench|runtime|demo)" >&2; exit 2 ;;
+  *) echo "install-deps.sh: unknown profile '$profile' (build|run|test|bench|fuzz|runtime|demo)" >&2; exit 2 ;;
 esac
 
 missing=()
