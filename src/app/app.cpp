@@ -19,7 +19,9 @@
 #include "xks/app/handler.hpp"
 #include "xks/app/health_monitor.hpp"
 #include "xks/app/instrumented_backend.hpp"
+#include "xks/app/metrics_endpoint.hpp"
 #include "xks/app/privileges.hpp"
+#include "xks/app/proxy_metrics.hpp"
 #include "xks/hsm/events.hpp"
 #include "xks/app/runtime.hpp"
 #include "xks/auth/sigv4.hpp"
@@ -30,8 +32,6 @@
 #include "xks/net/server.hpp"
 #include "xks/net/tls_context.hpp"
 #include "xks/obs/log.hpp"
-#include "xks/obs/metrics.hpp"
-#include "xks/obs/metrics_server.hpp"
 
 namespace xks::app {
 namespace asio = boost::asio;
@@ -139,7 +139,7 @@ nlohmann::json describe_changes(const config::Config& before, const config::Conf
 
 // Opens every configured HSM (fails if any cannot be opened: the daemon then
 // exits with the reason) and wraps the fleet for HSM call metrics.
-Result<std::shared_ptr<Engine>> open_engine(const config::Config& cfg, obs::Metrics& metrics) {
+Result<std::shared_ptr<Engine>> open_engine(const config::Config& cfg, ProxyMetrics& metrics) {
   hsm::Pkcs11Backend::Options options;
   // Every C_Login is worth a log line: HSMs lock a user out after a few wrong
   // PINs, so an operator must be able to count the attempts.
@@ -210,7 +210,7 @@ std::vector<std::string> uri_paths(const config::Config& cfg) {
 class Daemon {
  public:
   Daemon(std::filesystem::path config_path, std::shared_ptr<const config::Config> cfg,
-         std::shared_ptr<Engine> engine, obs::Metrics& metrics)
+         std::shared_ptr<Engine> engine, ProxyMetrics& metrics)
       : config_path_(std::move(config_path)),
         metrics_(metrics),
         pool_(total_sessions(*cfg), cfg->server.limits.hsm_queue_capacity, "xks-hsm"),
@@ -271,10 +271,10 @@ class Daemon {
     }
     server_.listen(cfg->server.listen_host, cfg->server.listen_port);
     if (cfg->metrics.enabled) {
-      metrics_server_ = std::make_unique<obs::MetricsServer>(
-          ioc_, metrics_,
-          obs::MetricsServer::Options{.host = cfg->metrics.listen_host,
-                                      .port = cfg->metrics.listen_port});
+      metrics_server_ = std::make_unique<MetricsEndpoint>(
+          ioc_, metrics_.registry(),
+          MetricsEndpoint::Options{.host = cfg->metrics.listen_host,
+                                   .port = cfg->metrics.listen_port});
       metrics_server_->start();
       obs::info("metrics_listening", {{"address", cfg->metrics.listen_host},
                                       {"port", metrics_server_->local_port()}});
@@ -601,7 +601,7 @@ class Daemon {
   }
 
   const std::filesystem::path config_path_;
-  obs::Metrics& metrics_;
+  ProxyMetrics& metrics_;
   core::BlockingPool pool_;
   auth::SigV4Verifier verifier_;
   RuntimeHolder runtime_;
@@ -611,7 +611,7 @@ class Daemon {
   net::TlsContextProvider tls_;
   XksHandler handler_;
   net::Server server_;
-  std::unique_ptr<obs::MetricsServer> metrics_server_;
+  std::unique_ptr<MetricsEndpoint> metrics_server_;
   asio::signal_set signals_;
   asio::steady_timer drain_timer_;
   asio::steady_timer shutdown_delay_timer_;
@@ -666,9 +666,9 @@ int run_daemon(const std::filesystem::path& config_file) {
                          {"config", nlohmann::json::parse(config::describe_redacted(*cfg))}});
   for (const auto& w : config::config_warnings(*cfg)) obs::warn("config_warning", {{"detail", w}});
 
-  obs::Metrics::Options metrics_options;
+  ProxyMetrics::Options metrics_options;
   metrics_options.version = std::string(api::kVersion);
-  obs::Metrics metrics(std::move(metrics_options));
+  ProxyMetrics metrics(std::move(metrics_options));
   auto engine = open_engine(*cfg, metrics);
   if (!engine) {
     const auto& err = engine.error();

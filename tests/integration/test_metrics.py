@@ -123,6 +123,20 @@ class MetricsTests(unittest.TestCase):
         for secret in self.demo.secrets():
             self.assertNotIn(secret, text)
 
+    def test_head_and_wrong_method(self):
+        """HEAD /metrics answers as GET without a body; POST is 405 with Allow: GET."""
+        req = urllib.request.Request(f"http://127.0.0.1:{self.metrics_port}/metrics", method="HEAD")
+        with urllib.request.urlopen(req, timeout=10) as r:
+            self.assertEqual(r.status, 200)
+            self.assertIn("text/plain", r.headers.get("Content-Type", ""))
+            self.assertEqual(r.read(), b"")
+        req = urllib.request.Request(f"http://127.0.0.1:{self.metrics_port}/metrics", data=b"",
+                                     method="POST")
+        with self.assertRaises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req, timeout=10)
+        self.assertEqual(e.exception.code, 405)
+        self.assertEqual(e.exception.headers.get("Allow"), "GET")
+
     def test_other_paths_are_404(self):
         with self.assertRaises(urllib.error.HTTPError) as e:
             urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/", timeout=10)
