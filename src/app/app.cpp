@@ -248,12 +248,21 @@ class Daemon {
     metrics_.set_worker_pool_samplers(
         [this] { return static_cast<double>(pool_.queue_depth()); },
         [this] { return static_cast<double>(pool_.busy_workers()); });
+    // Sampled from the engine serving at scrape time (a reload may replace it).
+    for (const auto& h : cfg->hsms) {
+      using Counts = hsm::SessionCounts;
+      metrics_.set_hsm_session_samplers(
+          h.name, [this, name = h.name] { return session_count(name, &Counts::in_use); },
+          [this, name = h.name] { return session_count(name, &Counts::open); });
+      sampled_hsms_.push_back(h.name);
+    }
     publish_tls_expiry(*cfg);
   }
 
   ~Daemon() {
     if (reload_thread_.joinable()) reload_thread_.join();
     metrics_.set_worker_pool_samplers({}, {});
+    for (const auto& name : sampled_hsms_) metrics_.set_hsm_session_samplers(name, {}, {});
   }
   Daemon(const Daemon&) = delete;
   Daemon& operator=(const Daemon&) = delete;
@@ -377,6 +386,13 @@ class Daemon {
       metrics_.set_credentials(indices[i], cfg->keystores[i].credentials);
     }
     return std::make_shared<const Runtime>(std::move(cfg), std::move(engine), indices);
+  }
+
+  double session_count(const std::string& hsm, std::size_t hsm::SessionCounts::*field) const {
+    for (const auto& counts : runtime_.get()->engine->backend->session_counts()) {
+      if (counts.hsm == hsm) return static_cast<double>(counts.*field);
+    }
+    return 0.0;
   }
 
   void publish_tls_expiry(const config::Config& cfg) {
@@ -612,6 +628,7 @@ class Daemon {
   XksHandler handler_;
   net::Server server_;
   std::unique_ptr<MetricsEndpoint> metrics_server_;
+  std::vector<std::string> sampled_hsms_;  // HSMs with session samplers
   asio::signal_set signals_;
   asio::steady_timer drain_timer_;
   asio::steady_timer shutdown_delay_timer_;

@@ -123,6 +123,25 @@ class MetricsTests(unittest.TestCase):
         for secret in self.demo.secrets():
             self.assertNotIn(secret, text)
 
+    def test_hsm_session_pool_occupancy(self):
+        """xks_proxy_hsm_sessions_open / _in_use{hsm} come from the HSM's session pool: the
+        demo's hsm1 has `sessions: 4`, opened at startup; at rest (between requests) at
+        most the background health probe holds one."""
+        for _ in range(3):
+            self.assertEqual(self.client.encrypt("demo-aes-key", self.client.new_plaintext()).status, 200)
+        _, _, text = scrape(self.metrics_port)
+        self.assertIn("# TYPE xks_proxy_hsm_sessions_open gauge", text)
+        self.assertIn("# TYPE xks_proxy_hsm_sessions_in_use gauge", text)
+        opened = value(text, "xks_proxy_hsm_sessions_open", hsm="hsm1")
+        in_use = value(text, "xks_proxy_hsm_sessions_in_use", hsm="hsm1")
+        self.assertIsNotNone(opened, "no xks_proxy_hsm_sessions_open{hsm=\"hsm1\"}")
+        self.assertIsNotNone(in_use, "no xks_proxy_hsm_sessions_in_use{hsm=\"hsm1\"}")
+        self.assertGreaterEqual(opened, 1)
+        self.assertLessEqual(opened, 4)
+        self.assertGreaterEqual(in_use, 0)
+        self.assertLessEqual(in_use, 1)
+        self.assertLess(in_use, opened)
+
     def test_head_and_wrong_method(self):
         """HEAD /metrics answers as GET without a body; POST is 405 with Allow: GET."""
         req = urllib.request.Request(f"http://127.0.0.1:{self.metrics_port}/metrics", method="HEAD")

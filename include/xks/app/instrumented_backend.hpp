@@ -21,6 +21,9 @@ class InstrumentedBackend final : public hsm::KeyBackend {
   Result<SecureBytes> decrypt(std::string_view label, ByteView ciphertext, ByteView iv,
                               ByteView tag, ByteView aad) override;
   std::vector<hsm::EkmHealth> check_health() override;
+  std::vector<hsm::SessionCounts> session_counts() const override {
+    return inner_->session_counts();
+  }
 
  private:
   template <class F>
