@@ -19,7 +19,9 @@
 #include "xks/app/handler.hpp"
 #include "xks/app/health_monitor.hpp"
 #include "xks/app/instrumented_backend.hpp"
+#include "xks/app/metrics_endpoint.hpp"
 #include "xks/app/privileges.hpp"
+#include "xks/app/proxy_metrics.hpp"
 #include "xks/hsm/events.hpp"
 #include "xks/app/runtime.hpp"
 #include "xks/auth/sigv4.hpp"
@@ -30,8 +32,6 @@
 #include "xks/net/server.hpp"
 #include "xks/net/tls_context.hpp"
 #include "xks/obs/log.hpp"
-#include "xks/obs/metrics.hpp"
-#include "xks/obs/metrics_server.hpp"
 
 namespace xks::app {
 namespace asio = boost::asio;
@@ -139,7 +139,7 @@ nlohmann::json describe_changes(const config::Config& before, const config::Conf
 
 // Opens every configured HSM (fails if any cannot be opened: the daemon then
 // exits with the reason) and wraps the fleet for HSM call metrics.
-Result<std::shared_ptr<Engine>> open_engine(const config::Config& cfg, obs::Metrics& metrics) {
+Result<std::shared_ptr<Engine>> open_engine(const config::Config& cfg, ProxyMetrics& metrics) {
   hsm::Pkcs11Backend::Options options;
   // Every C_Login is worth a log line: HSMs lock a user out after a few wrong
   // PINs, so an operator must be able to count the attempts.
@@ -210,7 +210,7 @@ std::vector<std::string> uri_paths(const config::Config& cfg) {
 class Daemon {
  public:
   Daemon(std::filesystem::path config_path, std::shared_ptr<const config::Config> cfg,
-         std::shared_ptr<Engine> engine, obs::Metrics& metrics)
+         std::shared_ptr<Engine> engine, ProxyMetrics& metrics)
       : config_path_(std::move(config_path)),
         metrics_(metrics),
         pool_(total_sessions(*cfg), cfg->server.limits.hsm_queue_capacity, "xks-hsm"),
@@ -248,12 +248,21 @@ class Daemon {
     metrics_.set_worker_pool_samplers(
         [this] { return static_cast<double>(pool_.queue_depth()); },
         [this] { return static_cast<double>(pool_.busy_workers()); });
+    // Sampled from the engine serving at scrape time (a reload may replace it).
+    for (const auto& h : cfg->hsms) {
+      using Counts = hsm::SessionCounts;
+      metrics_.set_hsm_session_samplers(
+          h.name, [this, name = h.name] { return session_count(name, &Counts::in_use); },
+          [this, name = h.name] { return session_count(name, &Counts::open); });
+      sampled_hsms_.push_back(h.name);
+    }
     publish_tls_expiry(*cfg);
   }
 
   ~Daemon() {
     if (reload_thread_.joinable()) reload_thread_.join();
     metrics_.set_worker_pool_samplers({}, {});
+    for (const auto& name : sampled_hsms_) metrics_.set_hsm_session_samplers(name, {}, {});
   }
   Daemon(const Daemon&) = delete;
   Daemon& operator=(const Daemon&) = delete;
@@ -271,10 +280,10 @@ class Daemon {
     }
     server_.listen(cfg->server.listen_host, cfg->server.listen_port);
     if (cfg->metrics.enabled) {
-      metrics_server_ = std::make_unique<obs::MetricsServer>(
-          ioc_, metrics_,
-          obs::MetricsServer::Options{.host = cfg->metrics.listen_host,
-                                      .port = cfg->metrics.listen_port});
+      metrics_server_ = std::make_unique<MetricsEndpoint>(
+          ioc_, metrics_.registry(),
+          MetricsEndpoint::Options{.host = cfg->metrics.listen_host,
+                                   .port = cfg->metrics.listen_port});
       metrics_server_->start();
       obs::info("metrics_listening", {{"address", cfg->metrics.listen_host},
                                       {"port", metrics_server_->local_port()}});
@@ -377,6 +386,13 @@ class Daemon {
       metrics_.set_credentials(indices[i], cfg->keystores[i].credentials);
     }
     return std::make_shared<const Runtime>(std::move(cfg), std::move(engine), indices);
+  }
+
+  double session_count(const std::string& hsm, std::size_t hsm::SessionCounts::*field) const {
+    for (const auto& counts : runtime_.get()->engine->backend->session_counts()) {
+      if (counts.hsm == hsm) return static_cast<double>(counts.*field);
+    }
+    return 0.0;
   }
 
   void publish_tls_expiry(const config::Config& cfg) {
@@ -601,7 +617,7 @@ class Daemon {
   }
 
   const std::filesystem::path config_path_;
-  obs::Metrics& metrics_;
+  ProxyMetrics& metrics_;
   core::BlockingPool pool_;
   auth::SigV4Verifier verifier_;
   RuntimeHolder runtime_;
@@ -611,7 +627,8 @@ class Daemon {
   net::TlsContextProvider tls_;
   XksHandler handler_;
   net::Server server_;
-  std::unique_ptr<obs::MetricsServer> metrics_server_;
+  std::unique_ptr<MetricsEndpoint> metrics_server_;
+  std::vector<std::string> sampled_hsms_;  // HSMs with session samplers
   asio::signal_set signals_;
   asio::steady_timer drain_timer_;
   asio::steady_timer shutdown_delay_timer_;
@@ -666,9 +683,9 @@ int run_daemon(const std::filesystem::path& config_file) {
                          {"config", nlohmann::json::parse(config::describe_redacted(*cfg))}});
   for (const auto& w : config::config_warnings(*cfg)) obs::warn("config_warning", {{"detail", w}});
 
-  obs::Metrics::Options metrics_options;
+  ProxyMetrics::Options metrics_options;
   metrics_options.version = std::string(api::kVersion);
-  obs::Metrics metrics(std::move(metrics_options));
+  ProxyMetrics metrics(std::move(metrics_options));
   auto engine = open_engine(*cfg, metrics);
   if (!engine) {
     const auto& err = engine.error();

@@ -15,7 +15,7 @@ using Api = xks::http::Api;
 
 struct XksHandler::Outcome {
   std::optional<Api> route_api;            // set once routed (metrics)
-  std::size_t metrics_keystore = obs::Metrics::kUnknownKeystore;
+  std::size_t metrics_keystore = ProxyMetrics::kUnknownKeystore;
   std::string keystore = "-";
   std::string api = "-";
   std::string key_id;
@@ -85,7 +85,7 @@ std::optional<std::string_view> opt_view(const std::optional<std::string>& v) {
 // Secondary authorization (spec, "Authorization"); never for GetHealthStatus.
 // A dry-run denial is logged and the request goes on.
 Result<void> authorize(const config::KeyStore& keystore, Api api, const std::string& key_id,
-                       const api::RequestMetadata& md, obs::Metrics& metrics,
+                       const api::RequestMetadata& md, ProxyMetrics& metrics,
                        std::size_t metrics_keystore) {
   if (!keystore.policy || api == Api::GetHealthStatus) return {};
   const auto decision = keystore.policy->evaluate(policy::RequestAttributes{
@@ -99,9 +99,9 @@ Result<void> authorize(const config::KeyStore& keystore, Api api, const std::str
       .source_vpce = opt_view(md.aws_source_vpce),
   });
   metrics.record_policy_decision(metrics_keystore,
-                                 decision.dry_run_denied() ? obs::PolicyDecision::DryRunDeny
-                                 : decision.allowed        ? obs::PolicyDecision::Allow
-                                                           : obs::PolicyDecision::Deny);
+                                 decision.dry_run_denied() ? PolicyDecision::DryRunDeny
+                                 : decision.allowed        ? PolicyDecision::Allow
+                                                           : PolicyDecision::Deny);
   if (decision.dry_run_denied()) {
     obs::warn("policy_dry_run_deny", {{"kmsRequestId", md.kms_request_id},
                                       {"keystore", keystore.uri_path},
@@ -184,9 +184,9 @@ asio::awaitable<net::Response> XksHandler::handle(net::Request& request,
                             core::SteadyClock::now() - ctx.arrival);
     if (error == ErrorName::ThrottlingException) {
       const auto& detail = outcome.error->detail;
-      metrics_.record_throttled(detail == core::kQueueFullDetail ? obs::ThrottleReason::QueueFull
-                                : detail == kQuotaDetail        ? obs::ThrottleReason::Quota
-                                                                : obs::ThrottleReason::SessionWait);
+      metrics_.record_throttled(detail == core::kQueueFullDetail ? ThrottleReason::QueueFull
+                                : detail == kQuotaDetail        ? ThrottleReason::Quota
+                                                                : ThrottleReason::SessionWait);
     }
   }
   co_return response;

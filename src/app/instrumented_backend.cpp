@@ -5,7 +5,7 @@
 namespace xks::app {
 
 template <class F>
-auto InstrumentedBackend::timed(obs::HsmFunction function, F&& f) {
+auto InstrumentedBackend::timed(HsmFunction function, F&& f) {
   const auto start = core::SteadyClock::now();
   auto result = f();
   metrics_.record_hsm_call(hsm_, function, core::SteadyClock::now() - start);
@@ -13,22 +13,22 @@ auto InstrumentedBackend::timed(obs::HsmFunction function, F&& f) {
 }
 
 Result<hsm::KeyAttributes> InstrumentedBackend::key_attributes(std::string_view label) {
-  return timed(obs::HsmFunction::KeyAttributes, [&] { return inner_->key_attributes(label); });
+  return timed(HsmFunction::KeyAttributes, [&] { return inner_->key_attributes(label); });
 }
 
 Result<hsm::GcmCiphertext> InstrumentedBackend::encrypt(std::string_view label,
                                                         ByteView plaintext, ByteView aad) {
-  return timed(obs::HsmFunction::Encrypt, [&] { return inner_->encrypt(label, plaintext, aad); });
+  return timed(HsmFunction::Encrypt, [&] { return inner_->encrypt(label, plaintext, aad); });
 }
 
 Result<SecureBytes> InstrumentedBackend::decrypt(std::string_view label, ByteView ciphertext,
                                                  ByteView iv, ByteView tag, ByteView aad) {
-  return timed(obs::HsmFunction::Decrypt,
+  return timed(HsmFunction::Decrypt,
                [&] { return inner_->decrypt(label, ciphertext, iv, tag, aad); });
 }
 
 std::vector<hsm::EkmHealth> InstrumentedBackend::check_health() {
-  return timed(obs::HsmFunction::HealthCheck, [&] { return inner_->check_health(); });
+  return timed(HsmFunction::HealthCheck, [&] { return inner_->check_health(); });
 }
 
 }  // namespace xks::app

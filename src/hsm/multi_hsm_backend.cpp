@@ -151,6 +151,11 @@ void DeferredHsm::try_open() {
   if (on_event_) on_event_(e);
 }
 
+std::vector<SessionCounts> DeferredHsm::session_counts() const {
+  if (auto r = real()) return r->session_counts();
+  return {SessionCounts{name_, 0, 0}};
+}
+
 std::vector<EkmHealth> DeferredHsm::check_health() {
   if (!real()) try_open();
   if (auto r = real()) return r->check_health();
@@ -251,6 +256,16 @@ Result<GcmCiphertext> MultiHsmBackend::encrypt(std::string_view label, ByteView 
 Result<SecureBytes> MultiHsmBackend::decrypt(std::string_view label, ByteView ciphertext,
                                              ByteView iv, ByteView tag, ByteView aad) {
   return dispatch([&](KeyBackend& b) { return b.decrypt(label, ciphertext, iv, tag, aad); });
+}
+
+std::vector<SessionCounts> MultiHsmBackend::session_counts() const {
+  std::vector<SessionCounts> out;
+  for (const auto& m : members_) {
+    auto counts = m->backend->session_counts();
+    out.insert(out.end(), std::make_move_iterator(counts.begin()),
+               std::make_move_iterator(counts.end()));
+  }
+  return out;
 }
 
 std::vector<EkmHealth> MultiHsmBackend::check_health() {

@@ -628,6 +628,10 @@ Result<SecureBytes> Pkcs11Backend::decrypt(std::string_view label, ByteView ciph
 
 // ---------------------------------------------------------------- health, stats
 
+std::vector<SessionCounts> Pkcs11Backend::session_counts() const {
+  return {SessionCounts{name_, pool_.in_use(), pool_.open_count()}};
+}
+
 std::vector<EkmHealth> Pkcs11Backend::check_health() {
   EkmHealth h;
   h.id = identity_.label + " " + identity_.serial;

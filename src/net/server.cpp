@@ -76,16 +76,16 @@ class Counted {
   std::atomic<std::size_t>& c_;
 };
 
-obs::TlsHandshakeResult classify_handshake(SSL* ssl, const boost::system::error_code& ec) {
-  if (!ec) return obs::TlsHandshakeResult::Ok;
-  if (ec == beast::error::timeout) return obs::TlsHandshakeResult::Timeout;
-  if (SSL_get_verify_result(ssl) != X509_V_OK) return obs::TlsHandshakeResult::Certificate;
+TlsHandshakeResult classify_handshake(SSL* ssl, const boost::system::error_code& ec) {
+  if (!ec) return TlsHandshakeResult::Ok;
+  if (ec == beast::error::timeout) return TlsHandshakeResult::Timeout;
+  if (SSL_get_verify_result(ssl) != X509_V_OK) return TlsHandshakeResult::Certificate;
   if (ec.category() == asio::error::get_ssl_category()) {
     return ec.message().find("certificate") != std::string::npos
-               ? obs::TlsHandshakeResult::Certificate
-               : obs::TlsHandshakeResult::Protocol;
+               ? TlsHandshakeResult::Certificate
+               : TlsHandshakeResult::Protocol;
   }
-  return obs::TlsHandshakeResult::Other;
+  return TlsHandshakeResult::Other;
 }
 
 std::string_view as_view(const ConnectionBuffer& b) {
@@ -209,7 +209,7 @@ asio::awaitable<Result<void>> read_request_head(Stream& stream, ConnectionBuffer
 }  // namespace
 
 Server::Server(asio::io_context& ioc, config::Limits limits, TlsContextProvider* tls,
-               RequestHandler& handler, obs::Metrics* metrics,
+               RequestHandler& handler, ServerEvents* events,
                std::vector<asio::io_context*> connection_contexts)
     : ioc_(ioc),
       connection_contexts_(std::move(connection_contexts)),
@@ -217,8 +217,8 @@ Server::Server(asio::io_context& ioc, config::Limits limits, TlsContextProvider*
       limits_(std::make_shared<const config::Limits>(limits)),
       tls_(tls),
       handler_(handler),
-      metrics_(metrics),
-      log_limiter_(obs::kDropCauseCount, kLogBurst, kLogPeriod),
+      events_(events),
+      log_limiter_(kDropCauseCount, kLogBurst, kLogPeriod),
       summary_timer_(acceptor_.get_executor()) {}
 
 // What a drain and an eviction need to know about a connection. The atomics
@@ -252,6 +252,16 @@ void Server::begin_drain() {
   }
 }
 
+void Server::close_connections() {
+  draining_.store(true);
+  std::lock_guard lock(registry_mutex_);
+  for (const auto& connection : registry_) {
+    asio::post(connection->executor, [connection] {
+      if (connection->open && connection->close) connection->close();
+    });
+  }
+}
+
 bool Server::evict_idlest_unauthenticated() {
   std::shared_ptr<Connection> victim;
   {
@@ -278,7 +288,7 @@ bool Server::evict_idlest_unauthenticated() {
       return;
     }
     victim->evicted = true;
-    record_drop(obs::DropCause::Evicted, obs::Level::Info, "connection_evicted",
+    record_drop(DropCause::Evicted, obs::Level::Info, "connection_evicted",
                 {{"peer", victim->peer},
                  {"stage", victim->trust.load() == Trust::Handshake ? "tls_handshake"
                                                                      : "unauthenticated"},
@@ -298,10 +308,12 @@ void Server::promote(Connection& connection) {
   }
 }
 
-void Server::record_drop(obs::DropCause cause, obs::Level level, std::string_view event,
+void Server::record_drop(DropCause cause, obs::Level level, std::string_view event,
                          const nlohmann::json& fields) {
-  if (metrics_) metrics_->record_connection_dropped(cause);
-  if (log_limiter_.admit(static_cast<std::size_t>(cause))) obs::log(level, event, fields);
+  if (events_) events_->on_connection_dropped(cause);
+  if (log_client_faults_ && log_limiter_.admit(static_cast<std::size_t>(cause))) {
+    obs::log(level, event, fields);
+  }
 }
 
 asio::awaitable<void> Server::summary_loop() {
@@ -310,7 +322,7 @@ asio::awaitable<void> Server::summary_loop() {
     auto [ec] = co_await summary_timer_.async_wait(kTuple);
     for (const auto& [cause, count] : log_limiter_.take_suppressed()) {
       obs::warn("log_lines_suppressed",
-                {{"cause", obs::to_string(static_cast<obs::DropCause>(cause))},
+                {{"cause", to_string(static_cast<DropCause>(cause))},
                  {"suppressed", count},
                  {"periodMs", std::chrono::duration_cast<std::chrono::milliseconds>(
                                   log_limiter_.period())
@@ -327,10 +339,12 @@ void Server::set_limits(const config::Limits& limits) {
   limits_ = std::make_shared<const config::Limits>(limits);
 }
 
-void Server::listen(const std::string& host, std::uint16_t port) {
+void Server::listen(const std::string& host, std::uint16_t port, std::string_view setting) {
   boost::system::error_code ec;
   const auto address = asio::ip::make_address(host, ec);
-  if (ec) throw std::runtime_error("server.listen: '" + host + "' is not an IP address");
+  if (ec) {
+    throw std::runtime_error(std::string(setting) + ": '" + host + "' is not an IP address");
+  }
   const tcp::endpoint endpoint(address, port);
   const auto where = endpoint_text(endpoint);
   acceptor_.open(endpoint.protocol(), ec);
@@ -338,7 +352,10 @@ void Server::listen(const std::string& host, std::uint16_t port) {
   if (!ec) acceptor_.bind(endpoint, ec);
   if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
   if (ec) {
-    throw std::runtime_error("server.listen: cannot listen on " + where + ": " + ec.message() +
+    boost::system::error_code ignored;  // nothing to keep after a failed bind
+    acceptor_.close(ignored);
+    throw std::runtime_error(std::string(setting) + ": cannot listen on " + where + ": " +
+                             ec.message() +
                              (port < 1024 ? " (ports below 1024 need CAP_NET_BIND_SERVICE)" : ""));
   }
 }
@@ -388,7 +405,7 @@ asio::awaitable<void> Server::accept_loop() {
     }
     boost::system::error_code peer_ec;
     const auto peer = socket.remote_endpoint(peer_ec);
-    auto refuse = [&](tcp::socket& refused, obs::DropCause cause, std::string reason,
+    auto refuse = [&](tcp::socket& refused, DropCause cause, std::string reason,
                       nlohmann::json extra) {
       extra["reason"] = std::move(reason);
       extra["peer"] = peer_ec ? std::string("-") : endpoint_text(peer);
@@ -418,7 +435,7 @@ asio::awaitable<void> Server::accept_loop() {
                     it->second >= limits->max_unauthenticated_per_source;
     }
     if (source_full) {
-      refuse(socket, obs::DropCause::RefusedPerSource,
+      refuse(socket, DropCause::RefusedPerSource,
              "server.limits.max_unauthenticated_per_source reached for this address",
              {{"max_unauthenticated_per_source", limits->max_unauthenticated_per_source}});
       continue;
@@ -426,7 +443,7 @@ asio::awaitable<void> Server::accept_loop() {
     // At the limit, the idlest connection that has not proven itself makes
     // room; an authenticated one, or one being served, is never closed for it.
     if (registered >= limits->max_connections && !evict_idlest_unauthenticated()) {
-      refuse(socket, obs::DropCause::RefusedMaxConnections,
+      refuse(socket, DropCause::RefusedMaxConnections,
              "server.limits.max_connections reached and every connection is authenticated or busy",
              {{"max_connections", limits->max_connections}});
       continue;
@@ -485,17 +502,17 @@ asio::awaitable<void> Server::run_connection(tcp::socket socket,
     Closable& operator=(const Closable&) = delete;
   };
   Counted counted(connections_);
-  struct MetricsConnection {
-    explicit MetricsConnection(obs::Metrics* m) : m_(m) {
-      if (m_) m_->connection_opened();
+  struct Reported {
+    explicit Reported(ServerEvents* e) : e_(e) {
+      if (e_) e_->on_connection_opened();
     }
-    ~MetricsConnection() {
-      if (m_) m_->connection_closed();
+    ~Reported() {
+      if (e_) e_->on_connection_closed();
     }
-    MetricsConnection(const MetricsConnection&) = delete;
-    MetricsConnection& operator=(const MetricsConnection&) = delete;
-    obs::Metrics* m_;
-  } metrics_connection(metrics_);
+    Reported(const Reported&) = delete;
+    Reported& operator=(const Reported&) = delete;
+    ServerEvents* e_;
+  } reported(events_);
   std::shared_ptr<const config::Limits> limits;
   {
     std::lock_guard lock(limits_mutex_);
@@ -526,14 +543,14 @@ asio::awaitable<void> Server::run_connection(tcp::socket socket,
   tls_stream.expires_after(limits->handshake_timeout);
   auto [ec] = co_await tls_stream.async_handshake(kTuple);
   if (self->evicted) co_return;
-  if (metrics_) metrics_->record_tls_handshake(classify_handshake(tls_stream.native_handle(), ec));
+  if (events_) events_->on_tls_handshake(classify_handshake(tls_stream.native_handle(), ec));
   if (ec) {
     if (ec == beast::error::timeout) {
-      record_drop(obs::DropCause::HandshakeTimeout, obs::Level::Info, "tls_handshake_failed",
+      record_drop(DropCause::HandshakeTimeout, obs::Level::Info, "tls_handshake_failed",
                   {{"peer", ctx.peer},
                    {"reason", "handshake not completed within server.limits.handshake_timeout_ms"}});
     } else if (!is_quiet_disconnect(ec)) {
-      record_drop(obs::DropCause::HandshakeFailed, obs::Level::Info, "tls_handshake_failed",
+      record_drop(DropCause::HandshakeFailed, obs::Level::Info, "tls_handshake_failed",
                   {{"peer", ctx.peer},
                    {"reason", describe_handshake_failure(tls_stream.native_handle(), ec)}});
     }
@@ -552,7 +569,10 @@ template <class Stream>
 asio::awaitable<void> Server::reject_and_close(Stream& stream, const Error& error,
                                                unsigned http_version,
                                                const config::Limits& limits) {
-  obs::info("request_rejected", {{"outcome", to_string(error.name)}, {"errorMessage", error.message}});
+  if (log_client_faults_) {
+    obs::info("request_rejected",
+              {{"outcome", to_string(error.name)}, {"errorMessage", error.message}});
+  }
   auto res = handler_.error_response(error, http_version);
   res.keep_alive(false);
   res.prepare_payload();
@@ -625,7 +645,7 @@ asio::awaitable<void> Server::serve_http(Stream& stream, const config::Limits& l
       if (bec == beast::error::timeout) {
         // A timed-out stream stays failed, so there is no answer to send.
         const auto expected = parser.content_length();
-        record_drop(obs::DropCause::ClientSlow, obs::Level::Warn, "client_slow",
+        record_drop(DropCause::ClientSlow, obs::Level::Warn, "client_slow",
                     {{"peer", ctx.peer},
                      {"reason", "request body not received within server.limits.body_timeout_ms; "
                                 "the client was slow, the HSM was not called"},

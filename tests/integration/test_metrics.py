@@ -123,6 +123,39 @@ class MetricsTests(unittest.TestCase):
         for secret in self.demo.secrets():
             self.assertNotIn(secret, text)
 
+    def test_hsm_session_pool_occupancy(self):
+        """xks_proxy_hsm_sessions_open / _in_use{hsm} come from the HSM's session pool: the
+        demo's hsm1 has `sessions: 4`, opened at startup; at rest (between requests) at
+        most the background health probe holds one."""
+        for _ in range(3):
+            self.assertEqual(self.client.encrypt("demo-aes-key", self.client.new_plaintext()).status, 200)
+        _, _, text = scrape(self.metrics_port)
+        self.assertIn("# TYPE xks_proxy_hsm_sessions_open gauge", text)
+        self.assertIn("# TYPE xks_proxy_hsm_sessions_in_use gauge", text)
+        opened = value(text, "xks_proxy_hsm_sessions_open", hsm="hsm1")
+        in_use = value(text, "xks_proxy_hsm_sessions_in_use", hsm="hsm1")
+        self.assertIsNotNone(opened, "no xks_proxy_hsm_sessions_open{hsm=\"hsm1\"}")
+        self.assertIsNotNone(in_use, "no xks_proxy_hsm_sessions_in_use{hsm=\"hsm1\"}")
+        self.assertGreaterEqual(opened, 1)
+        self.assertLessEqual(opened, 4)
+        self.assertGreaterEqual(in_use, 0)
+        self.assertLessEqual(in_use, 1)
+        self.assertLess(in_use, opened)
+
+    def test_head_and_wrong_method(self):
+        """HEAD /metrics answers as GET without a body; POST is 405 with Allow: GET."""
+        req = urllib.request.Request(f"http://127.0.0.1:{self.metrics_port}/metrics", method="HEAD")
+        with urllib.request.urlopen(req, timeout=10) as r:
+            self.assertEqual(r.status, 200)
+            self.assertIn("text/plain", r.headers.get("Content-Type", ""))
+            self.assertEqual(r.read(), b"")
+        req = urllib.request.Request(f"http://127.0.0.1:{self.metrics_port}/metrics", data=b"",
+                                     method="POST")
+        with self.assertRaises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req, timeout=10)
+        self.assertEqual(e.exception.code, 405)
+        self.assertEqual(e.exception.headers.get("Allow"), "GET")
+
     def test_other_paths_are_404(self):
         with self.assertRaises(urllib.error.HTTPError) as e:
             urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/", timeout=10)

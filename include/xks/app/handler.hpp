@@ -10,14 +10,14 @@
 #include "xks/auth/sigv4.hpp"
 #include "xks/core/blocking_pool.hpp"
 #include "xks/net/server.hpp"
-#include "xks/obs/metrics.hpp"
+#include "xks/app/proxy_metrics.hpp"
 
 namespace xks::app {
 
 class XksHandler final : public net::RequestHandler {
  public:
   XksHandler(const RuntimeHolder& runtime, core::BlockingPool& pool, const HealthMonitor& health,
-             const auth::SigV4Verifier& verifier, obs::Metrics& metrics)
+             const auth::SigV4Verifier& verifier, ProxyMetrics& metrics)
       : runtime_(runtime), pool_(pool), health_(health), verifier_(verifier), metrics_(metrics) {}
 
   boost::asio::awaitable<net::Response> handle(net::Request& request,
@@ -40,7 +40,7 @@ class XksHandler final : public net::RequestHandler {
   core::BlockingPool& pool_;
   const HealthMonitor& health_;
   const auth::SigV4Verifier& verifier_;
-  obs::Metrics& metrics_;
+  ProxyMetrics& metrics_;
   std::atomic<bool> stopping_{false};
 };
 

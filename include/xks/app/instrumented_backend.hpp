@@ -5,13 +5,13 @@
 #include <memory>
 
 #include "xks/hsm/key_backend.hpp"
-#include "xks/obs/metrics.hpp"
+#include "xks/app/proxy_metrics.hpp"
 
 namespace xks::app {
 
 class InstrumentedBackend final : public hsm::KeyBackend {
  public:
-  InstrumentedBackend(std::unique_ptr<hsm::KeyBackend> inner, obs::Metrics& metrics,
+  InstrumentedBackend(std::unique_ptr<hsm::KeyBackend> inner, ProxyMetrics& metrics,
                       std::size_t hsm_index)
       : inner_(std::move(inner)), metrics_(metrics), hsm_(hsm_index) {}
 
@@ -21,13 +21,16 @@ class InstrumentedBackend final : public hsm::KeyBackend {
   Result<SecureBytes> decrypt(std::string_view label, ByteView ciphertext, ByteView iv,
                               ByteView tag, ByteView aad) override;
   std::vector<hsm::EkmHealth> check_health() override;
+  std::vector<hsm::SessionCounts> session_counts() const override {
+    return inner_->session_counts();
+  }
 
  private:
   template <class F>
-  auto timed(obs::HsmFunction function, F&& f);
+  auto timed(HsmFunction function, F&& f);
 
   std::unique_ptr<hsm::KeyBackend> inner_;
-  obs::Metrics& metrics_;
+  ProxyMetrics& metrics_;
   const std::size_t hsm_;
 };
 

@@ -35,7 +35,7 @@ struct Runtime {
     std::unordered_map<std::string_view, const config::KeyEntry*> keys;
     std::unordered_map<std::string_view, const config::Credential*> credentials;
     std::shared_ptr<core::TokenBucket> quota;  // null: no quota
-    std::size_t metrics_index = 0;             // obs::Metrics key store index
+    std::size_t metrics_index = 0;             // ProxyMetrics key store index
   };
 
   Runtime(std::shared_ptr<const config::Config> cfg, std::shared_ptr<Engine> eng,

@@ -57,6 +57,13 @@ enum class HealthStatus { Active, Degraded, Unavailable };
 std::string_view to_string(HealthStatus s) noexcept;  // ACTIVE | DEGRADED | UNAVAILABLE
 
 // One key manager (HSM / token) as GetHealthStatus reports it.
+// Occupancy of one HSM's session pool (for metrics).
+struct SessionCounts {
+  std::string hsm;         // the configured HSM name
+  std::size_t in_use = 0;  // leased right now
+  std::size_t open = 0;    // open: idle, leased or being opened
+};
+
 struct EkmHealth {
   std::string id;       // e.g. token label and serial number
   std::string model;    // e.g. manufacturer, model, firmware version
@@ -83,6 +90,10 @@ class KeyBackend {
   // not 12 or 16 bytes or the tag not 16.
   virtual Result<SecureBytes> decrypt(std::string_view label, ByteView ciphertext, ByteView iv,
                                       ByteView tag, ByteView aad) = 0;
+
+  // One entry per HSM that has a session pool, in configuration order; cheap
+  // (no HSM call), callable from any thread. Default: none (fakes).
+  virtual std::vector<SessionCounts> session_counts() const { return {}; }
 
   // Deep check: a real encrypt+decrypt on the configured health key of every HSM,
   // one entry per HSM.

@@ -44,6 +44,8 @@ class DeferredHsm final : public KeyBackend {
                                 ByteView aad) override;
   Result<SecureBytes> decrypt(std::string_view label, ByteView ciphertext, ByteView iv,
                               ByteView tag, ByteView aad) override;
+  // The real backend's counts once open; before, none open or in use.
+  std::vector<SessionCounts> session_counts() const override;
   std::vector<EkmHealth> check_health() override;
   void reload_hsm_secrets(const std::vector<config::HsmConfig>& hsms) override;
 
@@ -97,6 +99,8 @@ class MultiHsmBackend final : public KeyBackend {
                                 ByteView aad) override;
   Result<SecureBytes> decrypt(std::string_view label, ByteView ciphertext, ByteView iv,
                               ByteView tag, ByteView aad) override;
+  // Every member's, in configuration order.
+  std::vector<SessionCounts> session_counts() const override;
   // One entry per HSM, in configuration order. Also updates which HSMs are
   // marked failed: UNAVAILABLE marks, ACTIVE or DEGRADED clears.
   std::vector<EkmHealth> check_health() override;

@@ -111,6 +111,7 @@ class Pkcs11Backend final : public KeyBackend {
                                 ByteView aad) override;
   Result<SecureBytes> decrypt(std::string_view label, ByteView ciphertext, ByteView iv,
                               ByteView tag, ByteView aad) override;
+  std::vector<SessionCounts> session_counts() const override;
   // One entry: encrypt+decrypt round trip on hsm.health_key.
   std::vector<EkmHealth> check_health() override;
   // Takes the PIN of the entry named like this HSM and clears a latched PIN

@@ -26,10 +26,10 @@
 #include "xks/core/blocking_pool.hpp"
 #include "xks/core/error.hpp"
 #include "xks/core/secure.hpp"
+#include "xks/net/server_events.hpp"
 #include "xks/net/tls_context.hpp"
 #include "xks/obs/log.hpp"
 #include "xks/obs/log_limiter.hpp"
-#include "xks/obs/metrics.hpp"
 
 namespace xks::net {
 
@@ -77,26 +77,35 @@ class RequestHandler {
 class Server {
  public:
   // `tls` null means plain HTTP (only with an explicit tls.enabled: false).
-  // `metrics` may be null (tests).
+  // `events` may be null (nothing is reported); it must outlive the server.
   // `connection_contexts`: where accepted connections run, round-robin; each
   // must be run by exactly one thread. Empty: strands on `ioc`.
   Server(boost::asio::io_context& ioc, config::Limits limits, TlsContextProvider* tls,
-         RequestHandler& handler, obs::Metrics* metrics = nullptr,
+         RequestHandler& handler, ServerEvents* events = nullptr,
          std::vector<boost::asio::io_context*> connection_contexts = {});
 
-  // Binds and listens. Throws std::runtime_error naming the address on failure.
-  void listen(const std::string& host, std::uint16_t port);
+  // Binds and listens. Throws std::runtime_error naming the setting (e.g.
+  // "server.listen") and the address on failure.
+  void listen(const std::string& host, std::uint16_t port,
+              std::string_view setting = "server.listen");
   void start();            // starts accepting
   void stop_accepting();   // closes the listener; live connections go on
   // Graceful stop: connections waiting for their next request with nothing
   // received are closed now; the others finish the request they are receiving
   // or serving, answer it with Connection: close, and close.
   void begin_drain();
+  // Hard stop: every open connection is closed now, whether it is waiting,
+  // receiving or being answered (its pending read or write is aborted); one
+  // accepted but not yet started closes before its first read.
+  void close_connections();
 
   boost::asio::ip::tcp::endpoint local_endpoint() const;
   std::size_t open_connections() const noexcept { return connections_.load(); }
   std::size_t requests_in_flight() const noexcept { return in_flight_.load(); }
   void set_limits(const config::Limits& limits);  // applies to new connections
+  // Whether lines a client can cause (refused, evicted, slow or malformed
+  // connections) are logged; they are by default. Call before start().
+  void set_log_client_faults(bool on) noexcept { log_client_faults_ = on; }
 
  private:
   struct Connection;
@@ -118,7 +127,7 @@ class Server {
   // The connection carried its first verified request.
   void promote(Connection& connection);
   // Counts the drop and logs it unless this cause's log budget is spent.
-  void record_drop(obs::DropCause cause, obs::Level level, std::string_view event,
+  void record_drop(DropCause cause, obs::Level level, std::string_view event,
                    const nlohmann::json& fields);
 
   boost::asio::io_context& ioc_;
@@ -129,7 +138,8 @@ class Server {
   mutable std::mutex limits_mutex_;
   TlsContextProvider* tls_;
   RequestHandler& handler_;
-  obs::Metrics* metrics_;
+  ServerEvents* events_;
+  bool log_client_faults_ = true;
   std::atomic<std::size_t> connections_{0};
   std::atomic<std::size_t> in_flight_{0};
   std::atomic<bool> draining_{false};
@@ -142,7 +152,7 @@ class Server {
   // Connections per source address that have not carried a verified request.
   std::map<boost::asio::ip::address, unsigned> unauthenticated_by_source_;
 
-  // Lines a client can cause are rate-limited per cause (obs::DropCause).
+  // Lines a client can cause are rate-limited per cause (DropCause).
   obs::LogLimiter log_limiter_;
   boost::asio::steady_timer summary_timer_;  // on the acceptor's strand
 };

@@ -1,6 +1,7 @@
 // The scrape endpoint over a real socket: a server on 127.0.0.1:0 with its own
 // io_context thread, and a plain Beast client.
-#include "xks/obs/metrics_server.hpp"
+#include "xks/app/metrics_endpoint.hpp"
+#include "xks/app/proxy_metrics.hpp"
 
 #include <gtest/gtest.h>
 
@@ -9,6 +10,8 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/empty_body.hpp>
+#include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
@@ -20,7 +23,7 @@
 
 #include "unit/obs/exposition_util.hpp"
 
-namespace xks::obs {
+namespace xks::app {
 namespace {
 
 namespace asio = boost::asio;
@@ -29,12 +32,12 @@ namespace http = beast::http;
 using asio::ip::tcp;
 using namespace std::chrono_literals;
 
-class MetricsServerTest : public ::testing::Test {
+class MetricsEndpointTest : public ::testing::Test {
  protected:
-  void start(MetricsServer::Options options = {}) {
+  void start(MetricsEndpoint::Options options = {}) {
     options.host = "127.0.0.1";
     options.port = 0;
-    server_ = std::make_unique<MetricsServer>(server_ioc_, metrics_, options);
+    server_ = std::make_unique<MetricsEndpoint>(server_ioc_, metrics_.registry(), options);
     server_->start();
     ASSERT_NE(server_->local_port(), 0);
     runner_ = std::async(std::launch::async, [this] { server_ioc_.run(); });
@@ -100,15 +103,15 @@ class MetricsServerTest : public ::testing::Test {
     return result;
   }
 
-  Metrics metrics_{Metrics::Options{.version = "9.9.9", .now = {}, .process_metrics = false}};
+  ProxyMetrics metrics_{ProxyMetrics::Options{.version = "9.9.9", .now = {}, .process_metrics = false}};
   asio::io_context server_ioc_;
   asio::io_context client_ioc_;
-  std::unique_ptr<MetricsServer> server_;
+  std::unique_ptr<MetricsEndpoint> server_;
   std::future<void> runner_;
   beast::flat_buffer buffer_;
 };
 
-TEST_F(MetricsServerTest, ServesTheExpositionWithKnownValues) {
+TEST_F(MetricsEndpointTest, ServesTheExpositionWithKnownValues) {
   const auto ks = metrics_.register_keystores({"/kms/xks/v1"})[0];
   for (int i = 0; i < 5; ++i) metrics_.connection_opened();
   metrics_.record_request(ks, xks::http::Api::Encrypt, std::nullopt, 2ms);
@@ -121,25 +124,25 @@ TEST_F(MetricsServerTest, ServesTheExpositionWithKnownValues) {
   EXPECT_EQ(res[http::field::content_type], "text/plain; version=0.0.4; charset=utf-8");
   EXPECT_FALSE(res.keep_alive());
   const auto& body = res.body();
-  EXPECT_EQ(test::sample(body, "xks_proxy_connections_total"), "5");
-  EXPECT_EQ(test::sample(body, R"(xks_proxy_requests_total{keystore="/kms/xks/v1",api="Encrypt",outcome="ok"})"),
+  EXPECT_EQ(obs::test::sample(body, "xks_proxy_connections_total"), "5");
+  EXPECT_EQ(obs::test::sample(body, R"(xks_proxy_requests_total{keystore="/kms/xks/v1",api="Encrypt",outcome="ok"})"),
             "1");
-  EXPECT_EQ(test::sample(body, R"(xks_proxy_requests_total{keystore="/kms/xks/v1",api="Encrypt",outcome="ThrottlingException"})"),
+  EXPECT_EQ(obs::test::sample(body, R"(xks_proxy_requests_total{keystore="/kms/xks/v1",api="Encrypt",outcome="ThrottlingException"})"),
             "1");
-  EXPECT_EQ(test::sample(body, R"(xks_proxy_build_info{version="9.9.9"})"), "1");
-  test::expect_well_formed(body);
+  EXPECT_EQ(obs::test::sample(body, R"(xks_proxy_build_info{version="9.9.9"})"), "1");
+  obs::test::expect_well_formed(body);
   // Connection: close was asked for, so the server hangs up after the answer.
   EXPECT_EQ(wait_for_close(socket, 5000ms), asio::error::eof);
   stop_and_drain();
 }
 
-TEST_F(MetricsServerTest, QueryStringIsIgnored) {
+TEST_F(MetricsEndpointTest, QueryStringIsIgnored) {
   start();
   auto socket = connect();
   EXPECT_EQ(exchange(socket, http::verb::get, "/metrics?name[]=x").result(), http::status::ok);
 }
 
-TEST_F(MetricsServerTest, OtherPathsAre404AndOtherMethods405) {
+TEST_F(MetricsEndpointTest, OtherPathsAre404AndOtherMethods405) {
   start();
   {
     auto socket = connect();
@@ -164,21 +167,59 @@ TEST_F(MetricsServerTest, OtherPathsAre404AndOtherMethods405) {
   stop_and_drain();
 }
 
-TEST_F(MetricsServerTest, KeepAliveServesSeveralScrapesOnOneConnection) {
+TEST_F(MetricsEndpointTest, HeadGetsTheHeaderOfGetAndNoBody) {
+  start();
+  auto socket = connect();
+  http::request<http::string_body> req(http::verb::head, "/metrics", 11);
+  req.set(http::field::host, "127.0.0.1");
+  http::write(socket, req);
+  http::response_parser<http::empty_body> parser;
+  parser.skip(true);  // a response to HEAD has no body whatever its Content-Length says
+  http::read_header(socket, buffer_, parser);
+  const auto& res = parser.get();
+  EXPECT_EQ(res.result(), http::status::ok);
+  EXPECT_EQ(res[http::field::content_type], "text/plain; version=0.0.4; charset=utf-8");
+  EXPECT_NE(res[http::field::content_length], "0");
+  EXPECT_EQ(buffer_.size(), 0u) << "bytes after the header of a HEAD response";
+  // The connection is still usable: no body bytes were sent to confuse the next answer.
+  EXPECT_EQ(exchange(socket, http::verb::get, "/metrics").result(), http::status::ok);
+}
+
+TEST_F(MetricsEndpointTest, ARequestWithABodyIsRefusedAndTheConnectionClosed) {
+  start();
+  auto socket = connect();
+  http::request<http::string_body> req(http::verb::get, "/metrics", 11);
+  req.set(http::field::host, "127.0.0.1");
+  req.body() = "x";
+  req.prepare_payload();
+  http::write(socket, req);
+  http::response<http::string_body> res;
+  http::read(socket, buffer_, res);
+  EXPECT_EQ(res.result(), http::status::bad_request);
+  EXPECT_FALSE(res.keep_alive());
+  EXPECT_EQ(wait_for_close(socket, 5000ms), asio::error::eof);
+  // Nothing a scraper does is counted as the XKS listener's traffic.
+  EXPECT_EQ(obs::test::sample(metrics_.render(), "xks_proxy_connections_total"), "0");
+  EXPECT_EQ(obs::test::sample(metrics_.render(),
+                              R"(xks_proxy_connections_dropped_total{cause="client_slow"})"),
+            "0");
+}
+
+TEST_F(MetricsEndpointTest, KeepAliveServesSeveralScrapesOnOneConnection) {
   start();
   auto socket = connect();
   auto first = exchange(socket, http::verb::get, "/metrics", true);
   EXPECT_TRUE(first.keep_alive());
-  EXPECT_EQ(test::sample(first.body(), "xks_proxy_connections_total"), "0");
+  EXPECT_EQ(obs::test::sample(first.body(), "xks_proxy_connections_total"), "0");
   metrics_.connection_opened();
   auto second = exchange(socket, http::verb::get, "/metrics", true);
-  EXPECT_EQ(test::sample(second.body(), "xks_proxy_connections_total"), "1");
+  EXPECT_EQ(obs::test::sample(second.body(), "xks_proxy_connections_total"), "1");
   EXPECT_EQ(exchange(socket, http::verb::get, "/nope", true).result(), http::status::not_found);
   stop_and_drain();
 }
 
-TEST_F(MetricsServerTest, SilentClientIsDisconnectedAfterTheRequestTimeout) {
-  MetricsServer::Options options;
+TEST_F(MetricsEndpointTest, SilentClientIsDisconnectedAfterTheRequestTimeout) {
+  MetricsEndpoint::Options options;
   options.request_timeout = 200ms;
   start(options);
   auto socket = connect();
@@ -188,8 +229,8 @@ TEST_F(MetricsServerTest, SilentClientIsDisconnectedAfterTheRequestTimeout) {
   EXPECT_LT(std::chrono::steady_clock::now() - began, 3s);
 }
 
-TEST_F(MetricsServerTest, TricklingClientIsCutOffToo) {
-  MetricsServer::Options options;
+TEST_F(MetricsEndpointTest, TricklingClientIsCutOffToo) {
+  MetricsEndpoint::Options options;
   options.request_timeout = 300ms;
   start(options);
   auto socket = connect();
@@ -198,8 +239,8 @@ TEST_F(MetricsServerTest, TricklingClientIsCutOffToo) {
   EXPECT_TRUE(ec == asio::error::eof || ec == asio::error::connection_reset) << ec.message();
 }
 
-TEST_F(MetricsServerTest, IdleKeepAliveConnectionEndsAfterTheIdleTimeout) {
-  MetricsServer::Options options;
+TEST_F(MetricsEndpointTest, IdleKeepAliveConnectionEndsAfterTheIdleTimeout) {
+  MetricsEndpoint::Options options;
   options.idle_timeout = 200ms;
   start(options);
   auto socket = connect();
@@ -208,7 +249,7 @@ TEST_F(MetricsServerTest, IdleKeepAliveConnectionEndsAfterTheIdleTimeout) {
   EXPECT_TRUE(ec == asio::error::eof || ec == asio::error::connection_reset) << ec.message();
 }
 
-TEST_F(MetricsServerTest, StopClosesOpenConnectionsAndTheIoContextRunsDry) {
+TEST_F(MetricsEndpointTest, StopClosesOpenConnectionsAndTheIoContextRunsDry) {
   start();  // default timeouts: only stop() can end this connection quickly
   auto socket = connect();
   EXPECT_EQ(exchange(socket, http::verb::get, "/metrics", true).result(), http::status::ok);
@@ -221,8 +262,8 @@ TEST_F(MetricsServerTest, StopClosesOpenConnectionsAndTheIoContextRunsDry) {
   EXPECT_NE(idle_ec, asio::error::would_block) << "idle connection left open";
 }
 
-TEST_F(MetricsServerTest, AtTheLimitTheIdlestConnectionMakesRoom) {
-  MetricsServer::Options options;
+TEST_F(MetricsEndpointTest, AtTheLimitTheIdlestConnectionMakesRoom) {
+  MetricsEndpoint::Options options;
   options.max_connections = 2;
   start(options);
   auto first = connect();
@@ -240,8 +281,8 @@ TEST_F(MetricsServerTest, AtTheLimitTheIdlestConnectionMakesRoom) {
 
 // Idle keep-alive and silent connections, more than the listener allows, with
 // timeouts far longer than the test: a fresh scrape still gets in at once.
-TEST_F(MetricsServerTest, IdleConnectionsCannotLockTheScraperOut) {
-  MetricsServer::Options options;
+TEST_F(MetricsEndpointTest, IdleConnectionsCannotLockTheScraperOut) {
+  MetricsEndpoint::Options options;
   options.request_timeout = 60s;
   options.idle_timeout = 60s;
   start(options);
@@ -260,11 +301,11 @@ TEST_F(MetricsServerTest, IdleConnectionsCannotLockTheScraperOut) {
   }
 }
 
-TEST_F(MetricsServerTest, PortInUseIsAStartupErrorNamingTheAddress) {
+TEST_F(MetricsEndpointTest, PortInUseIsAStartupErrorNamingTheAddress) {
   start();
   asio::io_context other_ioc;
-  MetricsServer other(other_ioc, metrics_,
-                      MetricsServer::Options{.host = "127.0.0.1", .port = server_->local_port()});
+  MetricsEndpoint other(other_ioc, metrics_.registry(),
+                        MetricsEndpoint::Options{.host = "127.0.0.1", .port = server_->local_port()});
   try {
     other.start();
     FAIL() << "second bind succeeded";
@@ -273,7 +314,7 @@ TEST_F(MetricsServerTest, PortInUseIsAStartupErrorNamingTheAddress) {
               std::string::npos)
         << e.what();
   }
-  MetricsServer bad(other_ioc, metrics_, MetricsServer::Options{.host = "localhost"});
+  MetricsEndpoint bad(other_ioc, metrics_.registry(), MetricsEndpoint::Options{.host = "localhost"});
   EXPECT_THROW(bad.start(), std::runtime_error);  // we bind addresses, we do not resolve
 }
 
@@ -294,4 +335,4 @@ TEST(ParseListenAddress, RejectsMalformedInput) {
 }
 
 }  // namespace
-}  // namespace xks::obs
+}  // namespace xks::app

@@ -1,5 +1,5 @@
-// The proxy's Metrics facade: names, labels and values as a scrape sees them.
-#include "xks/obs/metrics.hpp"
+// The proxy's metrics: names, labels and values as a scrape sees them.
+#include "xks/app/proxy_metrics.hpp"
 
 #include <gtest/gtest.h>
 
@@ -12,17 +12,17 @@
 
 #include "unit/obs/exposition_util.hpp"
 
-namespace xks::obs {
+namespace xks::app {
 namespace {
 
 using namespace std::chrono_literals;
 using std::chrono::system_clock;
-using test::sample;
+using obs::test::sample;
 
 const system_clock::time_point kNow{1'700'000'000s};
 
-Metrics make_metrics() {
-  return Metrics(Metrics::Options{
+ProxyMetrics make_metrics() {
+  return ProxyMetrics(ProxyMetrics::Options{
       .version = "1.2.3", .now = [] { return kNow; }, .process_metrics = false});
 }
 
@@ -40,18 +40,18 @@ config::Credential credential(std::string id, std::optional<system_clock::time_p
   return c;
 }
 
-TEST(Metrics, RequestsAreCountedByKeystoreApiAndOutcome) {
+TEST(ProxyMetrics, RequestsAreCountedByKeystoreApiAndOutcome) {
   auto m = make_metrics();
   const auto idx = m.register_keystores({"/kms/xks/v1", "/tenant-b/kms/xks/v1"});
   ASSERT_EQ(idx.size(), 2u);
-  EXPECT_NE(idx[0], Metrics::kUnknownKeystore);
+  EXPECT_NE(idx[0], ProxyMetrics::kUnknownKeystore);
   EXPECT_NE(idx[0], idx[1]);
 
   m.record_request(idx[0], http::Api::Encrypt, std::nullopt, 3ms);
   m.record_request(idx[0], http::Api::Encrypt, std::nullopt, 4ms);
   m.record_request(idx[0], http::Api::Decrypt, ErrorName::InvalidCiphertextException, 2ms);
   m.record_request(idx[1], http::Api::GetKeyMetadata, ErrorName::KeyNotFoundException, 1ms);
-  m.record_request(Metrics::kUnknownKeystore, http::Api::Encrypt,
+  m.record_request(ProxyMetrics::kUnknownKeystore, http::Api::Encrypt,
                    ErrorName::InvalidUriPathException, 100us);
   m.record_request(9999, http::Api::Encrypt, std::nullopt, 1ms);  // ignored, no crash
 
@@ -83,7 +83,7 @@ TEST(Metrics, RequestsAreCountedByKeystoreApiAndOutcome) {
             "1");
 }
 
-TEST(Metrics, ReRegisteringOnReloadKeepsCountsAndIndices) {
+TEST(ProxyMetrics, ReRegisteringOnReloadKeepsCountsAndIndices) {
   auto m = make_metrics();
   const auto before = m.register_keystores({"/a/kms/xks/v1", "/b/kms/xks/v1"});
   m.record_request(before[0], http::Api::Encrypt, std::nullopt, 1ms);
@@ -113,7 +113,7 @@ TEST(Metrics, ReRegisteringOnReloadKeepsCountsAndIndices) {
             "0");
 }
 
-TEST(Metrics, ConcurrentRecordingFromEightThreadsSumsExactlyAcrossAReload) {
+TEST(ProxyMetrics, ConcurrentRecordingFromEightThreadsSumsExactlyAcrossAReload) {
   auto m = make_metrics();
   const auto ks = m.register_keystores({"/kms/xks/v1"})[0];
   constexpr int kThreads = 8;
@@ -141,7 +141,7 @@ TEST(Metrics, ConcurrentRecordingFromEightThreadsSumsExactlyAcrossAReload) {
             std::to_string(kThreads * kPerThread));
 }
 
-TEST(Metrics, HsmCallsHealthAndSampledGauges) {
+TEST(ProxyMetrics, HsmCallsHealthAndSampledGauges) {
   auto m = make_metrics();
   const auto hsm = m.register_hsms({"hsm0", "cloudhsm"});
   EXPECT_EQ(m.register_hsms({"cloudhsm"})[0], hsm[1]);
@@ -197,7 +197,7 @@ TEST(Metrics, HsmCallsHealthAndSampledGauges) {
   EXPECT_EQ(sample(text, R"(xks_proxy_hsm_sessions_in_use{hsm="hsm0"})"), std::nullopt);
 }
 
-TEST(Metrics, ConnectionsTlsThrottlingAndBuildInfo) {
+TEST(ProxyMetrics, ConnectionsTlsThrottlingAndBuildInfo) {
   auto m = make_metrics();
   m.connection_opened();
   m.connection_opened();
@@ -232,7 +232,7 @@ TEST(Metrics, ConnectionsTlsThrottlingAndBuildInfo) {
   EXPECT_EQ(sample(text, "process_resident_memory_bytes"), std::nullopt);
 }
 
-TEST(Metrics, CertificateExpiryAndDaysRemaining) {
+TEST(ProxyMetrics, CertificateExpiryAndDaysRemaining) {
   auto m = make_metrics();
   EXPECT_EQ(sample(m.render(), "xks_proxy_tls_certificate_expiry_seconds"), std::nullopt);
   m.set_tls_certificate_not_after(kNow + 24h * 10 + 5h);
@@ -244,7 +244,7 @@ TEST(Metrics, CertificateExpiryAndDaysRemaining) {
   EXPECT_EQ(sample(text, "xks_proxy_tls_certificate_days_remaining"), "-1");
 }
 
-TEST(Metrics, CredentialsLastUseAndNotAfterSurviveReloadsOfTheSameId) {
+TEST(ProxyMetrics, CredentialsLastUseAndNotAfterSurviveReloadsOfTheSameId) {
   auto m = make_metrics();
   const auto ks = m.register_keystores({"/kms/xks/v1"})[0];
   m.set_credentials(ks, {credential("AKIAAAAAAAAAAAAAAAAA", kNow + 24h),
@@ -282,7 +282,7 @@ TEST(Metrics, CredentialsLastUseAndNotAfterSurviveReloadsOfTheSameId) {
             std::nullopt);
 }
 
-TEST(Metrics, CredentialIssueTimeFollowsReloads) {
+TEST(ProxyMetrics, CredentialIssueTimeFollowsReloads) {
   auto m = make_metrics();
   const auto ks = m.register_keystores({"/kms/xks/v1"})[0];
   auto a = credential("AKIAAAAAAAAAAAAAAAAA", std::nullopt);
@@ -305,7 +305,7 @@ TEST(Metrics, CredentialIssueTimeFollowsReloads) {
             std::nullopt);
 }
 
-TEST(Metrics, ReloadsByResultAndLastReloadSuccessful) {
+TEST(ProxyMetrics, ReloadsByResultAndLastReloadSuccessful) {
   auto m = make_metrics();
   auto text = m.render();
   EXPECT_EQ(sample(text, R"(xks_proxy_config_reloads_total{result="ok"})"), "0");
@@ -321,8 +321,8 @@ TEST(Metrics, ReloadsByResultAndLastReloadSuccessful) {
   EXPECT_EQ(sample(text, "xks_proxy_config_last_reload_successful"), "1");
 }
 
-TEST(Metrics, ProcessMetricsAreReadFromProc) {
-  Metrics m(Metrics::Options{.version = "0.1.0"});
+TEST(ProxyMetrics, ProcessMetricsAreReadFromProc) {
+  ProxyMetrics m(ProxyMetrics::Options{.version = "0.1.0"});
   const auto text = m.render();
   const auto start = sample(text, "process_start_time_seconds");
   ASSERT_TRUE(start.has_value());
@@ -336,8 +336,8 @@ TEST(Metrics, ProcessMetricsAreReadFromProc) {
   EXPECT_GT(std::stod(*rss), 1024.0 * 1024.0);
 }
 
-TEST(Metrics, WholeExpositionIsWellFormed) {
-  Metrics m(Metrics::Options{.version = "0.1.0"});
+TEST(ProxyMetrics, WholeExpositionIsWellFormed) {
+  ProxyMetrics m(ProxyMetrics::Options{.version = "0.1.0"});
   const auto ks = m.register_keystores({"/weird\"path\\/kms/xks/v1"})[0];
   m.register_hsms({"hsm0"});
   m.record_request(ks, http::Api::Encrypt, std::nullopt, 1ms);
@@ -345,7 +345,7 @@ TEST(Metrics, WholeExpositionIsWellFormed) {
   m.set_worker_pool_samplers([] { return 0.0; }, [] { return 0.0; });
   m.set_hsm_session_samplers("hsm0", [] { return 1.0; }, [] { return 2.0; });
   m.set_credentials(ks, {credential("AKIAAAAAAAAAAAAAAAAA", system_clock::now())});
-  test::expect_well_formed(m.render());
+  obs::test::expect_well_formed(m.render());
 
   // Every metric the issue asks for is there.
   const auto text = m.render();
@@ -364,14 +364,14 @@ TEST(Metrics, WholeExpositionIsWellFormed) {
   }
 }
 
-TEST(Metrics, TooManyKeystoresIsAStartupError) {
+TEST(ProxyMetrics, TooManyKeystoresIsAStartupError) {
   auto m = make_metrics();
   std::vector<std::string> paths;
-  for (std::size_t i = 0; i < Metrics::kMaxKeystores; ++i) {
+  for (std::size_t i = 0; i < ProxyMetrics::kMaxKeystores; ++i) {
     paths.push_back("/" + std::to_string(i) + "/kms/xks/v1");
   }
   EXPECT_THROW(m.register_keystores(paths), std::length_error);  // "unknown" takes a slot
 }
 
 }  // namespace
-}  // namespace xks::obs
+}  // namespace xks::app
