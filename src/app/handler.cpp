@@ -1,6 +1,7 @@
 #include "xks/app/handler.hpp"
 
 #include <boost/beast/http/field.hpp>
+#include <type_traits>
 
 #include "xks/api/dto.hpp"
 #include "xks/core/offload.hpp"
@@ -176,9 +177,9 @@ Result<void> check_key_arn_region(const config::KeyStore& keystore,
   return {};
 }
 
-// The three key operations, for XksHandler::key_operation: the request type,
-// its parser, the usage a key must allow (asked of the HSM when the body does
-// not parse) and the service call.
+// The key operations, for XksHandler::key_operation: the request type, its
+// parser, the usage a key must allow (asked of the HSM when the body does not
+// parse) and the service call.
 struct GetKeyMetadataOp {
   using Request = api::KeyMetadataRequest;
   // A key's usage does not decide its metadata.
@@ -191,25 +192,23 @@ struct GetKeyMetadataOp {
   }
 };
 
-struct EncryptOp {
-  using Request = api::EncryptRequest;
-  static constexpr std::optional<api::KeyUse> kUse{api::KeyUse::Encrypt};
-  static Result<Request> parse(std::string_view body) { return api::parse_encrypt_request(body); }
+template <api::KeyUse Use>
+struct CryptOp {
+  static constexpr bool kEncrypt = Use == api::KeyUse::Encrypt;
+  using Request = std::conditional_t<kEncrypt, api::EncryptRequest, api::DecryptRequest>;
+  static constexpr std::optional<api::KeyUse> kUse{Use};
+  static Result<Request> parse(std::string_view body) {
+    if constexpr (kEncrypt) return api::parse_encrypt_request(body);
+    else return api::parse_decrypt_request(body);
+  }
   static auto execute(api::XksService& service, const config::KeyEntry& key,
                       const Request& request) {
-    return service.encrypt(key, request);
+    if constexpr (kEncrypt) return service.encrypt(key, request);
+    else return service.decrypt(key, request);
   }
 };
-
-struct DecryptOp {
-  using Request = api::DecryptRequest;
-  static constexpr std::optional<api::KeyUse> kUse{api::KeyUse::Decrypt};
-  static Result<Request> parse(std::string_view body) { return api::parse_decrypt_request(body); }
-  static auto execute(api::XksService& service, const config::KeyEntry& key,
-                      const Request& request) {
-    return service.decrypt(key, request);
-  }
-};
+using EncryptOp = CryptOp<api::KeyUse::Encrypt>;
+using DecryptOp = CryptOp<api::KeyUse::Decrypt>;
 
 // xks_proxy_throttled_total's reason for a ThrottlingException.
 obs::ThrottleReason throttle_reason(const Error& error) {
