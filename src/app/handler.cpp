@@ -1,6 +1,7 @@
 #include "xks/app/handler.hpp"
 
 #include <boost/beast/http/field.hpp>
+#include <type_traits>
 
 #include "xks/api/dto.hpp"
 #include "xks/core/offload.hpp"
@@ -25,9 +26,22 @@ struct XksHandler::Outcome {
   std::optional<Error> error;
 };
 
-namespace {
+struct XksHandler::Call {
+  net::Request& request;
+  const net::RequestContext& ctx;
+  const std::shared_ptr<const Runtime> rt;  // the snapshot taken at arrival
+  Outcome& outcome;
+  const std::string_view target;
+  // Set by route().
+  xks::http::Route route{};
+  const config::KeyStore* keystore = nullptr;
+  const Runtime::KeyStoreIndex* index = nullptr;
 
-constexpr std::string_view kQuotaDetail = "key store quota exceeded";
+  unsigned version() const { return request.version(); }
+  core::Deadline deadline() const { return ctx.arrival + rt->config->server.request_deadline; }
+};
+
+namespace {
 
 net::Response json_response(http::status status, std::string body, unsigned version) {
   net::Response res{status, version};
@@ -35,6 +49,11 @@ net::Response json_response(http::status status, std::string body, unsigned vers
   res.set(http::field::cache_control, "no-store");
   res.body() = std::move(body);
   return res;
+}
+
+net::Response error_json(const Error& error, unsigned version) {
+  return json_response(static_cast<http::status>(http_status(error.name)), api::error_body(error),
+                       version);
 }
 
 std::string_view or_dash(const std::optional<std::string>& v) {
@@ -84,9 +103,9 @@ std::optional<std::string_view> opt_view(const std::optional<std::string>& v) {
 
 // Secondary authorization (spec, "Authorization"); never for GetHealthStatus.
 // A dry-run denial is logged and the request goes on.
-Result<void> authorize(const config::KeyStore& keystore, Api api, const std::string& key_id,
-                       const api::RequestMetadata& md, ProxyMetrics& metrics,
-                       std::size_t metrics_keystore) {
+Result<void> evaluate_policy(const config::KeyStore& keystore, Api api, const std::string& key_id,
+                             const api::RequestMetadata& md, ProxyMetrics& metrics,
+                             std::size_t metrics_keystore) {
   if (!keystore.policy || api == Api::GetHealthStatus) return {};
   const auto decision = keystore.policy->evaluate(policy::RequestAttributes{
       .api = xks::http::to_string(api),
@@ -158,6 +177,51 @@ Result<void> check_key_arn_region(const config::KeyStore& keystore,
   return {};
 }
 
+// The key operations, for XksHandler::key_operation: the request type, its
+// parser, the usage a key must allow (asked of the HSM when the body does not
+// parse) and the service call.
+struct GetKeyMetadataOp {
+  using Request = api::KeyMetadataRequest;
+  // A key's usage does not decide its metadata.
+  static constexpr std::optional<api::KeyUse> kUse{};
+  static Result<Request> parse(std::string_view body) {
+    return api::parse_key_metadata_request(body);
+  }
+  static auto execute(api::XksService& service, const config::KeyEntry& key, const Request&) {
+    return service.get_key_metadata(key);
+  }
+};
+
+template <api::KeyUse Use>
+struct CryptOp {
+  static constexpr bool kEncrypt = Use == api::KeyUse::Encrypt;
+  using Request = std::conditional_t<kEncrypt, api::EncryptRequest, api::DecryptRequest>;
+  static constexpr std::optional<api::KeyUse> kUse{Use};
+  static Result<Request> parse(std::string_view body) {
+    if constexpr (kEncrypt) return api::parse_encrypt_request(body);
+    else return api::parse_decrypt_request(body);
+  }
+  static auto execute(api::XksService& service, const config::KeyEntry& key,
+                      const Request& request) {
+    if constexpr (kEncrypt) return service.encrypt(key, request);
+    else return service.decrypt(key, request);
+  }
+};
+using EncryptOp = CryptOp<api::KeyUse::Encrypt>;
+using DecryptOp = CryptOp<api::KeyUse::Decrypt>;
+
+// xks_proxy_throttled_total's reason for a ThrottlingException.
+ThrottleReason throttle_reason(const Error& error) {
+  switch (error.cause) {
+    case Error::Cause::QueueFull: return ThrottleReason::QueueFull;
+    case Error::Cause::Quota: return ThrottleReason::Quota;
+    case Error::Cause::SessionWait:
+    case Error::Cause::None: break;
+  }
+  // Past the queue and the quota, only an HSM session wait throttles.
+  return ThrottleReason::SessionWait;
+}
+
 }  // namespace
 
 bool XksHandler::keep_connections() const {
@@ -165,15 +229,15 @@ bool XksHandler::keep_connections() const {
 }
 
 net::Response XksHandler::error_response(const Error& error, unsigned http_version) {
-  return json_response(static_cast<http::status>(http_status(error.name)),
-                       api::error_body(error), http_version);
+  return error_json(error, http_version);
 }
 
 asio::awaitable<net::Response> XksHandler::handle(net::Request& request,
                                                    net::RequestContext& ctx) {
-  const auto rt = runtime_.get();
   Outcome outcome;
-  net::Response response = co_await dispatch(request, ctx, rt, outcome);
+  Call call{request, ctx, runtime_.get(), outcome,
+            std::string_view(request.target().data(), request.target().size())};
+  net::Response response = co_await dispatch(call);
   // access_key_id is set exactly when SigV4 verified the request.
   ctx.authenticated = !outcome.access_key_id.empty();
   log_access(request, ctx, outcome, response.result_int());
@@ -183,233 +247,216 @@ asio::awaitable<net::Response> XksHandler::handle(net::Request& request,
     metrics_.record_request(outcome.metrics_keystore, *outcome.route_api, error,
                             core::SteadyClock::now() - ctx.arrival);
     if (error == ErrorName::ThrottlingException) {
-      const auto& detail = outcome.error->detail;
-      metrics_.record_throttled(detail == core::kQueueFullDetail ? ThrottleReason::QueueFull
-                                : detail == kQuotaDetail        ? ThrottleReason::Quota
-                                                                : ThrottleReason::SessionWait);
+      metrics_.record_throttled(throttle_reason(*outcome.error));
     }
   }
   co_return response;
 }
 
-asio::awaitable<net::Response> XksHandler::dispatch(net::Request& request,
-                                                     const net::RequestContext& ctx,
-                                                     const std::shared_ptr<const Runtime>& rt,
-                                                     Outcome& outcome) {
-  const unsigned version = request.version();
-  auto fail = [&](Error error) {
-    auto res = error_response(error, version);
-    outcome.error = std::move(error);
-    return res;
-  };
-  const auto& cfg = *rt->config;
-  const std::string_view target(request.target().data(), request.target().size());
-
+asio::awaitable<net::Response> XksHandler::dispatch(Call& call) {
   // The load balancer's probe: unauthenticated, cheap, from the health cache.
-  if (target == cfg.server.ping_path) {
-    outcome.api = "Ping";
-    if (request.method() != http::verb::get && request.method() != http::verb::head) {
-      auto res = fail(make_error(ErrorName::ValidationException,
-                                 "the ping path only answers GET and HEAD"));
-      res.result(http::status::method_not_allowed);
-      res.set(http::field::allow, "GET, HEAD");
-      co_return res;
-    }
-    if (stopping_.load()) {
-      co_return json_response(http::status::service_unavailable, R"({"status":"stopping"})",
-                              version);
-    }
-    const bool usable = health_.any_usable();
-    co_return json_response(usable ? http::status::ok : http::status::service_unavailable,
-                            usable ? R"({"status":"ok"})" : R"({"status":"unavailable"})",
-                            version);
-  }
+  if (call.target == call.rt->config->server.ping_path) co_return ping(call);
 
-  auto route = rt->router.route(target);
-  if (!route) co_return fail(std::move(route).error());
-  outcome.keystore = cfg.keystores[route->keystore].uri_path;
-  outcome.api = std::string(xks::http::to_string(route->api));
-  outcome.key_id = route->key_id;
-  outcome.route_api = route->api;
-  outcome.metrics_keystore = rt->keystores[route->keystore].metrics_index;
-
+  if (auto routed = route(call); !routed) co_return fail(call, std::move(routed).error());
   // Spec: a GET on an API URI MUST be answered 405; other methods likewise.
-  if (request.method() != http::verb::post) {
-    auto res = fail(make_error(ErrorName::ValidationException,
-                               "XKS API calls use POST; " +
-                                   std::string(request.method_string()) + " is not allowed"));
-    res.result(http::status::method_not_allowed);
-    res.set(http::field::allow, "POST");
-    co_return res;
+  if (call.request.method() != http::verb::post) {
+    co_return method_not_allowed(
+        call,
+        make_error(ErrorName::ValidationException,
+                   "XKS API calls use POST; " + std::string(call.request.method_string()) +
+                       " is not allowed"),
+        "POST");
   }
+  if (auto verified = authenticate(call); !verified) {
+    co_return fail(call, std::move(verified).error());
+  }
+  if (auto quota = take_quota(call); !quota) co_return fail(call, std::move(quota).error());
 
-  const auto& index = rt->keystores[route->keystore];
-  const auto& keystore = cfg.keystores[route->keystore];
+  switch (call.route.api) {
+    case Api::GetHealthStatus: co_return health_status(call);
+    case Api::GetKeyMetadata: co_return co_await key_operation<GetKeyMetadataOp>(call);
+    case Api::Encrypt: co_return co_await key_operation<EncryptOp>(call);
+    case Api::Decrypt: co_return co_await key_operation<DecryptOp>(call);
+  }
+  co_return fail(call, make_error(ErrorName::InternalException, "unknown API"));
+}
+
+net::Response XksHandler::ping(Call& call) const {
+  call.outcome.api = "Ping";
+  const auto method = call.request.method();
+  if (method != http::verb::get && method != http::verb::head) {
+    return method_not_allowed(
+        call, make_error(ErrorName::ValidationException, "the ping path only answers GET and HEAD"),
+        "GET, HEAD");
+  }
+  if (stopping_.load()) {
+    return json_response(http::status::service_unavailable, R"({"status":"stopping"})",
+                         call.version());
+  }
+  const bool usable = health_.any_usable();
+  return json_response(usable ? http::status::ok : http::status::service_unavailable,
+                       usable ? R"({"status":"ok"})" : R"({"status":"unavailable"})",
+                       call.version());
+}
+
+Result<void> XksHandler::route(Call& call) const {
+  auto routed = call.rt->router.route(call.target);
+  if (!routed) return std::move(routed).error();
+  call.route = std::move(*routed);
+  call.keystore = &call.rt->config->keystores[call.route.keystore];
+  call.index = &call.rt->keystores[call.route.keystore];
+  call.outcome.keystore = call.keystore->uri_path;
+  call.outcome.api = std::string(xks::http::to_string(call.route.api));
+  call.outcome.key_id = call.route.key_id;
+  call.outcome.route_api = call.route.api;
+  call.outcome.metrics_keystore = call.index->metrics_index;
+  return {};
+}
+
+Result<void> XksHandler::authenticate(Call& call) const {
   const auto now = std::chrono::system_clock::now();
-  const config::Credential* expired = nullptr;
-  auth::SecretLookup lookup = [&](std::string_view akid) -> const SecureString* {
-    const auto it = index.credentials.find(akid);
-    if (it == index.credentials.end()) return nullptr;
-    const auto& cred = *it->second;
+  const auto& credentials = call.index->credentials;
+  const auth::SecretLookup lookup = [&](std::string_view akid) -> auth::SecretLookupResult {
+    const auto it = credentials.find(akid);
+    if (it == credentials.end()) return {};
+    const config::Credential& cred = *it->second;
     if (cred.not_after && now > *cred.not_after) {
-      expired = &cred;
-      return nullptr;
+      return auth::SecretLookupResult::expired(*cred.not_after);
     }
     return &cred.secret;
   };
+  const auto& request = call.request;
   const std::string_view method(request.method_string().data(), request.method_string().size());
   auto verified = verifier_.verify(
-      auth::RequestView{method, target, request.base(), request.body()}, lookup, now);
-  if (!verified) {
-    if (expired != nullptr) {
-      co_return fail(make_error(
-          ErrorName::AuthenticationFailedException,
-          "access key id \"" + expired->access_key_id + "\" has expired (its not_after has passed)",
-          "keystores[].credentials[].not_after"));
-    }
-    co_return fail(std::move(verified).error());
+      auth::RequestView{method, call.target, request.base(), request.body()}, lookup, now);
+  if (!verified) return std::move(verified).error();
+  call.outcome.access_key_id = verified->access_key_id;
+  metrics_.record_credential_use(call.index->metrics_index, verified->access_key_id, now);
+  return check_region(*call.keystore, verified->region, call.ctx);
+}
+
+// Spec: a proxy MAY enforce a quota per path prefix. Checked after
+// authentication so that unauthenticated traffic cannot spend the quota.
+// GetHealthStatus is exempt: KMS calls it rarely, and a throttled health
+// check would make KMS see the key store as unreachable while it is busy.
+Result<void> XksHandler::take_quota(const Call& call) const {
+  const auto& quota = call.index->quota;
+  if (call.route.api == Api::GetHealthStatus || !quota || quota->try_take(call.ctx.arrival)) {
+    return {};
   }
-  outcome.access_key_id = verified->access_key_id;
-  metrics_.record_credential_use(index.metrics_index, verified->access_key_id, now);
+  return make_error(ErrorName::ThrottlingException,
+                    "request rate above this key store's quota; retry later",
+                    "key store quota exceeded", Error::Cause::Quota);
+}
 
-  if (auto region = check_region(keystore, verified->region, ctx); !region) {
-    co_return fail(std::move(region).error());
-  }
-  // Spec: a proxy MAY enforce a quota per path prefix. Checked after
-  // authentication so that unauthenticated traffic cannot spend the quota.
-  // GetHealthStatus is exempt: KMS calls it rarely, and a throttled health
-  // check would make KMS see the key store as unreachable while it is busy.
-  if (route->api != Api::GetHealthStatus && index.quota &&
-      !index.quota->try_take(ctx.arrival)) {
-    co_return fail(make_error(ErrorName::ThrottlingException,
-                              "request rate above this key store's quota; retry later",
-                              std::string(kQuotaDetail)));
-  }
+net::Response XksHandler::health_status(Call& call) const {
+  auto request = api::parse_health_request(call.request.body());
+  if (!request) return fail(call, std::move(request).error());
+  call.outcome.metadata = std::move(request->metadata);
+  const auto body = api::make_health_response(health_.current(),
+                                              call.rt->config->server.fleet_size);
+  return json_response(http::status::ok, api::serialize(body), call.version());
+}
 
-  const auto deadline = ctx.arrival + cfg.server.request_deadline;
-  auto find_key = [&](const std::string& id) -> Result<const config::KeyEntry*> {
-    const auto it = index.keys.find(id);
-    if (it == index.keys.end()) {
-      return make_error(ErrorName::KeyNotFoundException,
-                        "no key with externalKeyId '" + id + "' in this key store");
-    }
-    outcome.key_label = it->second->label;
-    return it->second;
-  };
-
-  // For the three key APIs, in the order the spec's errors imply: the key store
-  // is enabled, the key exists in it and (Encrypt, Decrypt) is enabled; then,
-  // with the parsed metadata, kmsKeyArn's region and the key store's policy.
-  // Key usage is the HSM's to say (service). A body that does not parse is
-  // judged after the key (parse_failed), so the key's error wins.
-  auto check_key = [&]() -> Result<const config::KeyEntry*> {
-    // The key store's kill switch; health keeps answering so that KMS still
-    // sees the proxy (and its HSMs) as reachable.
-    if (!keystore.enabled) {
-      return make_error(
-          ErrorName::InvalidStateException,
-          "key store " + keystore.uri_path + " is disabled in the XKS proxy configuration",
-          "keystores[].enabled: false");
-    }
-    auto key = find_key(route->key_id);
-    if (!key) return key;
-    if (route->api != Api::GetKeyMetadata && !(*key)->enabled) {
-      return make_error(ErrorName::InvalidStateException,
-                        "external key '" + (*key)->id +
-                            "' is disabled in the XKS proxy configuration",
-                        "key entry '" + (*key)->id + "' has enabled: false");
-    }
-    return key;
-  };
-  auto admit = [&](api::RequestMetadata&& md) -> Result<const config::KeyEntry*> {
-    outcome.metadata = std::move(md);
-    auto key = check_key();
-    if (!key) return key;
-    if (auto arn = check_key_arn_region(keystore, *outcome.metadata); !arn) {
-      return std::move(arn).error();
-    }
-    if (auto allowed = authorize(keystore, route->api, route->key_id, *outcome.metadata,
-                                 metrics_, index.metrics_index);
-        !allowed) {
-      return std::move(allowed).error();
-    }
-    return key;
-  };
-  auto respond = [&](auto& result) {
-    if (!result) return fail(std::move(result).error());
-    return json_response(http::status::ok, api::serialize(*result), version);
-  };
-
-  // The HSM jobs below may outlive this coroutine (a deadline answers first and
-  // the job finishes on its worker), so each owns what it touches: the parsed
-  // request, and the Runtime snapshot that owns the KeyEntry.
-  switch (route->api) {
-    case Api::GetHealthStatus: {
-      auto req = api::parse_health_request(request.body());
-      if (!req) co_return fail(std::move(req).error());
-      outcome.metadata = std::move(req->metadata);
-      co_return json_response(
-          http::status::ok,
-          api::serialize(api::make_health_response(health_.current(), cfg.server.fleet_size)),
-          version);
-    }
-    case Api::GetKeyMetadata: {
-      auto req = api::parse_key_metadata_request(request.body());
-      if (!req) {
-        auto key = check_key();
-        co_return fail(key ? std::move(req).error() : std::move(key).error());
-      }
-      auto key = admit(std::move(req->metadata));
-      if (!key) co_return fail(std::move(key).error());
-      // The job is a named local, not a temporary inside the co_await
-      // expression: g++ 12 destroys such temporaries twice.
-      auto work = [rt, entry = *key] { return rt->engine->service.get_key_metadata(*entry); };
-      auto result = co_await core::offload(pool_, deadline, std::move(work));
-      co_return respond(result);
-    }
-    case Api::Encrypt: {
-      auto req = api::parse_encrypt_request(request.body());
-      if (!req) {
-        auto key = check_key();
-        if (!key) co_return fail(std::move(key).error());
-        // A body that does not parse, for a key that does not allow the
-        // operation, is the key's error (InvalidKeyUsage): asked of the HSM.
-        auto work = [rt, entry = *key, e = std::move(req).error()]() mutable -> Result<void> {
-          return rt->engine->service.key_error_first(*entry, api::KeyUse::Encrypt, std::move(e));
-        };
-        auto judged = co_await core::offload(pool_, deadline, std::move(work));
-        co_return fail(std::move(judged).error());
-      }
-      auto key = admit(std::move(req->metadata));
-      if (!key) co_return fail(std::move(key).error());
-      auto job = std::make_shared<api::EncryptRequest>(std::move(*req));
-      auto work = [rt, entry = *key, job] { return rt->engine->service.encrypt(*entry, *job); };
-      auto result = co_await core::offload(pool_, deadline, std::move(work));
-      co_return respond(result);
-    }
-    case Api::Decrypt: {
-      auto req = api::parse_decrypt_request(request.body());
-      if (!req) {
-        auto key = check_key();
-        if (!key) co_return fail(std::move(key).error());
-        // A body that does not parse, for a key that does not allow the
-        // operation, is the key's error (InvalidKeyUsage): asked of the HSM.
-        auto work = [rt, entry = *key, e = std::move(req).error()]() mutable -> Result<void> {
-          return rt->engine->service.key_error_first(*entry, api::KeyUse::Decrypt, std::move(e));
-        };
-        auto judged = co_await core::offload(pool_, deadline, std::move(work));
-        co_return fail(std::move(judged).error());
-      }
-      auto key = admit(std::move(req->metadata));
-      if (!key) co_return fail(std::move(key).error());
-      auto job = std::make_shared<api::DecryptRequest>(std::move(*req));
-      auto work = [rt, entry = *key, job] { return rt->engine->service.decrypt(*entry, *job); };
-      auto result = co_await core::offload(pool_, deadline, std::move(work));
-      // serialize() builds the plaintext body in place; the server wipes it once sent.
-      co_return respond(result);
+// For the three key APIs, in the order the spec's errors imply: the key store
+// is enabled, the key exists in it and (Encrypt, Decrypt) is enabled; then,
+// with the parsed metadata, kmsKeyArn's region and the key store's policy.
+// Key usage is the HSM's to say (service). A body that does not parse is
+// judged after the key, so the key's error wins.
+template <class Op>
+asio::awaitable<net::Response> XksHandler::key_operation(Call& call) {
+  auto request = Op::parse(call.request.body());
+  const auto deadline = call.deadline();
+  if (!request) {
+    auto key = check_key(call);
+    if (!key) co_return fail(call, std::move(key).error());
+    if constexpr (!Op::kUse.has_value()) {
+      co_return fail(call, std::move(request).error());
+    } else {
+      // A body that does not parse, for a key that does not allow the
+      // operation, is the key's error (InvalidKeyUsage): asked of the HSM.
+      auto work = [rt = call.rt, entry = *key,
+                   e = std::move(request).error()]() mutable -> Result<void> {
+        return rt->engine->service.key_error_first(*entry, *Op::kUse, std::move(e));
+      };
+      auto judged = co_await core::offload(pool_, deadline, std::move(work));
+      co_return fail(call, std::move(judged).error());
     }
   }
-  co_return fail(make_error(ErrorName::InternalException, "unknown API"));
+  call.outcome.metadata = std::move(request->metadata);
+  auto key = authorize(call);
+  if (!key) co_return fail(call, std::move(key).error());
+
+  // The HSM job may outlive this coroutine (a deadline answers first and the
+  // job finishes on its worker), so it owns what it touches: the parsed
+  // request, and the Runtime snapshot that owns the KeyEntry. The job is a
+  // named local, not a temporary inside the co_await expression: g++ 12
+  // destroys such temporaries twice.
+  auto job = std::make_shared<typename Op::Request>(std::move(*request));
+  auto work = [rt = call.rt, entry = *key, job] {
+    return Op::execute(rt->engine->service, *entry, *job);
+  };
+  auto result = co_await core::offload(pool_, deadline, std::move(work));
+  co_return respond(call, result);
+}
+
+Result<const config::KeyEntry*> XksHandler::check_key(Call& call) const {
+  const config::KeyStore& keystore = *call.keystore;
+  // The key store's kill switch; health keeps answering so that KMS still
+  // sees the proxy (and its HSMs) as reachable.
+  if (!keystore.enabled) {
+    return make_error(
+        ErrorName::InvalidStateException,
+        "key store " + keystore.uri_path + " is disabled in the XKS proxy configuration",
+        "keystores[].enabled: false");
+  }
+  const auto it = call.index->keys.find(call.route.key_id);
+  if (it == call.index->keys.end()) {
+    return make_error(ErrorName::KeyNotFoundException,
+                      "no key with externalKeyId '" + call.route.key_id + "' in this key store");
+  }
+  const config::KeyEntry* key = it->second;
+  call.outcome.key_label = key->label;
+  if (call.route.api != Api::GetKeyMetadata && !key->enabled) {
+    return make_error(ErrorName::InvalidStateException,
+                      "external key '" + key->id + "' is disabled in the XKS proxy configuration",
+                      "key entry '" + key->id + "' has enabled: false");
+  }
+  return key;
+}
+
+Result<const config::KeyEntry*> XksHandler::authorize(Call& call) const {
+  auto key = check_key(call);
+  if (!key) return key;
+  const api::RequestMetadata& md = *call.outcome.metadata;
+  if (auto arn = check_key_arn_region(*call.keystore, md); !arn) return std::move(arn).error();
+  if (auto allowed = evaluate_policy(*call.keystore, call.route.api, call.route.key_id, md,
+                                     metrics_, call.index->metrics_index);
+      !allowed) {
+    return std::move(allowed).error();
+  }
+  return key;
+}
+
+net::Response XksHandler::fail(Call& call, Error error) const {
+  auto response = error_json(error, call.version());
+  call.outcome.error = std::move(error);
+  return response;
+}
+
+net::Response XksHandler::method_not_allowed(Call& call, Error error, const char* allow) const {
+  auto response = fail(call, std::move(error));
+  response.result(http::status::method_not_allowed);
+  response.set(http::field::allow, allow);
+  return response;
+}
+
+template <class T>
+net::Response XksHandler::respond(Call& call, Result<T>& result) const {
+  if (!result) return fail(call, std::move(result).error());
+  // serialize() builds the body in place; a Decrypt's plaintext body is wiped
+  // by the server once sent.
+  return json_response(http::status::ok, api::serialize(*result), call.version());
 }
 
 }  // namespace xks::app

@@ -453,11 +453,19 @@ Result<Verified> SigV4Verifier::verify(const RequestView& request, const SecretL
                 (past ? "behind" : "ahead of") + " the proxy clock (check NTP on both sides)");
   }
 
-  const SecureString* secret = lookup ? lookup(auth.access_key_id) : nullptr;
-  if (secret == nullptr) {
-    return fail("unknown access key id \"" + std::string(auth.access_key_id) +
-                "\" (not configured for this key store)");
+  const SecretLookupResult found = lookup ? lookup(auth.access_key_id) : SecretLookupResult{};
+  switch (found.state) {
+    case SecretLookupResult::State::Found: break;
+    case SecretLookupResult::State::Unknown:
+      return fail("unknown access key id \"" + std::string(auth.access_key_id) +
+                  "\" (not configured for this key store)");
+    case SecretLookupResult::State::Expired:
+      return make_error(ErrorName::AuthenticationFailedException,
+                        "access key id \"" + std::string(auth.access_key_id) +
+                            "\" has expired (its not_after has passed)",
+                        "keystores[].credentials[].not_after " + format_amz_date(found.not_after));
   }
+  const SecureString* secret = found.secret;
 
   Workspace& ws = workspace();
   if (!ws.md) ws.md.reset(EVP_MD_CTX_new());  // failed when the thread started; try again

@@ -52,7 +52,10 @@ Result<std::unique_ptr<MultiHsmBackend>> MultiHsmBackend::open_fleet(
     if (!transient) return std::move(b).error();
     auto deferred = std::make_unique<DeferredHsm>(c, b.error(), opener, options.on_event,
                                                   options.reinit_backoff_initial,
-                                                  options.reinit_backoff_max);
+                                                  options.reinit_backoff_max,
+                                                  options.clock != nullptr
+                                                      ? *options.clock
+                                                      : core::steady_clock());
     if (options.on_event) {
       HsmEvent e;
       e.kind = HsmEvent::Kind::OpenDeferred;
@@ -75,15 +78,15 @@ void MultiHsmBackend::reload_hsm_secrets(const std::vector<config::HsmConfig>& h
 
 DeferredHsm::DeferredHsm(config::HsmConfig config, Error first_error, Opener opener,
                          HsmEventHook on_event, std::chrono::milliseconds backoff_initial,
-                         std::chrono::milliseconds backoff_max)
+                         std::chrono::milliseconds backoff_max, const core::Clock& clock)
     : name_(config.name),
       opener_(std::move(opener)),
       on_event_(std::move(on_event)),
-      backoff_max_(std::max(backoff_max, backoff_initial)),
       config_(std::move(config)),
       last_error_(std::move(first_error)),
-      next_attempt_(std::chrono::steady_clock::now() + backoff_initial),
-      backoff_(std::min(backoff_initial * 2, backoff_max_)) {}
+      backoff_(clock, backoff_initial, backoff_max) {
+  (void)backoff_.failed();  // the failed open: the first retry is due backoff_initial from now
+}
 
 std::shared_ptr<KeyBackend> DeferredHsm::real() const {
   std::lock_guard lock(mutex_);
@@ -96,7 +99,7 @@ Error DeferredHsm::not_open_error() const {
   std::lock_guard lock(mutex_);
   return make_error(ErrorName::InternalException,
                     "HSM '" + name_ + "' is not available: it failed to open (" +
-                        last_error_.message + ")" + (gave_up_ ? "" : "; retrying"),
+                        last_error_.message + ")" + (backoff_.gave_up() ? "" : "; retrying"),
                     last_error_.detail);
 }
 
@@ -123,7 +126,7 @@ void DeferredHsm::try_open() {
   config::HsmConfig config;
   {
     std::lock_guard lock(mutex_);
-    if (real_ || gave_up_ || std::chrono::steady_clock::now() < next_attempt_) return;
+    if (real_ || !backoff_.due()) return;
     config = config_;
   }
   bool transient = false;
@@ -138,14 +141,13 @@ void DeferredHsm::try_open() {
       e.detail = "HSM '" + name_ + "' opened after starting without it";
     } else {
       last_error_ = b.error();
-      gave_up_ = !transient;
+      const auto retry_in = backoff_.failed();
+      if (!transient) backoff_.give_up();
       e.kind = HsmEvent::Kind::ReinitFailed;
-      e.retry_in = gave_up_ ? std::chrono::milliseconds{0} : backoff_;
+      e.retry_in = transient ? retry_in : std::chrono::milliseconds{0};
       e.detail = "opening HSM '" + name_ + "' failed again: " + last_error_.message +
                  (last_error_.detail.empty() ? "" : "; " + last_error_.detail) +
-                 (gave_up_ ? "; a configuration problem: not retried until a restart" : "");
-      next_attempt_ = std::chrono::steady_clock::now() + backoff_;
-      backoff_ = std::min(backoff_ * 2, backoff_max_);
+                 (transient ? "" : "; a configuration problem: not retried until a restart");
     }
   }
   if (on_event_) on_event_(e);
@@ -167,13 +169,11 @@ std::vector<EkmHealth> DeferredHsm::check_health() {
   h.model = "unknown (not open)";
   h.vendor = "unknown";
   h.status = HealthStatus::Unavailable;
-  const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(
-      std::max(next_attempt_ - std::chrono::steady_clock::now(),
-               std::chrono::steady_clock::duration::zero()));
   h.detail = "HSM '" + name_ + "' failed to open: " + last_error_.message +
              (last_error_.detail.empty() ? "" : "; " + last_error_.detail) +
-             (gave_up_ ? "; not retried (configuration)"
-                       : "; next attempt in " + std::to_string(wait.count()) + " ms");
+             (backoff_.gave_up()
+                  ? "; not retried (configuration)"
+                  : "; next attempt in " + std::to_string(backoff_.remaining().count()) + " ms");
   return {h};
 }
 
@@ -186,7 +186,7 @@ void DeferredHsm::reload_hsm_secrets(const std::vector<config::HsmConfig>& hsms)
   for (const auto& c : hsms) {
     if (c.name == name_) {
       config_.pin = c.pin;
-      gave_up_ = false;  // the PIN may have been the configuration problem
+      backoff_.resume();  // the PIN may have been the configuration problem
     }
   }
 }

@@ -100,9 +100,8 @@ Pkcs11Backend::Pkcs11Backend(const config::HsmConfig& config, Options options,
       on_login_(std::move(options.on_login)),
       on_event_(std::move(options.on_event)),
       device_errors_to_fail_(options.device_errors_to_fail == 0 ? 1 : options.device_errors_to_fail),
-      backoff_initial_(options.reinit_backoff_initial),
-      backoff_max_(std::max(options.reinit_backoff_max, options.reinit_backoff_initial)),
-      backoff_(options.reinit_backoff_initial),
+      backoff_(options.clock != nullptr ? *options.clock : core::steady_clock(),
+               options.reinit_backoff_initial, options.reinit_backoff_max),
       pool_(config.name, config.sessions, options.lease_timeout,
             SessionPool::Hooks{[this] { return open_session(); },
                                [this](CK_SESSION_HANDLE s) { close_session(s); }}) {}
@@ -206,10 +205,7 @@ void Pkcs11Backend::note_device_error(CK_RV rv, std::string_view call) {
     down_rv_ = rv;
     down_reason_ = std::to_string(consecutive_device_errors_) + " device errors in a row, last: " +
                    what;
-    retry_in = backoff_;
-    next_attempt_ = std::chrono::steady_clock::now() + backoff_;
-    // Repeated failures without a success in between back off further.
-    backoff_ = std::min(backoff_ * 2, backoff_max_);
+    retry_in = backoff_.failed();
     down_.store(true);
   }
   emit(HsmEvent::Kind::MarkedFailed,
@@ -221,26 +217,23 @@ void Pkcs11Backend::note_device_error(CK_RV rv, std::string_view call) {
 void Pkcs11Backend::note_success() {
   std::lock_guard lock(state_mutex_);
   consecutive_device_errors_ = 0;
-  if (!down_.load()) backoff_ = backoff_initial_;
+  if (!down_.load()) backoff_.reset();
 }
 
 std::optional<Error> Pkcs11Backend::unavailable_error() {
-  const auto now = std::chrono::steady_clock::now();
   bool due = false;
   {
     std::lock_guard lock(state_mutex_);
     if (!down_.load()) return std::nullopt;
-    due = now >= next_attempt_;
+    due = backoff_.due();
   }
   // The first caller once due makes the attempt; the others do not wait for it.
   if (due && try_recover()) return std::nullopt;
   std::lock_guard lock(state_mutex_);
   if (!down_.load()) return std::nullopt;
-  const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(
-      std::max(next_attempt_ - std::chrono::steady_clock::now(),
-               std::chrono::steady_clock::duration::zero()));
   return internal("HSM " + q(name_) + " is unavailable (" + std::string{ckr_name(down_rv_)} +
-                      "); re-initializing, next attempt in " + std::to_string(wait.count()) +
+                      "); re-initializing, next attempt in " +
+                      std::to_string(backoff_.remaining().count()) +
                       " ms; check the HSM's reachability",
                   down_reason_);
 }
@@ -271,7 +264,7 @@ bool Pkcs11Backend::try_recover() {
   {
     std::lock_guard lock(state_mutex_);
     if (!down_.load()) return true;
-    if (std::chrono::steady_clock::now() < next_attempt_) return false;
+    if (!backoff_.due()) return false;
   }
   reinit_attempts_.fetch_add(1);
   // Finalizing kills every session of the process on this library: only when
@@ -318,9 +311,7 @@ bool Pkcs11Backend::try_recover() {
       down_.store(false);
       consecutive_device_errors_ = 0;
     } else {
-      retry_in = backoff_;
-      next_attempt_ = std::chrono::steady_clock::now() + backoff_;
-      backoff_ = std::min(backoff_ * 2, backoff_max_);
+      retry_in = backoff_.failed();
       down_rv_ = rv == CKR_OK ? down_rv_ : rv;
       down_reason_ = "re-initialization failed: " + error->message +
                      (error->detail.empty() ? "" : "; " + error->detail);

@@ -57,7 +57,8 @@ Result<SessionPool::Lease> SessionPool::lease(bool fresh) {
                       "All " + std::to_string(capacity_) + " sessions of HSM '" + name_ +
                           "' are busy; retry later",
                       "session pool exhausted after waiting " +
-                          std::to_string(lease_timeout_.count()) + " ms (raise hsm.sessions?)");
+                          std::to_string(lease_timeout_.count()) + " ms (raise hsm.sessions?)",
+                      Error::Cause::SessionWait);
   }
   CK_SESSION_HANDLE replaced = CK_INVALID_HANDLE;
   if (!idle_.empty() && !fresh) {

@@ -1,6 +1,9 @@
-// The XKS request pipeline behind the server: ping -> route -> method ->
-// SigV4 -> parse -> key lookup -> HSM work on the worker pool -> response, and
-// one access-log line per request (never plaintext, never secrets).
+// The XKS request pipeline behind the server, as stages that each return a
+// Result: route (and method) -> authenticate (SigV4, region) -> quota ->
+// parse -> authorize (key store and key state, kmsKeyArn region, policy) ->
+// execute (HSM work on the worker pool) -> respond; the load balancer's ping
+// before all of them; one access-log line and the request metrics per request
+// (never plaintext, never secrets).
 #pragma once
 
 #include <atomic>
@@ -30,11 +33,24 @@ class XksHandler final : public net::RequestHandler {
   void begin_stopping() noexcept { stopping_.store(true); }
 
  private:
-  struct Outcome;  // what the access log records
-  boost::asio::awaitable<net::Response> dispatch(net::Request& request,
-                                                 const net::RequestContext& ctx,
-                                                 const std::shared_ptr<const Runtime>& rt,
-                                                 Outcome& outcome);
+  struct Outcome;  // what the access log and the metrics record
+  struct Call;     // one request on its way through the stages
+
+  boost::asio::awaitable<net::Response> dispatch(Call& call);
+  net::Response ping(Call& call) const;
+  Result<void> route(Call& call) const;
+  Result<void> authenticate(Call& call) const;
+  Result<void> take_quota(const Call& call) const;
+  net::Response health_status(Call& call) const;
+  // GetKeyMetadata, Encrypt and Decrypt: parse -> authorize -> execute -> respond.
+  template <class Op>
+  boost::asio::awaitable<net::Response> key_operation(Call& call);
+  Result<const config::KeyEntry*> check_key(Call& call) const;
+  Result<const config::KeyEntry*> authorize(Call& call) const;
+  net::Response fail(Call& call, Error error) const;
+  net::Response method_not_allowed(Call& call, Error error, const char* allow) const;
+  template <class T>
+  net::Response respond(Call& call, Result<T>& result) const;
 
   const RuntimeHolder& runtime_;
   core::BlockingPool& pool_;

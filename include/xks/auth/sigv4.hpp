@@ -31,10 +31,30 @@ struct RequestView {
   std::string_view body;
 };
 
-// The secret of an access key id, or nullptr if the id is unknown. Called at
-// most once per verify(), from the verifying thread; the pointer need only stay
-// valid until the lookup's caller returns.
-using SecretLookup = std::function<const SecureString*(std::string_view access_key_id)>;
+// What the key store knows of an access key id: its secret, nothing, or that
+// it was configured until `not_after`, which has passed. Converts from a
+// secret pointer (nullptr: unknown).
+struct SecretLookupResult {
+  enum class State { Unknown, Found, Expired };
+
+  SecretLookupResult(const SecureString* found_secret = nullptr) noexcept  // NOLINT(google-explicit-constructor)
+      : state(found_secret != nullptr ? State::Found : State::Unknown), secret(found_secret) {}
+  static SecretLookupResult expired(std::chrono::system_clock::time_point when) noexcept {
+    SecretLookupResult r;
+    r.state = State::Expired;
+    r.not_after = when;
+    return r;
+  }
+
+  State state;
+  const SecureString* secret;                       // Found only
+  std::chrono::system_clock::time_point not_after{};  // Expired only
+};
+
+// Looks up an access key id. Called at most once per verify(), from the
+// verifying thread; the secret need only stay valid until the lookup's caller
+// returns.
+using SecretLookup = std::function<SecretLookupResult(std::string_view access_key_id)>;
 
 struct Verified {
   std::string access_key_id;
@@ -59,7 +79,9 @@ class SigV4Verifier {
   // Verifies the request's Authorization header against the secret lookup
   // returns for its access key id. Every failure is AuthenticationFailedException
   // with a message that names what was wrong (never a secret, key or the
-  // expected signature). Thread-safe: one verifier serves all I/O threads.
+  // expected signature): an unknown access key id, or an expired one (checked
+  // once the date is, before the signature). Thread-safe: one verifier serves
+  // all I/O threads.
   Result<Verified> verify(const RequestView& request, const SecretLookup& lookup,
                           std::chrono::system_clock::time_point now) const;
 

@@ -15,9 +15,10 @@
 #include <thread>
 #include <vector>
 
+#include "xks/core/clock.hpp"
+
 namespace xks::core {
 
-using SteadyClock = std::chrono::steady_clock;
 using Deadline = SteadyClock::time_point;
 
 class BlockingPool {

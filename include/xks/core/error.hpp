@@ -42,14 +42,25 @@ unsigned http_status(ErrorName name) noexcept;
 //  - message: safe for the client (becomes errorMessage): says what was wrong and
 //    never carries secrets or plaintext. Sanitized again when serialized.
 //  - detail: for the log only (e.g. the CKR_* code, the HSM key label).
+//  - cause: what made the error, where the errorName alone does not say it
+//    (metrics count ThrottlingException by it); never shown to the client.
 struct Error {
+  enum class Cause {
+    None,
+    QueueFull,    // the HSM work queue was full
+    SessionWait,  // no HSM session became free within the lease timeout
+    Quota,        // the key store's request quota was spent
+  };
+
   ErrorName name = ErrorName::InternalException;
   std::string message;
   std::string detail;
+  Cause cause = Cause::None;
 };
 
-inline Error make_error(ErrorName name, std::string message, std::string detail = {}) {
-  return Error{name, std::move(message), std::move(detail)};
+inline Error make_error(ErrorName name, std::string message, std::string detail = {},
+                        Error::Cause cause = Error::Cause::None) {
+  return Error{name, std::move(message), std::move(detail), cause};
 }
 
 // Makes an errorMessage the spec accepts: printable ASCII (0x20-0x7e) only, other

@@ -21,14 +21,11 @@ namespace xks::core {
 
 inline constexpr const char* kThrottledMessage =
     "the proxy is at capacity (HSM work queue full); retry later";
-// Log-only detail of the queue-full ThrottlingException (metrics tell the
-// throttling reasons apart by it).
-inline constexpr std::string_view kQueueFullDetail = "HSM work queue full";
 inline constexpr const char* kDeadlineMessage =
     "the HSM did not answer within the request deadline";
 
 // Runs f() (returning Result<T>) on `pool`. Answers:
-//  - ThrottlingException at once when the pool's queue is full;
+//  - ThrottlingException (cause QueueFull) at once when the pool's queue is full;
 //  - DependencyTimeoutException when the deadline passes first — a call already
 //    running is left to finish on its worker and its result is discarded;
 //  - otherwise f()'s result.
@@ -59,7 +56,7 @@ boost::asio::awaitable<R> offload(BlockingPool& pool, Deadline deadline, F f) {
       });
   if (!queued) {
     co_return R(make_error(ErrorName::ThrottlingException, kThrottledMessage,
-                           std::string(kQueueFullDetail)));
+                           "HSM work queue full", Error::Cause::QueueFull));
   }
   // Completes on expiry or when the worker's completion cancels it; the
   // operation_aborted error is expected in the second case.

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "xks/config/config.hpp"
+#include "xks/core/backoff.hpp"
 #include "xks/hsm/events.hpp"
 #include "xks/hsm/key_backend.hpp"
 #include "xks/hsm/pkcs11_backend.hpp"
@@ -37,7 +38,8 @@ class DeferredHsm final : public KeyBackend {
   DeferredHsm(config::HsmConfig config, Error first_error, Opener opener,
               HsmEventHook on_event = {},
               std::chrono::milliseconds backoff_initial = std::chrono::milliseconds{100},
-              std::chrono::milliseconds backoff_max = std::chrono::milliseconds{30000});
+              std::chrono::milliseconds backoff_max = std::chrono::milliseconds{30000},
+              const core::Clock& clock = core::steady_clock());
 
   Result<KeyAttributes> key_attributes(std::string_view label) override;
   Result<GcmCiphertext> encrypt(std::string_view label, ByteView plaintext,
@@ -60,16 +62,14 @@ class DeferredHsm final : public KeyBackend {
   const std::string name_;
   const Opener opener_;
   const HsmEventHook on_event_;
-  const std::chrono::milliseconds backoff_max_;
 
   std::mutex open_mutex_;  // one attempt at a time
   mutable std::mutex mutex_;
   config::HsmConfig config_;
   std::shared_ptr<KeyBackend> real_;
   Error last_error_;
-  bool gave_up_ = false;  // a retry failed for a configuration reason
-  std::chrono::steady_clock::time_point next_attempt_;
-  std::chrono::milliseconds backoff_;
+  // Gives up when a retry fails for a configuration reason.
+  core::Backoff backoff_;
 };
 
 class MultiHsmBackend final : public KeyBackend {

@@ -44,6 +44,7 @@
 #include <string_view>
 
 #include "xks/config/config.hpp"
+#include "xks/core/backoff.hpp"
 #include "xks/core/result.hpp"
 #include "xks/hsm/events.hpp"
 #include "xks/hsm/key_backend.hpp"
@@ -83,6 +84,9 @@ class Pkcs11Backend final : public KeyBackend {
     unsigned device_errors_to_fail = 3;
     std::chrono::milliseconds reinit_backoff_initial{100};
     std::chrono::milliseconds reinit_backoff_max{30000};
+    // Times the re-initialization backoff; null: the steady clock. Must
+    // outlive the backend.
+    const core::Clock* clock = nullptr;
   };
 
   // Loads the module, finds the token (by label, else by slot id), opens and
@@ -167,8 +171,6 @@ class Pkcs11Backend final : public KeyBackend {
   const std::function<void(std::string_view, CK_RV)> on_login_;
   const HsmEventHook on_event_;
   const unsigned device_errors_to_fail_;
-  const std::chrono::milliseconds backoff_initial_;
-  const std::chrono::milliseconds backoff_max_;
   std::atomic<CK_RV> last_open_rv_{CKR_OK};  // why the last session open failed
 
   // Device-failure state.
@@ -178,8 +180,7 @@ class Pkcs11Backend final : public KeyBackend {
   unsigned consecutive_device_errors_ = 0;
   CK_RV down_rv_ = CKR_OK;
   std::string down_reason_;
-  std::chrono::steady_clock::time_point next_attempt_{};
-  std::chrono::milliseconds backoff_;
+  core::Backoff backoff_;                  // of the re-initialization attempts
 
   std::mutex login_mutex_;                 // one C_Login at a time, per token
   std::atomic<CK_RV> login_refused_{CKR_OK};

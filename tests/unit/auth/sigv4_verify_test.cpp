@@ -133,6 +133,33 @@ TEST_F(Verify, NoLookupMeansUnknown) {
   EXPECT_NE(r.error().message.find("unknown access key id"), std::string::npos);
 }
 
+TEST_F(Verify, AnExpiredCredentialIsRefusedNamingItsNotAfter) {
+  const auto until = t0() - 1h;
+  const SecretLookup expired = [&](std::string_view) { return SecretLookupResult::expired(until); };
+  const auto r = verifier_.verify(signed_request().view(), expired, t0());
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().name, ErrorName::AuthenticationFailedException);
+  EXPECT_EQ(r.error().message, "access key id \"" + std::string(kAkid) +
+                                   "\" has expired (its not_after has passed)");
+  EXPECT_EQ(r.error().detail,
+            "keystores[].credentials[].not_after " + format_amz_date(until));
+  EXPECT_TRUE(test::printable_ascii(r.error().message));
+  // Checked before the signature: a wrong secret still says expired.
+  const auto wrong = verifier_.verify(signed_request({.secret = "d3Jvbmc="}).view(), expired, t0());
+  ASSERT_FALSE(wrong);
+  EXPECT_NE(wrong.error().message.find("has expired"), std::string::npos);
+}
+
+TEST_F(Verify, ALookupResultSaysWhatItHolds) {
+  const SecureString secret(kSecret);
+  EXPECT_EQ(SecretLookupResult(&secret).state, SecretLookupResult::State::Found);
+  EXPECT_EQ(SecretLookupResult(&secret).secret, &secret);
+  EXPECT_EQ(SecretLookupResult(nullptr).state, SecretLookupResult::State::Unknown);
+  EXPECT_EQ(SecretLookupResult{}.state, SecretLookupResult::State::Unknown);
+  EXPECT_EQ(SecretLookupResult::expired(t0()).state, SecretLookupResult::State::Expired);
+  EXPECT_EQ(SecretLookupResult::expired(t0()).not_after, t0());
+}
+
 TEST_F(Verify, TamperedBody) {
   OwnedRequest r = signed_request();
   r.body.replace(r.body.find("AAAA"), 4, "AAAB");

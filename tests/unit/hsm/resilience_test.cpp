@@ -10,6 +10,7 @@
 #include "xks/hsm/events.hpp"
 #include "xks/hsm/multi_hsm_backend.hpp"
 #include "xks/hsm/session_pool.hpp"
+#include "unit/core/fake_clock.hpp"
 
 namespace xks::hsm {
 namespace {
@@ -64,6 +65,7 @@ config::HsmConfig hsm_config(std::string name) {
 }
 
 TEST(DeferredHsm, FailsFastReportsUnavailableAndOpensWithBackoff) {
+  testing::FakeClock clock;
   std::atomic<int> attempts{0};
   std::atomic<bool> device_up{false};
   std::vector<HsmEvent::Kind> events;
@@ -82,7 +84,7 @@ TEST(DeferredHsm, FailsFastReportsUnavailableAndOpensWithBackoff) {
         std::lock_guard lock(events_mutex);
         events.push_back(e.kind);
       },
-      20ms, 40ms);
+      20ms, 40ms, clock);
 
   auto r = hsm.encrypt("k", {}, {});
   ASSERT_FALSE(r);
@@ -96,7 +98,11 @@ TEST(DeferredHsm, FailsFastReportsUnavailableAndOpensWithBackoff) {
   EXPECT_NE(h[0].detail.find("CKR_DEVICE_ERROR"), std::string::npos);
   EXPECT_EQ(attempts.load(), 0);
 
-  std::this_thread::sleep_for(25ms);
+  clock.advance(19ms);
+  h = hsm.check_health();  // 1 ms before due: no attempt
+  EXPECT_EQ(attempts.load(), 0);
+  EXPECT_NE(h[0].detail.find("next attempt in 1 ms"), std::string::npos) << h[0].detail;
+  clock.advance(6ms);
   h = hsm.check_health();  // due: one attempt, still down
   EXPECT_EQ(attempts.load(), 1);
   EXPECT_EQ(h[0].status, HealthStatus::Unavailable);
@@ -104,7 +110,10 @@ TEST(DeferredHsm, FailsFastReportsUnavailableAndOpensWithBackoff) {
   EXPECT_EQ(attempts.load(), 1);
 
   device_up = true;
-  std::this_thread::sleep_for(45ms);
+  clock.advance(39ms);  // the doubled delay: 40 ms
+  (void)hsm.check_health();
+  EXPECT_EQ(attempts.load(), 1);
+  clock.advance(6ms);
   h = hsm.check_health();
   EXPECT_EQ(attempts.load(), 2);
   ASSERT_EQ(h.size(), 1u);
@@ -118,6 +127,7 @@ TEST(DeferredHsm, FailsFastReportsUnavailableAndOpensWithBackoff) {
 }
 
 TEST(DeferredHsm, StopsRetryingOnAConfigurationFailureUntilReload) {
+  testing::FakeClock clock;
   std::atomic<int> attempts{0};
   DeferredHsm hsm(
       hsm_config("b"), make_error(ErrorName::InternalException, "device"),
@@ -126,15 +136,16 @@ TEST(DeferredHsm, StopsRetryingOnAConfigurationFailureUntilReload) {
         transient = false;
         return make_error(ErrorName::InternalException, "HSM login refused (CKR_PIN_INCORRECT)");
       },
-      {}, 1ms, 1ms);
-  std::this_thread::sleep_for(3ms);
+      {}, 1ms, 1ms, clock);
+  clock.advance(3ms);
   (void)hsm.check_health();
-  std::this_thread::sleep_for(3ms);
+  clock.advance(3ms);
   auto h = hsm.check_health();
   EXPECT_EQ(attempts.load(), 1);
   EXPECT_NE(h[0].detail.find("CKR_PIN_INCORRECT"), std::string::npos);
+  EXPECT_NE(h[0].detail.find("not retried"), std::string::npos);
   hsm.reload_hsm_secrets({hsm_config("b")});
-  std::this_thread::sleep_for(3ms);
+  clock.advance(3ms);
   (void)hsm.check_health();
   EXPECT_EQ(attempts.load(), 2);
 }
