@@ -9,7 +9,8 @@ removed). Shown, each against botocore-signed requests and the reload counters o
 /metrics: a second credential added by two swaps (Secret, then ConfigMap) is accepted; a
 broken ConfigMap is refused (reload_refused) while both credentials keep working; a good
 one (the old credential removed) is applied; a burst of ten swaps is one reload; a renewed
-certificate swapped into the TLS Secret is what new connections get.
+certificate swapped into the TLS Secret is what new connections get; a ConfigMap that
+arrives before the Secret it needs is refused, then applied by the Secret's swap.
 """
 
 import datetime
@@ -290,18 +291,38 @@ class KubernetesVolumeReloadTest(unittest.TestCase):
         self.wait_reloads(before, "ok")
         self.assertNotEqual(self.server_cert(), old_cert, "new connections get the renewed certificate")
         self.assertEqual(self.status(self.akid2, self.secret2), 200)
-        type(self).ok = True
 
-    def test_7_no_sighup_was_needed(self):
+    def test_7_configmap_before_its_secret(self):
+        # The kubelet updates each volume on its own: the ConfigMap may name a secret
+        # file whose Secret update has not arrived yet. That reload is refused; the
+        # Secret's swap reloads again and applies it.
+        cls = type(self)
+        akid3, secret3 = akid(), sigv4_secret()
+        before = self.reloads()
+        cls.credentials = [(cls.akid2, "sigv4-2.secret"), (akid3, "sigv4-3.secret")]
+        cls.config.swap({"xks-proxy.yaml": self.render(cls.credentials)})
+        self.wait_reloads(before, "refused")
+        self.assertEqual(self.status(akid3, secret3), 401)
+        self.assertEqual(self.status(cls.akid2, cls.secret2), 200)
+        cls.secrets.swap({"hsm.pin": self.pin, "sigv4-2.secret": cls.secret2 + "\n",
+                          "sigv4-3.secret": secret3 + "\n"})
+        self.wait_reloads(before, "ok")
+        self.assertEqual(self.status(akid3, secret3), 200)
+        # The Secret no longer holds sigv4.secret: the kubelet removed its link.
+        self.assertFalse(os.path.lexists(cls.secrets.path("sigv4.secret")))
+        cls.secret3 = secret3
+
+    def test_8_no_sighup_was_needed(self):
         # Every reload above was started by the watch: one config_changed line each.
         lines = self.daemon.log_lines()
         changed = sum(1 for l in lines if l.get("event") == "config_changed")
         results = sum(1 for l in lines if l.get("event") in ("reloaded", "reload_refused"))
         self.assertEqual(changed, results, self.daemon.log_tail())
-        self.assertGreaterEqual(changed, 6)
+        self.assertGreaterEqual(changed, 8)
         leaks = find_leaks(self.daemon.read_log(), self.client.plaintexts,
-                           self.demo.secrets() + [self.secret2])
+                           self.demo.secrets() + [self.secret2, self.secret3])
         self.assertEqual(leaks, [], "the daemon log leaks")
+        type(self).ok = True
 
 
 if __name__ == "__main__":
