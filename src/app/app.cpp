@@ -465,7 +465,8 @@ class Daemon {
         update_watch(*fresh);
       } catch (const std::exception& e) {
         obs::error("config_watch_failed",
-                   {{"error", e.what()}, {"detail", "file changes are not noticed; reload with SIGHUP"}});
+                   {{"error", e.what()},
+                    {"detail", "file changes are not noticed; reload with SIGHUP"}});
       }
       if (hsm_changed || hsm_unavailable) health_.check_now();
     } catch (const std::exception& e) {
