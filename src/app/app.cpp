@@ -13,9 +13,11 @@
 #include <atomic>
 #include <cstdlib>
 #include <iostream>
+#include <mutex>
 #include <thread>
 
 #include "xks/api/version.hpp"
+#include "xks/app/config_watch.hpp"
 #include "xks/app/handler.hpp"
 #include "xks/app/health_monitor.hpp"
 #include "xks/app/instrumented_backend.hpp"
@@ -290,6 +292,7 @@ class Daemon {
     }
     // Both listeners are bound: privileged ports need root no longer.
     drop_privileges(cfg->server, cfg->source);
+    update_watch(*cfg);
     const auto endpoint = server_.local_endpoint();
     health_.start();
     server_.start();
@@ -474,6 +477,13 @@ class Daemon {
       server_.set_limits(fresh->server.limits);
       obs::info("reloaded", {{"config", fresh->source.string()}, {"changes", changes}});
       metrics_.record_reload(true);
+      try {
+        update_watch(*fresh);
+      } catch (const std::exception& e) {
+        obs::error("config_watch_failed",
+                   {{"error", e.what()},
+                    {"detail", "file changes are not noticed; reload with SIGHUP"}});
+      }
       if (hsm_changed || hsm_unavailable) health_.check_now();
     } catch (const std::exception& e) {
       obs::error("reload_refused", {{"error", e.what()},
@@ -548,7 +558,46 @@ class Daemon {
     });
   }
 
+  // reload.watch: a change of a file the configuration reads reloads as SIGHUP
+  // does. Called at startup and after every applied reload (the files, the
+  // setting itself and the debounce may have changed).
+  void update_watch(const config::Config& cfg) {
+    const std::lock_guard lock(watch_mutex_);
+    if (!cfg.reload.watch || stopping_watch_) {
+      if (watch_) obs::info("config_watch_stopped");
+      watch_.reset();
+      return;
+    }
+    auto files = watched_files(cfg);
+    const auto count = files.size();
+    if (watch_ && watch_->debounce() == cfg.reload.debounce) {
+      watch_->set_files(std::move(files));
+      return;
+    }
+    watch_.reset();
+    watch_ = std::make_unique<ConfigWatch>(
+        std::move(files), cfg.reload.debounce,
+        [this](const std::vector<std::filesystem::path>& changed) {
+          if (reloading_) return false;  // asked again once the running reload is done
+          nlohmann::json names = nlohmann::json::array();
+          for (const auto& f : changed) names.push_back(f.string());
+          obs::info("config_changed", {{"files", names}});
+          asio::post(ioc_, [this] { start_reload(); });
+          return true;
+        });
+    obs::info("config_watch_started", {{"files", count},
+                                       {"directories", watch_->watched_directories()},
+                                       {"debounceMs", cfg.reload.debounce.count()}});
+  }
+
+  void stop_watch() {
+    const std::lock_guard lock(watch_mutex_);
+    stopping_watch_ = true;
+    watch_.reset();
+  }
+
   void begin_shutdown(int signo) {
+    stop_watch();  // like SIGHUP, a file change no longer reloads while stopping
     const auto delay = runtime_.get()->config->server.shutdown_delay;
     sd_notify(0, "STOPPING=1");
     obs::info("stopping", {{"signal", signo == SIGTERM ? "SIGTERM" : "SIGINT"},
@@ -639,6 +688,10 @@ class Daemon {
   core::Deadline drain_deadline_{};
   std::atomic<bool> reloading_{false};
   std::thread reload_thread_;
+  // Last: stopped first, before what its callback uses.
+  std::mutex watch_mutex_;
+  bool stopping_watch_ = false;  // guarded by watch_mutex_
+  std::unique_ptr<ConfigWatch> watch_;  // guarded by watch_mutex_
 };
 
 }  // namespace

@@ -143,6 +143,7 @@ std::string describe_redacted(const Config& c) {
   j["health"] = {{"interval_ms", millis(c.health.interval)},
                  {"degraded_latency_ms", millis(c.health.degraded_latency)},
                  {"max_age_ms", millis(c.health.max_age)}};
+  j["reload"] = {{"watch", c.reload.watch}, {"debounce_ms", millis(c.reload.debounce)}};
   j["logging"] = {{"level", c.logging.level},
                   {"format", c.logging.format == LoggingConfig::Format::Json ? "json" : "text"},
                   {"flush_interval_ms", millis(c.logging.flush_interval)}};

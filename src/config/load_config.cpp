@@ -223,6 +223,7 @@ class Loader {
   void parse_logging(const YAML::Node& n, LoggingConfig& out) const;
   LogFileConfig parse_log_file(const YAML::Node& n, const std::string& path) const;
   void parse_metrics(const YAML::Node& n, MetricsConfig& out) const;
+  void parse_reload(const YAML::Node& n, ReloadConfig& out) const;
   void default_client_names(Config& c) const;
   void cross_check(const Config& c) const;
 
@@ -1054,6 +1055,14 @@ void Loader::parse_metrics(const YAML::Node& n, MetricsConfig& out) const {
   }
 }
 
+void Loader::parse_reload(const YAML::Node& n, ReloadConfig& out) const {
+  const Section s(*this, n, "reload", {"watch", "debounce_ms"});
+  if (s.has("watch")) out.watch = bool_value(s.get("watch"), s.path("watch"));
+  opt_millis(s, "debounce_ms", out.debounce, 10, 60'000,
+             "a change is applied this long after the last of a burst of file events; a "
+             "Kubernetes volume update is one burst of a few milliseconds");
+}
+
 LogFileConfig Loader::parse_log_file(const YAML::Node& n, const std::string& path) const {
   const Section s(*this, n, path, {"path", "rotate", "max_size_mb", "daily_at", "max_files"});
   LogFileConfig out;
@@ -1212,7 +1221,8 @@ Config Loader::load() {
     fail("(top level)", "the file is empty", "start from config/xks-proxy.example.yaml");
   }
   const Section top(*this, root, "",
-                    {"server", "tls", "hsm", "keystores", "health", "metrics", "logging"});
+                    {"server", "tls", "hsm", "keystores", "health", "metrics", "logging",
+                     "reload"});
 
   Config c;
   c.source = fs::absolute(file_, ec);
@@ -1270,6 +1280,7 @@ Config Loader::load() {
   if (top.has("health")) parse_health(top.get("health"), c.health);
   if (top.has("metrics")) parse_metrics(top.get("metrics"), c.metrics);
   if (top.has("logging")) parse_logging(top.get("logging"), c.logging);
+  if (top.has("reload")) parse_reload(top.get("reload"), c.reload);
   default_client_names(c);
   cross_check(c);
   return c;

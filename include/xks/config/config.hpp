@@ -221,6 +221,14 @@ struct LoggingConfig {
   Millis flush_interval{0};
 };
 
+// reload.watch: the daemon reloads by itself, as on SIGHUP, when a file the
+// configuration reads changes (app/config_watch.hpp), once no further change
+// came for `debounce`.
+struct ReloadConfig {
+  bool watch = false;
+  Millis debounce{500};
+};
+
 struct Config {
   std::filesystem::path source;     // the file it was loaded from
   ServerConfig server;
@@ -230,6 +238,7 @@ struct Config {
   HealthConfig health;
   MetricsConfig metrics;
   LoggingConfig logging;
+  ReloadConfig reload;
 
   const KeyStore* find_keystore(std::string_view uri_path) const noexcept;
 };

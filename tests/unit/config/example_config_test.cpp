@@ -29,7 +29,8 @@ const std::vector<std::string> kAllSettings = {
     "keystores[].credentials[].access_key_id", "keystores[].credentials[].secret.file",
     "keystores[].credentials[].not_after", "keystores[].keys[].id", "keystores[].keys[].label",
     "keystores[].keys[].enabled", "health.interval_ms", "health.degraded_latency_ms",
-    "health.max_age_ms", "logging.level", "logging.format", "logging.flush_interval_ms"};
+    "health.max_age_ms", "logging.level", "logging.format", "logging.flush_interval_ms",
+    "reload.watch", "reload.debounce_ms"};
 
 // Settings documented (commented out) rather than set in the main example,
 // because they are alternatives to what it sets.

@@ -4,6 +4,7 @@
 
 #include "config_fixture.hpp"
 
+#include <nlohmann/json.hpp>
 #include <p11-kit/pkcs11.h>
 
 #include "xks/config/hsm_vendor.hpp"
@@ -413,6 +414,32 @@ TEST(SecretSourceTest, Describe) {
   SecretSource e{SecretSource::Kind::Env, "XKS_HSM_PIN", false};
   EXPECT_EQ(f.describe(), "file /etc/x");
   EXPECT_EQ(e.describe(), "env XKS_HSM_PIN");
+}
+
+TEST_F(ConfigTest, ReloadWatchIsOffByDefaultAndParses) {
+  Config c = load_config(write_config(base()));
+  EXPECT_FALSE(c.reload.watch);
+  EXPECT_EQ(c.reload.debounce, Millis(500));
+
+  c = load_mutated([](YAML::Node& n) {
+    n["reload"]["watch"] = true;
+    n["reload"]["debounce_ms"] = 200;
+  });
+  EXPECT_TRUE(c.reload.watch);
+  EXPECT_EQ(c.reload.debounce, Millis(200));
+  const auto j = nlohmann::json::parse(describe_redacted(c));
+  EXPECT_EQ(j["reload"]["watch"], true);
+  EXPECT_EQ(j["reload"]["debounce_ms"], 200);
+}
+
+TEST_F(ConfigTest, ReloadSettingsAreValidated) {
+  EXPECT_THAT(expect_error([](YAML::Node& n) { n["reload"]["watch"] = "yes"; }, "reload.watch"),
+              HasSubstr("true or false"));
+  EXPECT_THAT(expect_error([](YAML::Node& n) { n["reload"]["debounce_ms"] = 5; },
+                           "reload.debounce_ms"),
+              HasSubstr("out of range 10..60000"));
+  EXPECT_THAT(expect_error([](YAML::Node& n) { n["reload"]["wacth"] = true; }, "reload.wacth"),
+              HasSubstr("did you mean \"watch\""));
 }
 
 }  // namespace
