@@ -20,8 +20,10 @@ demo=(gcc libc6-dev pkg-config libp11-kit-dev)
 # libnss3 + libnss3-tools: NSS softoken (libsoftokn3.so) and certutil, the second real
 # PKCS#11 implementation; opencryptoki: a soft token without CKM_AES_GCM (test_no_gcm.py);
 # iproute2: the docs test brings up loopback in its own network namespace.
+# python3-cryptography: AES-GCM test vectors of other proxies' layouts (test_key_versions.py).
 testing=(libgtest-dev googletest python3 python3-botocore clang libclang-rt-14-dev systemd
-         haproxy prometheus lintian libnss3 libnss3-tools opencryptoki iproute2)
+         haproxy prometheus lintian libnss3 libnss3-tools opencryptoki iproute2
+         python3-cryptography)
 bench=(nginx wrk linux-perf valgrind)  # perf/valgrind: BENCH_PERF=1 profiles
 
 case "$profile" in

@@ -3,6 +3,7 @@
 #include <boost/beast/http/field.hpp>
 
 #include "xks/api/dto.hpp"
+#include "xks/app/key_versions.hpp"
 #include "xks/core/offload.hpp"
 #include "xks/obs/log.hpp"
 #include "xks/policy/arn.hpp"
@@ -23,6 +24,10 @@ struct XksHandler::Outcome {
   std::optional<api::RequestMetadata> metadata;  // moved out of the parsed request
   std::string access_key_id;
   std::optional<Error> error;
+  // Encrypt and Decrypt: the key, and the version the HSM job chose.
+  const config::KeyEntry* key = nullptr;
+  std::shared_ptr<const api::KeyVersionUse> version_use;
+  api::KeyUse version_op = api::KeyUse::Encrypt;
 };
 
 namespace {
@@ -69,7 +74,19 @@ void log_access(const net::Request& request, const net::RequestContext& ctx,
         .add("awsSourceVpc", or_dash(md->aws_source_vpc))
         .add("awsSourceVpce", or_dash(md->aws_source_vpce));
   }
-  if (!outcome.key_label.empty()) line.add("hsmKeyLabel", outcome.key_label);
+  const std::uint32_t key_version =
+      outcome.version_use ? outcome.version_use->version.load(std::memory_order_relaxed) : 0;
+  const config::KeyVersion* used =
+      key_version != 0 && outcome.key ? outcome.key->version(key_version) : nullptr;
+  if (used != nullptr) {
+    line.add("hsmKeyLabel", used->label);
+  } else if (!outcome.key_label.empty()) {
+    line.add("hsmKeyLabel", outcome.key_label);
+  }
+  if (key_version != 0) line.add("keyVersion", std::int64_t{key_version});
+  if (const auto legacy = outcome.version_use ? outcome.version_use->legacy_layout() : std::nullopt) {
+    line.add("legacyLayout", config::to_string(*legacy));
+  }
   if (!outcome.access_key_id.empty()) line.add("accessKeyId", outcome.access_key_id);
   if (outcome.error) {
     line.add("errorMessage", outcome.error->message);
@@ -182,6 +199,12 @@ asio::awaitable<net::Response> XksHandler::handle(net::Request& request,
     if (outcome.error) error = outcome.error->name;
     metrics_.record_request(outcome.metrics_keystore, *outcome.route_api, error,
                             core::SteadyClock::now() - ctx.arrival);
+    if (outcome.version_use && outcome.key) {
+      record_key_version_use(metrics_, outcome.metrics_keystore, outcome.keystore, *outcome.key,
+                             *outcome.version_use, outcome.version_op, !error,
+                             outcome.metadata ? std::string_view(outcome.metadata->kms_request_id)
+                                              : std::string_view("-"));
+    }
     if (error == ErrorName::ThrottlingException) {
       const auto& detail = outcome.error->detail;
       metrics_.record_throttled(detail == core::kQueueFullDetail ? obs::ThrottleReason::QueueFull
@@ -294,6 +317,7 @@ asio::awaitable<net::Response> XksHandler::dispatch(net::Request& request,
                         "no key with externalKeyId '" + id + "' in this key store");
     }
     outcome.key_label = it->second->label;
+    outcome.key = it->second;
     return it->second;
   };
 
@@ -383,7 +407,12 @@ asio::awaitable<net::Response> XksHandler::dispatch(net::Request& request,
       auto key = admit(std::move(req->metadata));
       if (!key) co_return fail(std::move(key).error());
       auto job = std::make_shared<api::EncryptRequest>(std::move(*req));
-      auto work = [rt, entry = *key, job] { return rt->engine->service.encrypt(*entry, *job); };
+      auto use = std::make_shared<api::KeyVersionUse>();
+      outcome.version_use = use;
+      outcome.version_op = api::KeyUse::Encrypt;
+      auto work = [rt, entry = *key, job, use] {
+        return rt->engine->service.encrypt(*entry, *job, use.get());
+      };
       auto result = co_await core::offload(pool_, deadline, std::move(work));
       co_return respond(result);
     }
@@ -403,7 +432,12 @@ asio::awaitable<net::Response> XksHandler::dispatch(net::Request& request,
       auto key = admit(std::move(req->metadata));
       if (!key) co_return fail(std::move(key).error());
       auto job = std::make_shared<api::DecryptRequest>(std::move(*req));
-      auto work = [rt, entry = *key, job] { return rt->engine->service.decrypt(*entry, *job); };
+      auto use = std::make_shared<api::KeyVersionUse>();
+      outcome.version_use = use;
+      outcome.version_op = api::KeyUse::Decrypt;
+      auto work = [rt, entry = *key, job, use] {
+        return rt->engine->service.decrypt(*entry, *job, use.get());
+      };
       auto result = co_await core::offload(pool_, deadline, std::move(work));
       // serialize() builds the plaintext body in place; the server wipes it once sent.
       co_return respond(result);

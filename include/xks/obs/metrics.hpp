@@ -245,6 +245,10 @@ enum class DropCause {
 inline constexpr std::size_t kDropCauseCount = 6;
 std::string_view to_string(DropCause c) noexcept;  // "handshake_timeout", ...
 
+// What a key version did: Encrypt (it is current) or Decrypt.
+enum class KeyOp { Encrypt, Decrypt };
+std::string_view to_string(KeyOp op) noexcept;  // "encrypt", "decrypt"
+
 // One instance per process, created by the app and passed by reference. All
 // methods are thread-safe. The `record_*` methods are the hot path: array
 // indexing plus relaxed atomics, no allocation, no lock (credential use takes
@@ -294,6 +298,25 @@ class Metrics {
   // xks_proxy_credential_last_used_timestamp_seconds; unknown ids are ignored.
   void record_credential_use(std::size_t keystore, std::string_view access_key_id,
                              std::chrono::system_clock::time_point when) noexcept;
+
+  // -- key versions --------------------------------------------------------
+  // Replaces the key store's key version series (startup, reload): one set per
+  // version of each configured key, so cardinality is bounded by the
+  // configuration. Series of versions no longer listed disappear; the others
+  // keep their values.
+  void set_key_versions(std::size_t keystore, const std::vector<config::KeyEntry>& keys);
+  // xks_proxy_key_version_operations_total{keystore,key,version,operation,outcome}
+  // (outcome ok|error) and, when ok,
+  // xks_proxy_key_version_last_used_timestamp_seconds{keystore,key,version,operation}.
+  // Versions that are not configured are ignored.
+  void record_key_version_use(std::size_t keystore, std::string_view key_id,
+                              std::uint32_t version, KeyOp op, bool ok,
+                              std::chrono::system_clock::time_point when) noexcept;
+  // xks_proxy_legacy_decrypts_total{keystore,layout}: a ciphertext of another
+  // proxy decrypted. True the first time since start for this key and layout
+  // (the caller logs it once).
+  bool record_legacy_decrypt(std::size_t keystore, std::string_view key_id,
+                             config::LegacyLayout layout) noexcept;
 
   // -- HSMs ----------------------------------------------------------------
   // Registers HSMs by name (idempotent, like register_keystores). Throws
@@ -372,6 +395,9 @@ class Metrics {
   CounterFamily& policy_decisions_;
   CounterFamily& throttled_;
   CounterFamily& connections_dropped_;
+  CounterFamily& key_version_ops_;
+  GaugeFamily& key_version_last_used_;
+  CounterFamily& legacy_decrypts_;
 
   // Pre-resolved children for the label-free and enumerated metrics.
   std::array<Histogram*, kApiCount> request_duration_by_api_{};
