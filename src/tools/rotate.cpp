@@ -367,6 +367,19 @@ int keys_rotate(const Args& args) {
     }
     throw UsageError("--hsm " + *name + " is not a configured HSM");
   }();
+  // The backup is written before the HSM key is made, so that a backup that
+  // cannot be written stops the rotation while nothing has changed yet.
+  std::string backup;
+  if (args.flag("--write")) {
+    const std::string stamp = utc_stamp();
+    for (int n = 0;; ++n) {
+      backup = file + "." + stamp + (n == 0 ? std::string() : "-" + std::to_string(n)) + ".bak";
+      std::error_code ec;
+      if (!fs::exists(backup, ec)) break;
+      if (n == 100) throw std::runtime_error("cannot find a free backup name next to " + file);
+    }
+    write_private_file(backup, before, /*exclusive=*/true);
+  }
   std::vector<std::uint8_t> id(16);
   if (RAND_bytes(id.data(), static_cast<int>(id.size())) != 1) throw std::runtime_error("RAND_bytes failed");
   ToolToken token(hsm);
@@ -392,8 +405,6 @@ int keys_rotate(const Args& args) {
   } else {
     struct stat st{};
     const ::mode_t mode = ::stat(file.c_str(), &st) == 0 ? (st.st_mode & 07777) : 0600;
-    const std::string backup = file + "." + utc_stamp() + ".bak";
-    write_private_file(backup, before, /*exclusive=*/true);
     ::chmod(backup.c_str(), mode);
     ::chmod(candidate.c_str(), mode);
     if (::stat(file.c_str(), &st) == 0) {
