@@ -17,6 +17,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <stdexcept>
 
@@ -120,14 +121,16 @@ class TextEdit {
   bool json_;
 };
 
-YAML::Node child_key(const YAML::Node& map, std::string_view key, YAML::Node* value) {
+// The key node of `key` in `map` (and its value), or nullopt. A default YAML::Node
+// is a valid null node, not "absent", hence the optional.
+std::optional<YAML::Node> child_key(const YAML::Node& map, std::string_view key, YAML::Node* value) {
   for (const auto& kv : map) {
     if (kv.first.IsScalar() && kv.first.Scalar() == key) {
       *value = kv.second;
       return kv.first;
     }
   }
-  return YAML::Node();
+  return std::nullopt;
 }
 
 std::string utc_stamp() {
@@ -158,7 +161,7 @@ std::string rotate_config_text(const std::string& text, std::size_t keystore_ind
     const std::string v1 = ed.version_item(1, key.versions.front().label);
     const std::string v2 = ed.version_item(new_version, new_label);
     YAML::Node label_value;
-    const YAML::Node label_key = child_key(entry, "label", &label_value);
+    const auto label_key = child_key(entry, "label", &label_value);
     if (flow) {
       if (t[entry_pos] != '{') throw std::runtime_error("unexpected flow map");
       const std::size_t close = ed.matching(entry_pos);
@@ -168,7 +171,7 @@ std::string rotate_config_text(const std::string& text, std::size_t keystore_ind
       while (insert_at > entry_pos + 1 && (t[insert_at - 1] == ' ' || t[insert_at - 1] == '\n')) --insert_at;
       t.insert(insert_at, tail);
       if (label_key) {
-        std::size_t from = static_cast<std::size_t>(label_key.Mark().pos);
+        std::size_t from = static_cast<std::size_t>(label_key->Mark().pos);
         std::size_t to = ed.scalar_end(static_cast<std::size_t>(label_value.Mark().pos));
         // Take the comma before the pair (the label is never the first: id is).
         std::size_t before = from;
@@ -180,15 +183,15 @@ std::string rotate_config_text(const std::string& text, std::size_t keystore_ind
     }
     // Block map: the label line becomes current + versions at its indentation.
     YAML::Node id_value;
-    const YAML::Node id_key = child_key(entry, "id", &id_value);
-    const YAML::Node& anchor = label_key ? label_key : id_key;
-    if (!anchor) throw std::runtime_error("the key entry has no id");
+    const auto id_key = child_key(entry, "id", &id_value);
+    if (!id_key) throw std::runtime_error("the key entry has no id");
+    const YAML::Node& anchor = label_key ? *label_key : *id_key;
     const auto column = static_cast<std::size_t>(anchor.Mark().column);
     const std::string ind(column, ' ');
     const std::string block = current + "\n" + ind + ed.name("versions") + ":\n" + ind + "  - " +
                               v1 + "\n" + ind + "  - " + v2;
     if (label_key) {
-      const std::size_t from = static_cast<std::size_t>(label_key.Mark().pos);
+      const std::size_t from = static_cast<std::size_t>(label_key->Mark().pos);
       const std::size_t to = ed.scalar_end(static_cast<std::size_t>(label_value.Mark().pos));
       t.replace(from, to - from, block);
     } else {
@@ -200,9 +203,9 @@ std::string rotate_config_text(const std::string& text, std::size_t keystore_ind
 
   // Already versioned: append the version, then set current (later edits first).
   YAML::Node versions;
-  const YAML::Node versions_key = child_key(entry, "versions", &versions);
+  const auto versions_key = child_key(entry, "versions", &versions);
   YAML::Node current_value;
-  const YAML::Node current_key = child_key(entry, "current", &current_value);
+  const auto current_key = child_key(entry, "current", &current_value);
   if (!versions_key || !versions.IsSequence()) throw std::runtime_error("versions is not a list");
   const std::string item = ed.version_item(new_version, new_label);
   struct Edit {
@@ -246,11 +249,11 @@ std::string rotate_config_text(const std::string& text, std::size_t keystore_ind
     const std::size_t from = static_cast<std::size_t>(current_value.Mark().pos);
     edits.push_back({from, ed.scalar_end(from) - from, std::to_string(new_version)});
   } else {
-    const std::size_t at = static_cast<std::size_t>(versions_key.Mark().pos);
+    const std::size_t at = static_cast<std::size_t>(versions_key->Mark().pos);
     if (flow) {
       edits.push_back({at, 0, current + ", "});
     } else {
-      edits.push_back({at, 0, current + "\n" + std::string(static_cast<std::size_t>(versions_key.Mark().column), ' ')});
+      edits.push_back({at, 0, current + "\n" + std::string(static_cast<std::size_t>(versions_key->Mark().column), ' ')});
     }
   }
   std::sort(edits.begin(), edits.end(), [](const Edit& a, const Edit& b) { return a.pos > b.pos; });
