@@ -21,9 +21,11 @@ demo=(gcc libc6-dev pkg-config libp11-kit-dev)
 # PKCS#11 implementation; opencryptoki: a soft token without CKM_AES_GCM (test_no_gcm.py);
 # iproute2: the docs test brings up loopback in its own network namespace.
 # python3-yaml: the Kubernetes manifests' structural test (test_kubernetes.py).
+# python3-cryptography: AES-GCM test vectors of other proxies' layouts (test_key_versions.py).
 # clang-format, clang-tidy: the style check (scripts/check-style.sh).
 testing=(libgtest-dev googletest python3 python3-botocore systemd haproxy prometheus lintian
-         libnss3 libnss3-tools opencryptoki iproute2 python3-yaml clang-format clang-tidy)
+         libnss3 libnss3-tools opencryptoki iproute2 python3-yaml python3-cryptography
+         clang-format clang-tidy)
 fuzz=(clang libclang-rt-14-dev)  # libFuzzer (make fuzz)
 bench=(nginx wrk linux-perf valgrind)  # perf/valgrind: BENCH_PERF=1 profiles
 

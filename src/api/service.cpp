@@ -41,18 +41,65 @@ std::string key_spec_of(const hsm::KeyAttributes& a) {
   return "NOT_AES";
 }
 
-// The AAD handed to the HSM for a given ciphertextMetadata layout version.
-std::optional<Bytes> aad_for_version(unsigned version, ByteView aad, ByteView metadata) {
-  switch (version) {
-    case 1: return crypto::frame_aad(aad, metadata);
-    default: return std::nullopt;
+// A version of a key as the operations see it. An entry built without
+// versions (unit tests) has version 1 = its label.
+struct VersionView {
+  std::uint32_t number = 1;
+  std::string_view label;
+  bool enabled = true;
+};
+
+std::optional<VersionView> find_version(const config::KeyEntry& key, std::uint32_t n) {
+  if (key.versions.empty()) {
+    if (n != 1) return std::nullopt;
+    return VersionView{1, label_of(key), true};
   }
+  const config::KeyVersion* v = key.version(n);
+  if (v == nullptr) return std::nullopt;
+  return VersionView{v->number, v->label, v->enabled};
+}
+
+// The loader guarantees that `current` names an enabled version.
+VersionView current_version(const config::KeyEntry& key) {
+  if (auto v = find_version(key, key.current)) return *v;
+  return VersionView{key.current, label_of(key), true};
+}
+
+void report(KeyVersionUse* use, std::uint32_t version) noexcept {
+  if (use != nullptr) use->version.store(version, std::memory_order_relaxed);
+}
+
+Error retired(const config::KeyEntry& key, std::uint32_t version, std::string_view how) {
+  return make_error(ErrorName::InvalidStateException,
+                    "version " + std::to_string(version) + " of external key '" + key.id +
+                        "' is retired (keys[].versions[].enabled: false in the XKS proxy "
+                        "configuration), so its ciphertexts are refused",
+                    std::string(how));
+}
+
+Error unknown_version(const config::KeyEntry& key, std::uint32_t version) {
+  return make_error(ErrorName::InvalidCiphertextException,
+                    "ciphertextMetadata names version " + std::to_string(version) +
+                        " of external key '" + key.id +
+                        "', which is not in its keys[].versions in the XKS proxy configuration");
+}
+
+bool is_sized_for_gcm(const DecryptRequest& request) noexcept {
+  return hsm::is_gcm_iv_size(request.iv.size()) && request.tag.size() == hsm::kGcmTagBytes;
+}
+
+Error wrong_sizes(const DecryptRequest& request) {
+  // The spec's sizes (12- or 16-byte IV, 16-byte tag): anything else cannot verify.
+  return make_error(ErrorName::InvalidCiphertextException,
+                    "initializationVector must be 12 or 16 bytes and authenticationTag 16 bytes "
+                    "(got " + std::to_string(request.iv.size()) + " and " +
+                        std::to_string(request.tag.size()) + ")");
 }
 
 }  // namespace
 
 Result<KeyMetadataResponse> XksService::get_key_metadata(const config::KeyEntry& key) {
-  auto attrs = backend_.key_attributes(label_of(key));
+  auto attrs = backend_.key_attributes(current_version(key).label);
   if (!attrs) return std::move(attrs).error();
   KeyMetadataResponse r;
   // A key that is not AES-256 is reported as what it is: KMS refuses CreateKey
@@ -67,8 +114,13 @@ Result<KeyMetadataResponse> XksService::get_key_metadata(const config::KeyEntry&
 }
 
 Error XksService::key_error_first(const config::KeyEntry& key, KeyUse use, Error request_error) {
+  return key_error_first(key, current_version(key).label, use, std::move(request_error));
+}
+
+Error XksService::key_error_first(const config::KeyEntry& key, std::string_view label, KeyUse use,
+                                  Error request_error) {
   if (!key.enabled) return disabled(key);
-  auto attrs = backend_.key_attributes(label_of(key));
+  auto attrs = backend_.key_attributes(label);
   if (!attrs) {
     // A missing key is the key's fault; an HSM that cannot answer now says
     // nothing about the key, so the request's own error stands.
@@ -80,19 +132,21 @@ Error XksService::key_error_first(const config::KeyEntry& key, KeyUse use, Error
     const char* op = use == KeyUse::Encrypt ? "ENCRYPT" : "DECRYPT";
     return make_error(ErrorName::InvalidKeyUsageException,
                       "external key '" + key.id + "' does not allow " + op,
-                      "HSM key label '" + std::string(label_of(key)) + "' has CKA_" + op +
+                      "HSM key label '" + std::string(label) + "' has CKA_" + op +
                           " false; the request also had: " + request_error.message);
   }
   return request_error;
 }
 
 Result<EncryptResponse> XksService::encrypt(const config::KeyEntry& key,
-                                            const EncryptRequest& request) {
+                                            const EncryptRequest& request, KeyVersionUse* use) {
   if (!key.enabled) return disabled(key);
-  const std::string_view label = label_of(key);
+  const VersionView version = current_version(key);
+  const std::string_view label = version.label;
+  report(use, version.number);
 
   EncryptResponse r;
-  r.ciphertext_metadata = crypto::current_ciphertext_metadata();
+  r.ciphertext_metadata = crypto::ciphertext_metadata_for(version.number);
   const ByteView aad = view(request.aad);
   const Bytes framed = crypto::frame_aad(aad, r.ciphertext_metadata);
 
@@ -157,43 +211,117 @@ Result<EncryptResponse> XksService::encrypt(const config::KeyEntry& key,
 }
 
 Result<DecryptResponse> XksService::decrypt(const config::KeyEntry& key,
-                                            const DecryptRequest& request) {
+                                            const DecryptRequest& request, KeyVersionUse* use) {
   if (!key.enabled) return disabled(key);
   // The key comes before its ciphertext: a request refused here without the
   // HSM is first checked against the key's usage (key_error_first).
-  if (!request.ciphertext_metadata) {
-    return key_error_first(key, KeyUse::Decrypt, not_ours("ciphertextMetadata absent"));
+  const crypto::ParsedMetadata parsed = request.ciphertext_metadata
+                                            ? crypto::parse_ciphertext_metadata(*request.ciphertext_metadata)
+                                            : crypto::ParsedMetadata{};
+  using Kind = crypto::ParsedMetadata::Kind;
+  switch (parsed.kind) {
+    case Kind::NotOurs: return decrypt_legacy(key, request, use);
+    case Kind::UnknownLayout:
+      // A newer proxy wrote it; say so, since rolling back is the likely cause.
+      return key_error_first(
+          key, KeyUse::Decrypt,
+          make_error(ErrorName::InvalidCiphertextException,
+                     "ciphertextMetadata names AAD layout version " +
+                         std::to_string(parsed.layout) +
+                         ", which this proxy version cannot decrypt"));
+    case Kind::Malformed:
+      return key_error_first(
+          key, KeyUse::Decrypt,
+          make_error(ErrorName::InvalidCiphertextException,
+                     "ciphertextMetadata names layout version " + std::to_string(parsed.layout) +
+                         " but is not a key version in that layout (" +
+                         std::to_string(request.ciphertext_metadata->size()) + " bytes)"));
+    case Kind::Ours: break;
   }
-  const ByteView metadata = *request.ciphertext_metadata;
-  const auto version = crypto::ciphertext_metadata_version(metadata);
-  if (!version) return key_error_first(key, KeyUse::Decrypt, not_ours("ciphertextMetadata not recognised"));
-  auto framed = aad_for_version(*version, view(request.aad), metadata);
-  if (!framed) {
-    // A newer proxy wrote it; say so, since rolling back is the likely cause.
-    return key_error_first(
-        key, KeyUse::Decrypt, make_error(ErrorName::InvalidCiphertextException,
-                        "ciphertextMetadata names AAD layout version " +
-                            std::to_string(*version) + ", which this proxy version cannot decrypt"));
+  report(use, parsed.key_version);
+  const auto version = find_version(key, parsed.key_version);
+  if (!version) return key_error_first(key, KeyUse::Decrypt, unknown_version(key, parsed.key_version));
+  if (!version->enabled) return retired(key, version->number, "the ciphertext names it");
+  if (!is_sized_for_gcm(request)) {
+    return key_error_first(key, version->label, KeyUse::Decrypt, wrong_sizes(request));
   }
-  if (!hsm::is_gcm_iv_size(request.iv.size()) || request.tag.size() != hsm::kGcmTagBytes) {
-    // The spec's sizes (12- or 16-byte IV, 16-byte tag): anything else cannot verify.
-    return key_error_first(
-        key, KeyUse::Decrypt,
-        make_error(ErrorName::InvalidCiphertextException,
-                   "initializationVector must be 12 or 16 bytes and authenticationTag 16 bytes "
-                   "(got " + std::to_string(request.iv.size()) + " and " +
-                       std::to_string(request.tag.size()) + ")"));
-  }
-
-  auto pt = backend_.decrypt(label_of(key), request.ciphertext, request.iv, request.tag, *framed);
+  const Bytes framed = crypto::frame_aad(view(request.aad), *request.ciphertext_metadata);
+  auto pt = backend_.decrypt(version->label, request.ciphertext, request.iv, request.tag, framed);
   if (!pt) return std::move(pt).error();
   if (pt->size() != request.ciphertext.size()) {
     return make_error(ErrorName::InternalException, "the key manager returned a malformed result",
-                      "HSM key label '" + std::string(label_of(key)) + "': plaintext " +
+                      "HSM key label '" + std::string(version->label) + "': plaintext " +
                           std::to_string(pt->size()) + " bytes for " +
                           std::to_string(request.ciphertext.size()) + " of ciphertext");
   }
   return DecryptResponse{std::move(*pt)};
+}
+
+Result<DecryptResponse> XksService::decrypt_legacy(const config::KeyEntry& key,
+                                                   const DecryptRequest& request,
+                                                   KeyVersionUse* use) {
+  const bool no_metadata = !request.ciphertext_metadata || request.ciphertext_metadata->empty();
+  // spec-no-metadata applies only where there is no metadata to bind; the AWS
+  // sample binds whatever (static) metadata it returned, or none.
+  std::vector<config::LegacyLayout> layouts;
+  for (const auto l : key.legacy_layouts) {
+    if (l == config::LegacyLayout::AwsSample || no_metadata) layouts.push_back(l);
+  }
+  if (layouts.empty()) {
+    Error e = not_ours(request.ciphertext_metadata ? "ciphertextMetadata not recognised"
+                                                   : "ciphertextMetadata absent");
+    if (key.legacy_layouts.empty()) {
+      e.detail += "; keystores[].legacy_layouts is not set (no other proxy's layout is tried)";
+    }
+    return key_error_first(key, KeyUse::Decrypt, std::move(e));
+  }
+  // What other proxies wrote predates this proxy's key versions: version 1.
+  report(use, 1);
+  const auto version = find_version(key, 1);
+  if (!version) {
+    return key_error_first(
+        key, KeyUse::Decrypt,
+        make_error(ErrorName::InvalidCiphertextException,
+                   "the ciphertext is not this proxy's; a legacy layout ciphertext belongs to "
+                   "version 1 of external key '" + key.id +
+                       "', which is not in its keys[].versions"));
+  }
+  if (!version->enabled) return retired(key, 1, "legacy layout ciphertexts belong to version 1");
+  if (!is_sized_for_gcm(request)) {
+    return key_error_first(key, version->label, KeyUse::Decrypt, wrong_sizes(request));
+  }
+  const ByteView metadata = view(request.ciphertext_metadata);
+  std::string tried;
+  for (const auto layout : layouts) {
+    const Bytes framed = layout == config::LegacyLayout::AwsSample
+                             ? crypto::frame_aad_aws_sample(request.aad, metadata)
+                             : crypto::frame_aad(view(request.aad), {});
+    if (framed.empty()) {
+      return make_error(ErrorName::InternalException, "the AAD could not be framed",
+                        "SHA-256 of the AAD failed (OpenSSL)");
+    }
+    auto pt = backend_.decrypt(version->label, request.ciphertext, request.iv, request.tag, framed);
+    if (pt) {
+      if (pt->size() != request.ciphertext.size()) {
+        return make_error(ErrorName::InternalException,
+                          "the key manager returned a malformed result",
+                          "HSM key label '" + std::string(version->label) + "': plaintext " +
+                              std::to_string(pt->size()) + " bytes for " +
+                              std::to_string(request.ciphertext.size()) + " of ciphertext");
+      }
+      if (use != nullptr) use->legacy.store(static_cast<int>(layout), std::memory_order_relaxed);
+      return DecryptResponse{std::move(*pt)};
+    }
+    // A tag that does not verify may be the next layout's; anything else (key
+    // usage, HSM failure, deadline) is the answer.
+    if (pt.error().name != ErrorName::InvalidCiphertextException) return std::move(pt).error();
+    tried += (tried.empty() ? "" : ", ") + std::string(config::to_string(layout));
+  }
+  return make_error(ErrorName::InvalidCiphertextException,
+                    "the ciphertext does not verify: its ciphertextMetadata is not this proxy's, "
+                    "and it does not decrypt as version 1 of external key '" + key.id +
+                        "' in the legacy layouts " + tried + " (keystores[].legacy_layouts)",
+                    "HSM key label '" + std::string(version->label) + "'");
 }
 
 HealthResponse make_health_response(const std::vector<hsm::EkmHealth>& ekms,

@@ -109,8 +109,28 @@ nlohmann::json describe_changes(const config::Config& before, const config::Conf
       }
       if (prev == nullptr) {
         changes.push_back(ks.uri_path + ": key added: " + key.id);
-      } else if (prev->enabled != key.enabled) {
-        changes.push_back(ks.uri_path + ": key " + key.id + (key.enabled ? " enabled" : " disabled"));
+      } else {
+        if (prev->enabled != key.enabled) {
+          changes.push_back(ks.uri_path + ": key " + key.id + (key.enabled ? " enabled" : " disabled"));
+        }
+        if (prev->current != key.current) {
+          changes.push_back(ks.uri_path + ": key " + key.id + " current version " +
+                            std::to_string(prev->current) + " -> " + std::to_string(key.current));
+        }
+        for (const auto& v : key.versions) {
+          const auto* was = prev->version(v.number);
+          const std::string what = ks.uri_path + ": key " + key.id + " version " + std::to_string(v.number);
+          if (was == nullptr) {
+            changes.push_back(what + " added");
+          } else if (was->enabled != v.enabled || was->decrypt_only != v.decrypt_only) {
+            changes.push_back(what + (v.enabled ? (v.decrypt_only ? " decrypt_only" : " enabled") : " retired"));
+          }
+        }
+        for (const auto& v : prev->versions) {
+          if (key.version(v.number) == nullptr) {
+            changes.push_back(ks.uri_path + ": key " + key.id + " version " + std::to_string(v.number) + " removed");
+          }
+        }
       }
     }
     for (const auto& o : old->keys) {
@@ -387,6 +407,7 @@ class Daemon {
     const auto indices = metrics_.register_keystores(uri_paths(*cfg));
     for (std::size_t i = 0; i < indices.size(); ++i) {
       metrics_.set_credentials(indices[i], cfg->keystores[i].credentials);
+      metrics_.set_key_versions(indices[i], cfg->keystores[i].keys);
     }
     return std::make_shared<const Runtime>(std::move(cfg), std::move(engine), indices);
   }
@@ -437,6 +458,9 @@ class Daemon {
     const auto& old_cfg = *old_rt->config;
     try {
       auto fresh = std::make_shared<const config::Config>(config::load_config(config_path_));
+      if (auto kept = config::check_version_continuity(old_cfg, *fresh); !kept) {
+        throw std::runtime_error(kept.error().message);
+      }
       auto tls = make_tls(*fresh);
       if (fresh->server.listen_host != old_cfg.server.listen_host ||
           fresh->server.listen_port != old_cfg.server.listen_port ||

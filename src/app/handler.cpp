@@ -4,6 +4,7 @@
 #include <type_traits>
 
 #include "xks/api/dto.hpp"
+#include "xks/app/key_versions.hpp"
 #include "xks/core/offload.hpp"
 #include "xks/obs/log.hpp"
 #include "xks/policy/arn.hpp"
@@ -24,6 +25,10 @@ struct XksHandler::Outcome {
   std::optional<api::RequestMetadata> metadata;  // moved out of the parsed request
   std::string access_key_id;
   std::optional<Error> error;
+  // Encrypt and Decrypt: the key, and the version the HSM job chose.
+  const config::KeyEntry* key = nullptr;
+  std::shared_ptr<const api::KeyVersionUse> version_use;
+  api::KeyUse version_op = api::KeyUse::Encrypt;
 };
 
 struct XksHandler::Call {
@@ -88,7 +93,19 @@ void log_access(const net::Request& request, const net::RequestContext& ctx,
         .add("awsSourceVpc", or_dash(md->aws_source_vpc))
         .add("awsSourceVpce", or_dash(md->aws_source_vpce));
   }
-  if (!outcome.key_label.empty()) line.add("hsmKeyLabel", outcome.key_label);
+  const std::uint32_t key_version =
+      outcome.version_use ? outcome.version_use->version.load(std::memory_order_relaxed) : 0;
+  const config::KeyVersion* used =
+      key_version != 0 && outcome.key ? outcome.key->version(key_version) : nullptr;
+  if (used != nullptr) {
+    line.add("hsmKeyLabel", used->label);
+  } else if (!outcome.key_label.empty()) {
+    line.add("hsmKeyLabel", outcome.key_label);
+  }
+  if (key_version != 0) line.add("keyVersion", std::int64_t{key_version});
+  if (const auto legacy = outcome.version_use ? outcome.version_use->legacy_layout() : std::nullopt) {
+    line.add("legacyLayout", config::to_string(*legacy));
+  }
   if (!outcome.access_key_id.empty()) line.add("accessKeyId", outcome.access_key_id);
   if (outcome.error) {
     line.add("errorMessage", outcome.error->message);
@@ -187,7 +204,8 @@ struct GetKeyMetadataOp {
   static Result<Request> parse(std::string_view body) {
     return api::parse_key_metadata_request(body);
   }
-  static auto execute(api::XksService& service, const config::KeyEntry& key, const Request&) {
+  static auto execute(api::XksService& service, const config::KeyEntry& key, const Request&,
+                      api::KeyVersionUse*) {
     return service.get_key_metadata(key);
   }
 };
@@ -202,9 +220,9 @@ struct CryptOp {
     else return api::parse_decrypt_request(body);
   }
   static auto execute(api::XksService& service, const config::KeyEntry& key,
-                      const Request& request) {
-    if constexpr (kEncrypt) return service.encrypt(key, request);
-    else return service.decrypt(key, request);
+                      const Request& request, api::KeyVersionUse* use) {
+    if constexpr (kEncrypt) return service.encrypt(key, request, use);
+    else return service.decrypt(key, request, use);
   }
 };
 using EncryptOp = CryptOp<api::KeyUse::Encrypt>;
@@ -246,6 +264,12 @@ asio::awaitable<net::Response> XksHandler::handle(net::Request& request,
     if (outcome.error) error = outcome.error->name;
     metrics_.record_request(outcome.metrics_keystore, *outcome.route_api, error,
                             core::SteadyClock::now() - ctx.arrival);
+    if (outcome.version_use && outcome.key) {
+      record_key_version_use(metrics_, outcome.metrics_keystore, outcome.keystore, *outcome.key,
+                             *outcome.version_use, outcome.version_op, !error,
+                             outcome.metadata ? std::string_view(outcome.metadata->kms_request_id)
+                                              : std::string_view("-"));
+    }
     if (error == ErrorName::ThrottlingException) {
       metrics_.record_throttled(throttle_reason(*outcome.error));
     }
@@ -393,8 +417,15 @@ asio::awaitable<net::Response> XksHandler::key_operation(Call& call) {
   // named local, not a temporary inside the co_await expression: g++ 12
   // destroys such temporaries twice.
   auto job = std::make_shared<typename Op::Request>(std::move(*request));
-  auto work = [rt = call.rt, entry = *key, job] {
-    return Op::execute(rt->engine->service, *entry, *job);
+  // Encrypt and Decrypt: the version the service chose, for metrics and the access log.
+  std::shared_ptr<api::KeyVersionUse> use;
+  if constexpr (Op::kUse.has_value()) {
+    use = std::make_shared<api::KeyVersionUse>();
+    call.outcome.version_use = use;
+    call.outcome.version_op = *Op::kUse;
+  }
+  auto work = [rt = call.rt, entry = *key, job, use] {
+    return Op::execute(rt->engine->service, *entry, *job, use.get());
   };
   auto result = co_await core::offload(pool_, deadline, std::move(work));
   co_return respond(call, result);
@@ -417,6 +448,7 @@ Result<const config::KeyEntry*> XksHandler::check_key(Call& call) const {
   }
   const config::KeyEntry* key = it->second;
   call.outcome.key_label = key->label;
+  call.outcome.key = key;
   if (call.route.api != Api::GetKeyMetadata && !key->enabled) {
     return make_error(ErrorName::InvalidStateException,
                       "external key '" + key->id + "' is disabled in the XKS proxy configuration",

@@ -9,6 +9,7 @@
 #include <shared_mutex>
 #include <sstream>
 #include <stdexcept>
+#include <tuple>
 
 namespace xks::app {
 
@@ -134,6 +135,14 @@ double resident_memory_bytes() {
 }  // namespace
 
 struct ProxyMetrics::KeystoreSlot {
+  // One configured version of one key; sorted by (key, version).
+  struct KeyVersion {
+    std::string key;
+    std::uint32_t version = 0;
+    std::array<std::array<obs::Counter*, 2>, 2> ops{};  // [KeyOp][ok]
+    std::array<obs::Gauge*, 2> last_used{};             // [KeyOp]
+    std::array<std::atomic<bool>, 2> legacy_logged{};   // [LegacyLayout]
+  };
   struct Credential {
     std::string access_key_id;
     obs::Gauge* last_used = nullptr;
@@ -147,6 +156,9 @@ struct ProxyMetrics::KeystoreSlot {
   // only take it shared.
   mutable std::shared_mutex credentials_mutex;
   std::vector<Credential> credentials;
+  std::array<obs::Counter*, 2> legacy{};  // [LegacyLayout]
+  mutable std::shared_mutex key_versions_mutex;
+  std::vector<std::unique_ptr<KeyVersion>> key_versions;
 };
 
 struct ProxyMetrics::HsmSlot {
@@ -220,7 +232,19 @@ ProxyMetrics::ProxyMetrics(Options options)
                                    {"reason"})),
       connections_dropped_(registry_.counter(
           "xks_proxy_connections_dropped_total",
-          "Client connections the server refused or closed early, by cause.", {"cause"})) {
+          "Client connections the server refused or closed early, by cause.", {"cause"})),
+      key_version_ops_(registry_.counter(
+          "xks_proxy_key_version_operations_total",
+          "Encrypt and Decrypt requests by key version and outcome (ok or error).",
+          {"keystore", "key", "version", "operation", "outcome"})),
+      key_version_last_used_(registry_.gauge(
+          "xks_proxy_key_version_last_used_timestamp_seconds",
+          "Unix time a key version last served an Encrypt or Decrypt; 0 if not since start.",
+          {"keystore", "key", "version", "operation"})),
+      legacy_decrypts_(registry_.counter(
+          "xks_proxy_legacy_decrypts_total",
+          "Ciphertexts of another proxy's layout decrypted (keystores[].legacy_layouts).",
+          {"keystore", "layout"})) {
   if (!options_.now) options_.now = [] { return std::chrono::system_clock::now(); };
 
   for (const auto api : kApis) {
@@ -290,6 +314,12 @@ std::size_t ProxyMetrics::register_keystore_locked(const std::string& uri_path) 
   }
   for (const auto d : kPolicyDecisions) {
     slot->policy[static_cast<std::size_t>(d)] = &policy_decisions_.with({uri_path, to_string(d)});
+  }
+  if (index != kUnknownKeystore) {
+    for (const auto l : {config::LegacyLayout::AwsSample, config::LegacyLayout::SpecNoMetadata}) {
+      slot->legacy[static_cast<std::size_t>(l)] =
+          &legacy_decrypts_.with({uri_path, config::to_string(l)});
+    }
   }
   keystores_[index].store(slot.get(), std::memory_order_release);
   keystore_storage_.push_back(std::move(slot));
@@ -381,6 +411,96 @@ void ProxyMetrics::record_credential_use(std::size_t keystore, std::string_view 
       return;
     }
   }
+}
+
+std::string_view to_string(KeyOp op) noexcept {
+  return op == KeyOp::Encrypt ? "encrypt" : "decrypt";
+}
+
+void ProxyMetrics::set_key_versions(std::size_t keystore, const std::vector<config::KeyEntry>& keys) {
+  std::lock_guard registration(registration_mutex_);
+  auto* slot = keystore_slot(keystore);
+  if (slot == nullptr) return;
+  using Entry = KeystoreSlot::KeyVersion;
+  auto less = [](const std::unique_ptr<Entry>& a, const std::unique_ptr<Entry>& b) {
+    return std::tie(a->key, a->version) < std::tie(b->key, b->version);
+  };
+  std::vector<std::unique_ptr<Entry>> next;
+  for (const auto& k : keys) {
+    for (const auto& v : k.versions) {
+      auto e = std::make_unique<Entry>();
+      e->key = k.id;
+      e->version = v.number;
+      const std::string number = std::to_string(v.number);
+      for (const auto op : {KeyOp::Encrypt, KeyOp::Decrypt}) {
+        const auto o = static_cast<std::size_t>(op);
+        e->ops[o][1] = &key_version_ops_.with({slot->uri_path, k.id, number, to_string(op), "ok"});
+        e->ops[o][0] = &key_version_ops_.with({slot->uri_path, k.id, number, to_string(op), "error"});
+        e->last_used[o] = &key_version_last_used_.with({slot->uri_path, k.id, number, to_string(op)});
+      }
+      next.push_back(std::move(e));
+    }
+  }
+  std::sort(next.begin(), next.end(), less);
+  std::unique_lock lock(slot->key_versions_mutex);
+  for (const auto& old : slot->key_versions) {
+    const auto kept = std::lower_bound(next.begin(), next.end(), old, less);
+    if (kept != next.end() && (*kept)->key == old->key && (*kept)->version == old->version) {
+      for (std::size_t i = 0; i < old->legacy_logged.size(); ++i) {
+        (*kept)->legacy_logged[i].store(old->legacy_logged[i].load());
+      }
+      continue;
+    }
+    const std::string number = std::to_string(old->version);
+    for (const auto op : {KeyOp::Encrypt, KeyOp::Decrypt}) {
+      for (const char* outcome : {"ok", "error"}) {
+        const std::array<std::string, 5> labels{slot->uri_path, old->key, number,
+                                                std::string(to_string(op)), outcome};
+        key_version_ops_.remove(labels);
+      }
+      const std::array<std::string, 4> labels{slot->uri_path, old->key, number,
+                                              std::string(to_string(op))};
+      key_version_last_used_.remove(labels);
+    }
+  }
+  slot->key_versions = std::move(next);
+}
+
+namespace {
+template <class Vec>
+auto find_key_version(const Vec& entries, std::string_view key, std::uint32_t version) noexcept {
+  const auto it = std::lower_bound(entries.begin(), entries.end(), std::pair{key, version},
+                                   [](const auto& e, const std::pair<std::string_view, std::uint32_t>& x) {
+                                     const std::string_view k = e->key;
+                                     return k < x.first || (k == x.first && e->version < x.second);
+                                   });
+  return it != entries.end() && (*it)->key == key && (*it)->version == version ? it->get() : nullptr;
+}
+}  // namespace
+
+void ProxyMetrics::record_key_version_use(std::size_t keystore, std::string_view key_id,
+                                     std::uint32_t version, KeyOp op, bool ok,
+                                     std::chrono::system_clock::time_point when) noexcept {
+  auto* slot = keystore_slot(keystore);
+  if (slot == nullptr) return;
+  std::shared_lock lock(slot->key_versions_mutex);
+  auto* e = find_key_version(slot->key_versions, key_id, version);
+  if (e == nullptr) return;
+  const auto o = static_cast<std::size_t>(op);
+  e->ops[o][ok ? 1 : 0]->inc();
+  if (ok) e->last_used[o]->set(unix_seconds(when));
+}
+
+bool ProxyMetrics::record_legacy_decrypt(std::size_t keystore, std::string_view key_id,
+                                    config::LegacyLayout layout) noexcept {
+  auto* slot = keystore_slot(keystore);
+  const auto l = static_cast<std::size_t>(layout);
+  if (slot == nullptr || l >= slot->legacy.size() || slot->legacy[l] == nullptr) return false;
+  slot->legacy[l]->inc();
+  std::shared_lock lock(slot->key_versions_mutex);
+  // Legacy ciphertexts always belong to version 1.
+  auto* e = find_key_version(slot->key_versions, key_id, 1);
+  return e != nullptr && !e->legacy_logged[l].exchange(true);
 }
 
 std::size_t ProxyMetrics::register_hsm_locked(const std::string& name) {

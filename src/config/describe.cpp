@@ -124,10 +124,24 @@ std::string describe_redacted(const Config& c) {
         if (k.expect_usage->decrypt) usage.push_back("DECRYPT");
         e["expect_usage"] = std::move(usage);
       }
+      if (k.versions_listed) {
+        json versions = json::array();
+        for (const auto& v : k.versions) {
+          versions.push_back({{"version", v.number}, {"label", v.label}, {"enabled", v.enabled},
+                              {"decrypt_only", v.decrypt_only}});
+        }
+        e["current"] = k.current;
+        e["versions"] = std::move(versions);
+      }
       keys.push_back(std::move(e));
     }
     nlohmann::json store = {{"uri_path", ks.uri_path}, {"credentials", std::move(creds)}, {"keys", std::move(keys)}};
     store["enabled"] = ks.enabled;
+    if (!ks.legacy_layouts.empty()) {
+      json layouts = json::array();
+      for (const auto l : ks.legacy_layouts) layouts.push_back(to_string(l));
+      store["legacy_layouts"] = std::move(layouts);
+    }
     if (ks.region) store["region"] = *ks.region;
     if (ks.quota_rate > 0) store["quota"] = {{"rate", ks.quota_rate}, {"burst", ks.quota_burst}};
     if (ks.policy) {

@@ -219,6 +219,11 @@ class Loader {
   KeyStore parse_keystore(const YAML::Node& n, const std::string& path) const;
   Credential parse_credential(const YAML::Node& n, const std::string& path) const;
   KeyEntry parse_key(const YAML::Node& n, const std::string& path) const;
+  // keys[].versions and keys[].current (the single-label form otherwise).
+  void parse_key_versions(const Section& s, KeyEntry& k) const;
+  KeyVersion parse_key_version(const YAML::Node& n, const std::string& path) const;
+  std::vector<LegacyLayout> parse_legacy_layouts(const YAML::Node& n,
+                                                 const std::string& path) const;
   void parse_health(const YAML::Node& n, HealthConfig& out) const;
   void parse_logging(const YAML::Node& n, LoggingConfig& out) const;
   LogFileConfig parse_log_file(const YAML::Node& n, const std::string& path) const;
@@ -897,7 +902,8 @@ Credential Loader::parse_credential(const YAML::Node& n, const std::string& path
 }
 
 KeyEntry Loader::parse_key(const YAML::Node& n, const std::string& path) const {
-  const Section s(*this, n, path, {"id", "label", "enabled", "expect_usage"});
+  const Section s(*this, n, path,
+                  {"id", "label", "enabled", "expect_usage", "versions", "current"});
   KeyEntry k;
   k.id = nonempty_string(s, "id", "set the external key id you give KMS, e.g. demo-aes-key");
   if (k.id.size() > kMaxKeyIdChars || !all_of_chars(k.id, is_key_id_char)) {
@@ -935,12 +941,119 @@ KeyEntry Loader::parse_key(const YAML::Node& n, const std::string& path) const {
     }
     k.expect_usage = u;
   }
+  parse_key_versions(s, k);
   return k;
+}
+
+KeyVersion Loader::parse_key_version(const YAML::Node& n, const std::string& path) const {
+  const Section s(*this, n, path, {"version", "label", "enabled", "decrypt_only"});
+  KeyVersion v;
+  if (!s.has("version")) {
+    fail(s.path("version"), "is required but missing",
+         "number each version, e.g. { version: 2, label: payments-v2 }");
+  }
+  v.number = static_cast<std::uint32_t>(
+      uint_value(s.get("version"), s.path("version"), 1, 4294967295U,
+                 "the number Encrypt writes into ciphertextMetadata"));
+  v.label = nonempty_string(s, "label", "set the CKA_LABEL of this version's AES-256 key in the HSM");
+  if (s.has("enabled")) v.enabled = bool_value(s.get("enabled"), s.path("enabled"));
+  if (s.has("decrypt_only")) {
+    v.decrypt_only = bool_value(s.get("decrypt_only"), s.path("decrypt_only"));
+  }
+  return v;
+}
+
+void Loader::parse_key_versions(const Section& s, KeyEntry& k) const {
+  if (!s.has("versions")) {
+    if (s.has("current")) {
+      fail(s.path("current"), "is set but the key lists no versions",
+           "list the key's HSM keys under versions: [{ version: 1, label: ... }, ...], or delete "
+           "the line (a key with one label is version 1)");
+    }
+    k.versions.push_back(KeyVersion{1, k.label, true, false});
+    k.current = 1;
+    return;
+  }
+  if (s.has("label")) {
+    fail(s.path("label"), "is set together with versions",
+         "move the label into versions (the single-label form means { version: 1, label: ... })");
+  }
+  const std::string vp = s.path("versions");
+  const YAML::Node list = sequence(s.get("versions"), vp, "version");
+  std::set<std::uint32_t> numbers;
+  std::set<std::string> labels;
+  for (std::size_t i = 0; i < list.size(); ++i) {
+    KeyVersion v = parse_key_version(list[i], at(vp, i));
+    if (!numbers.insert(v.number).second) {
+      fail(at(vp, i) + ".version", std::to_string(v.number) + " is listed twice for key " + quote(k.id),
+           "give each version its own number");
+    }
+    if (!labels.insert(v.label).second) {
+      fail(at(vp, i) + ".label", quote(v.label) + " is used by two versions of key " + quote(k.id),
+           "each version is its own HSM key: give it its own label");
+    }
+    k.versions.push_back(std::move(v));
+  }
+  std::sort(k.versions.begin(), k.versions.end(),
+            [](const KeyVersion& a, const KeyVersion& b) { return a.number < b.number; });
+  k.versions_listed = true;
+  if (s.has("current")) {
+    k.current = static_cast<std::uint32_t>(uint_value(
+        s.get("current"), s.path("current"), 1, 4294967295U, "the version Encrypt uses"));
+  } else if (k.versions.size() == 1) {
+    k.current = k.versions.front().number;
+  } else {
+    fail(s.path("current"), "is required when a key lists more than one version",
+         "set current: <the version Encrypt should use>, e.g. current: " +
+             std::to_string(k.versions.back().number));
+  }
+  const KeyVersion* cur = k.version(k.current);
+  if (cur == nullptr) {
+    fail(s.path("current"), std::to_string(k.current) + " is not one of the listed versions",
+         "set it to a version listed under versions, or add that version");
+  }
+  if (!cur->enabled) {
+    fail(s.path("current"), "names version " + std::to_string(k.current) +
+                                ", which is retired (enabled: false)",
+         "make an enabled version current; Encrypt must not use a retired key");
+  }
+  if (cur->decrypt_only) {
+    fail(s.path("current"), "names version " + std::to_string(k.current) +
+                                ", which is decrypt_only",
+         "make another version current, or drop decrypt_only from this one");
+  }
+  k.label = cur->label;
+}
+
+std::vector<LegacyLayout> Loader::parse_legacy_layouts(const YAML::Node& n,
+                                                       const std::string& path) const {
+  const YAML::Node list = sequence(n, path, "layout");
+  std::vector<LegacyLayout> out;
+  for (std::size_t i = 0; i < list.size(); ++i) {
+    const std::string p = at(path, i);
+    const std::string v = string_value(list[i], p);
+    LegacyLayout l{};
+    if (v == "aws-sample") {
+      l = LegacyLayout::AwsSample;
+    } else if (v == "spec-no-metadata") {
+      l = LegacyLayout::SpecNoMetadata;
+    } else {
+      fail(p, quote(v) + " is not a legacy layout",
+           "write aws-sample (the AWS sample proxy) or spec-no-metadata (the spec's AAD framing "
+           "without ciphertextMetadata)");
+    }
+    if (std::find(out.begin(), out.end(), l) != out.end()) {
+      fail(p, quote(v) + " is listed twice", "keep one");
+    }
+    out.push_back(l);
+  }
+  return out;
 }
 
 KeyStore Loader::parse_keystore(const YAML::Node& n, const std::string& path) const {
   const Section s(*this, n, path,
-                  {"uri_path", "credentials", "keys", "policy", "quota", "region", "enabled"});
+                  {"uri_path", "credentials", "keys", "policy", "quota", "region", "enabled",
+                   "legacy_layouts"});
   KeyStore ks;
   if (s.has("enabled")) ks.enabled = bool_value(s.get("enabled"), s.path("enabled"));
   if (s.has("region")) {
@@ -989,6 +1102,9 @@ KeyStore Loader::parse_keystore(const YAML::Node& n, const std::string& path) co
     fail(s.path("keys"), "is required but missing",
          "add at least one key: { id: <externalKeyId>, label: <CKA_LABEL in the HSM> }");
   }
+  if (s.has("legacy_layouts")) {
+    ks.legacy_layouts = parse_legacy_layouts(s.get("legacy_layouts"), s.path("legacy_layouts"));
+  }
   const YAML::Node keys = sequence(s.get("keys"), s.path("keys"), "key");
   std::set<std::string> ids;
   for (std::size_t i = 0; i < keys.size(); ++i) {
@@ -997,6 +1113,7 @@ KeyStore Loader::parse_keystore(const YAML::Node& n, const std::string& path) co
       fail(at(s.path("keys"), i) + ".id", quote(k.id) + " appears twice in this key store",
            "give each key its own id");
     }
+    k.legacy_layouts = ks.legacy_layouts;
     ks.keys.push_back(std::move(k));
   }
   if (s.has("quota")) {
@@ -1178,9 +1295,12 @@ void Loader::cross_check(const Config& c) const {
   for (std::size_t h = 0; h < c.hsms.size(); ++h) {
     for (const auto& ks : c.keystores) {
       for (const auto& k : ks.keys) {
-        if (k.label == c.hsms[h].health_key) {
+        for (const auto& v : k.versions) {
+          if (v.label != c.hsms[h].health_key) continue;
           fail(c.hsms.size() == 1 ? "hsm.health_key" : at("hsm", h) + ".health_key",
-               quote(k.label) + " is also the label of key " + quote(k.id) + " in " + ks.uri_path,
+               quote(v.label) + " is also the label of key " + quote(k.id) +
+                   (k.versions_listed ? " version " + std::to_string(v.number) : std::string()) +
+                   " in " + ks.uri_path,
                "use a dedicated key for health checks: the XKS spec forbids probing a key that "
                "backs a KMS key");
         }

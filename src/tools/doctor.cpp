@@ -9,6 +9,7 @@
 #include <boost/asio/ip/address.hpp>
 
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <optional>
 #include <nlohmann/json.hpp>
@@ -37,7 +38,10 @@ constexpr const char* kDoctorHelp =
     "  chain order, private key match, public CA (warns when the chain does not verify\n"
     "  against this system's CA store), protocol versions and suites the endpoint offers;\n"
     "  each HSM: module, token, one login (never retried), every configured key present,\n"
-    "  AES-256, ENCRYPT+DECRYPT, sensitive and not extractable, health key round trip;\n"
+    "  AES-256, ENCRYPT+DECRYPT, sensitive and not extractable (every version of a key\n"
+    "  that lists versions), health key round trip;\n"
+    "  key versions: a decrypt_only or retired version the running proxy's metrics show\n"
+    "  Decrypt requests for (WARN);\n"
     "  end to end: a signed GetHealthStatus per key store to --endpoint (default server.listen).\n"
     "  --config FILE   default /etc/xks-proxy/xks-proxy.yaml\n"
     "  --endpoint URL  the name KMS uses (name match, protocol probe, end-to-end call)\n"
@@ -430,8 +434,28 @@ void check_hsms(Report& r, const config::Config& cfg) {
     }
     for (const auto& ks : cfg.keystores) {
       for (const auto& k : ks.keys) {
-        check_key(r, keys, hsm.name, "keystore " + ks.uri_path + " key " + k.id + (k.enabled ? "" : " (disabled)"),
-                  k.label, kKeyNotFound, kKeyInvalid, k.expect_usage);
+        const std::string kwho = "keystore " + ks.uri_path + " key " + k.id + (k.enabled ? "" : " (disabled)");
+        if (!k.versions_listed) {
+          check_key(r, keys, hsm.name, kwho, k.label, kKeyNotFound, kKeyInvalid, k.expect_usage);
+          continue;
+        }
+        for (const auto& v : k.versions) {
+          const std::string vwho = kwho + " version " + std::to_string(v.number) +
+                                   (v.number == k.current ? " (current)" : !v.enabled ? " (retired)"
+                                                                          : v.decrypt_only ? " (decrypt_only)" : "");
+          bool present = false;
+          for (const auto& t : keys) present |= t.label == v.label;
+          if (!v.enabled && !present) {
+            r.warn(vwho + ": no key labelled '" + v.label + "' on hsm " + hsm.name +
+                       ": its ciphertexts can never be decrypted again",
+                   "if that is intended, delete the version from the configuration");
+            continue;
+          }
+          check_key(r, keys, hsm.name, vwho, v.label,
+                    v.number == k.current ? kKeyNotFound
+                                          : "InvalidCiphertextException on Decrypt of its ciphertexts",
+                    kKeyInvalid, k.expect_usage);
+        }
       }
     }
     if (hsm.health_key.empty()) {
@@ -458,6 +482,86 @@ void check_hsms(Report& r, const config::Config& cfg) {
         r.fail(who + ": health key round trip failed: " + e.what(), kHsmUnavailable, "check the HSM and the key");
       }
       break;
+    }
+  }
+}
+
+// --------------------------------------------------------------- key versions
+// The proxy's own record of which versions still serve requests: a version
+// marked decrypt_only (about to be retired) or retired that was used since the
+// proxy started is still needed by someone.
+void check_version_use(Report& r, const config::Config& cfg) {
+  bool any = false;
+  for (const auto& ks : cfg.keystores) {
+    for (const auto& k : ks.keys) {
+      for (const auto& v : k.versions) any |= v.decrypt_only || !v.enabled;
+    }
+  }
+  if (!any) return;
+  if (!cfg.metrics.enabled) {
+    r.warn("key versions: some are decrypt_only or retired, but the metrics listener is off, so "
+           "doctor cannot tell whether they are still used",
+           "enable metrics and watch xks_proxy_key_version_operations_total before retiring a version");
+    return;
+  }
+  Endpoint ep;
+  ep.tls = false;
+  ep.host = cfg.metrics.listen_host == "0.0.0.0" ? "127.0.0.1"
+            : cfg.metrics.listen_host == "::"    ? "::1"
+                                                 : cfg.metrics.listen_host;
+  ep.port = cfg.metrics.listen_port;
+  Reply reply;
+  try {
+    reply = run_sync([&]() -> boost::asio::awaitable<Reply> {
+      Connection conn(ep, nullptr, std::chrono::seconds(3));
+      Timing t;
+      boost::beast::http::request<boost::beast::http::string_body> req{boost::beast::http::verb::get,
+                                                                      "/metrics", 11};
+      req.set(boost::beast::http::field::host, ep.host_header());
+      co_return co_await conn.send(req, t);
+    }());
+  } catch (const std::exception& e) {
+    r.warn("key versions: cannot read the proxy's metrics at " + ep.url() + "/metrics (" + e.what() +
+               "), so doctor cannot tell whether decrypt_only or retired versions are still used",
+           "run doctor where the metrics listener is reachable");
+    return;
+  }
+  if (reply.status != 200) {
+    r.warn("key versions: " + ep.url() + "/metrics answered HTTP " + std::to_string(reply.status));
+    return;
+  }
+  // xks_proxy_key_version_operations_total{keystore="..",key="..",version="N",operation="decrypt",outcome="ok"} V
+  auto count = [&](const std::string& uri, const std::string& key, std::uint32_t version) {
+    const std::string needle = "xks_proxy_key_version_operations_total{keystore=\"" + uri + "\",key=\"" + key +
+                               "\",version=\"" + std::to_string(version) + "\",operation=\"decrypt\",outcome=\"";
+    double total = 0;
+    for (std::size_t at = reply.body.find(needle); at != std::string::npos; at = reply.body.find(needle, at + 1)) {
+      const auto sp = reply.body.find("} ", at);
+      if (sp == std::string::npos) break;
+      total += std::strtod(reply.body.c_str() + sp + 2, nullptr);
+    }
+    return total;
+  };
+  for (const auto& ks : cfg.keystores) {
+    for (const auto& k : ks.keys) {
+      for (const auto& v : k.versions) {
+        if (!v.decrypt_only && v.enabled) continue;
+        const double n = count(ks.uri_path, k.id, v.number);
+        const std::string who = "keystore " + ks.uri_path + " key " + k.id + " version " + std::to_string(v.number);
+        char num[32];
+        std::snprintf(num, sizeof num, "%.0f", n);
+        if (n > 0 && v.enabled) {
+          r.warn(who + " is decrypt_only (about to be retired) but served " + num +
+                     " Decrypt request(s) since the proxy started",
+                 "keep it enabled until xks_proxy_key_version_last_used_timestamp_seconds stops moving "
+                 "(re-encrypt or wait for those data keys to age out)");
+        } else if (n > 0) {
+          r.warn(who + " is retired but " + num + " Decrypt request(s) for it were refused since the proxy started",
+                 "someone still needs it: re-enable it (enabled: true) and reload, or accept the loss");
+        } else {
+          r.pass(who + (v.enabled ? " (decrypt_only)" : " (retired)") + ": no Decrypt since the proxy started");
+        }
+      }
     }
   }
 }
@@ -659,6 +763,7 @@ int doctor_main(int argc, char** argv) {
   const Endpoint ep = endpoint ? *endpoint : default_endpoint(cfg);
   check_tls_files(r, cfg, ep.host);
   check_hsms(r, cfg);
+  check_version_use(r, cfg);
   end_to_end(r, cfg, ep, args.get_or("--cacert", ""), args.get_or("--region", "us-east-1"), endpoint.has_value());
   return r.finish();
 }

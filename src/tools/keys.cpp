@@ -11,6 +11,7 @@
 #include "xks/config/config.hpp"
 #include "xks/crypto/hex.hpp"
 #include "xks/tools/cli.hpp"
+#include "xks/tools/rotate.hpp"
 #include "xks/tools/token.hpp"
 
 namespace xks::tools {
@@ -20,6 +21,7 @@ namespace {
 constexpr const char* kKeysHelp =
     "usage: xksctl keys create --config FILE [--hsm NAME] --label LABEL [--usage encrypt,decrypt] [--id HEX]\n"
     "       xksctl keys list   --config FILE [--hsm NAME]\n"
+    "       xksctl keys rotate --config FILE --key ID [--keystore URI_PATH] [--label LABEL] [--hsm NAME] [--write]\n"
     "\n"
     "create  generates an AES-256 token key (CKM_AES_KEY_GEN) that is private, sensitive,\n"
     "        not extractable, cannot wrap/unwrap/sign/verify/derive, with the usages given\n"
@@ -29,7 +31,12 @@ constexpr const char* kKeysHelp =
     "        extractable, which key store uses it) and prints a WARN line for each unsafe\n"
     "        attribute of a key in use, each configured key that is missing, and each\n"
     "        configured key without both ENCRYPT and DECRYPT.\n"
-    "  --hsm NAME   the configured HSM (hsm.name) to use; default: the first (create) or all (list)\n";
+    "rotate  adds a version to external key ID: creates its HSM key as create does (encrypt,\n"
+    "        decrypt), label LABEL (default <current label>-v<N>), and prints the configuration\n"
+    "        change that lists it under versions and makes it current; --write makes the change\n"
+    "        (the old file is kept as FILE.<UTC time>.bak). The edited file is loaded and checked\n"
+    "        before the key is created. Reload the proxy (SIGHUP) to start using it.\n"
+    "  --hsm NAME   the configured HSM (hsm.name) to use; default: the first (create, rotate) or all (list)\n";
 
 const config::HsmConfig& pick_hsm(const config::Config& cfg, const std::optional<std::string>& name) {
   if (!name) return cfg.hsms.front();
@@ -47,7 +54,14 @@ std::map<std::string, std::vector<std::string>> users_by_label(const config::Con
   std::map<std::string, std::vector<std::string>> out;
   for (const auto& ks : cfg.keystores) {
     for (const auto& k : ks.keys) {
-      out[k.label].push_back(ks.uri_path + " key " + k.id + (k.enabled ? "" : " (disabled)"));
+      for (const auto& v : k.versions) {
+        std::string who = ks.uri_path + " key " + k.id;
+        if (k.versions_listed) {
+          who += " v" + std::to_string(v.number) +
+                 (v.number == k.current ? " (current)" : !v.enabled ? " (retired)" : v.decrypt_only ? " (decrypt_only)" : "");
+        }
+        out[v.label].push_back(who + (k.enabled ? "" : " (disabled)"));
+      }
     }
   }
   if (!hsm.health_key.empty()) out[hsm.health_key].push_back("health key of hsm " + hsm.name);
@@ -118,7 +132,8 @@ int keys_list(const Args& args) {
     std::map<std::string, config::KeyEntry::Usage> expected;
     for (const auto& ks : cfg.keystores) {
       for (const auto& k : ks.keys) {
-        if (k.expect_usage) expected.emplace(k.label, *k.expect_usage);
+        if (!k.expect_usage) continue;
+        for (const auto& v : k.versions) expected.emplace(v.label, *k.expect_usage);
       }
     }
     std::vector<TokenKey> keys = token.secret_keys();
@@ -185,12 +200,18 @@ int keys_main(int argc, char** argv) {
     if (args.help()) return std::fputs(kKeysHelp, stdout), 0;
     return keys_create(args);
   }
+  if (sub == "rotate") {
+    const Args args(argc, argv, 3, {"--config", "--key", "--keystore", "--label", "--hsm"}, {"--write"},
+                    "keys rotate");
+    if (args.help()) return std::fputs(kKeysHelp, stdout), 0;
+    return keys_rotate(args);
+  }
   if (sub == "list") {
     const Args args(argc, argv, 3, {"--config", "--hsm"}, {}, "keys list");
     if (args.help()) return std::fputs(kKeysHelp, stdout), 0;
     return keys_list(args);
   }
-  throw UsageError("unknown keys subcommand '" + std::string(sub) + "'; use keys create or keys list");
+  throw UsageError("unknown keys subcommand '" + std::string(sub) + "'; use keys create, keys list or keys rotate");
 }
 
 }  // namespace xks::tools

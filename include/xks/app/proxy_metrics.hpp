@@ -54,6 +54,10 @@ using net::TlsHandshakeResult;
 // indexing plus relaxed atomics, no allocation, no lock (credential use takes
 // its key store's shared lock). Indices come from register_keystores() /
 // register_hsms() and stay valid for the life of the object.
+// What a key version did: Encrypt (it is current) or Decrypt.
+enum class KeyOp { Encrypt, Decrypt };
+std::string_view to_string(KeyOp op) noexcept;  // "encrypt", "decrypt"
+
 class ProxyMetrics final : public net::ServerEvents {
  public:
   struct Options {
@@ -98,6 +102,25 @@ class ProxyMetrics final : public net::ServerEvents {
   // xks_proxy_credential_last_used_timestamp_seconds; unknown ids are ignored.
   void record_credential_use(std::size_t keystore, std::string_view access_key_id,
                              std::chrono::system_clock::time_point when) noexcept;
+
+  // -- key versions --------------------------------------------------------
+  // Replaces the key store's key version series (startup, reload): one set per
+  // version of each configured key, so cardinality is bounded by the
+  // configuration. Series of versions no longer listed disappear; the others
+  // keep their values.
+  void set_key_versions(std::size_t keystore, const std::vector<config::KeyEntry>& keys);
+  // xks_proxy_key_version_operations_total{keystore,key,version,operation,outcome}
+  // (outcome ok|error) and, when ok,
+  // xks_proxy_key_version_last_used_timestamp_seconds{keystore,key,version,operation}.
+  // Versions that are not configured are ignored.
+  void record_key_version_use(std::size_t keystore, std::string_view key_id,
+                              std::uint32_t version, KeyOp op, bool ok,
+                              std::chrono::system_clock::time_point when) noexcept;
+  // xks_proxy_legacy_decrypts_total{keystore,layout}: a ciphertext of another
+  // proxy decrypted. True the first time since start for this key and layout
+  // (the caller logs it once).
+  bool record_legacy_decrypt(std::size_t keystore, std::string_view key_id,
+                             config::LegacyLayout layout) noexcept;
 
   // -- HSMs ----------------------------------------------------------------
   // Registers HSMs by name (idempotent, like register_keystores). Throws
@@ -187,6 +210,9 @@ class ProxyMetrics final : public net::ServerEvents {
   obs::CounterFamily& policy_decisions_;
   obs::CounterFamily& throttled_;
   obs::CounterFamily& connections_dropped_;
+  obs::CounterFamily& key_version_ops_;
+  obs::GaugeFamily& key_version_last_used_;
+  obs::CounterFamily& legacy_decrypts_;
 
   // Pre-resolved children for the label-free and enumerated metrics.
   std::array<obs::Histogram*, kApiCount> request_duration_by_api_{};

@@ -12,6 +12,7 @@
 #include <string_view>
 #include <vector>
 
+#include "xks/core/result.hpp"
 #include "xks/core/secure.hpp"
 #include "xks/policy/policy.hpp"
 
@@ -41,9 +42,27 @@ struct Credential {
   std::optional<std::chrono::system_clock::time_point> issued;
 };
 
+// Ciphertext layouts of other proxies that Decrypt may try when a
+// ciphertextMetadata is not this proxy's (keystores[].legacy_layouts). Decrypt
+// only; a legacy ciphertext belongs to version 1 of its key.
+enum class LegacyLayout {
+  AwsSample,       // "aws-sample": the AWS sample proxy's SHA-256-of-AAD framing
+  SpecNoMetadata,  // "spec-no-metadata": the spec's framing, no ciphertextMetadata
+};
+std::string_view to_string(LegacyLayout layout) noexcept;  // "aws-sample", ...
+
+// One HSM key behind an external key (keys[].versions[]). Encrypt uses the
+// key's current version; Decrypt the version its ciphertextMetadata names.
+struct KeyVersion {
+  std::uint32_t number = 1;  // 1..4294967295, written into ciphertextMetadata
+  std::string label;         // CKA_LABEL of its HSM key
+  bool enabled = true;       // false: retired, its ciphertexts are refused (InvalidState)
+  bool decrypt_only = false; // decrypts, never current: marked for retirement
+};
+
 struct KeyEntry {
   std::string id;            // externalKeyId in the URI: 1-128 of A-Za-z0-9.-_
-  std::string label;         // CKA_LABEL of the HSM key (defaults to id)
+  std::string label;         // CKA_LABEL of the current version's HSM key (defaults to id)
   bool enabled = true;       // false: metadata says DISABLED, crypto is InvalidState
   // The HSM usages the key is meant to have (CKA_ENCRYPT / CKA_DECRYPT). Unset: both,
   // as a KMS key needs. Set (possibly empty) for keys restricted on purpose, e.g. to
@@ -53,6 +72,18 @@ struct KeyEntry {
     bool decrypt = true;
   };
   std::optional<Usage> expect_usage;
+  // The key's versions, ascending by number, never empty once loaded: the
+  // single-label form is version 1 with `label`. `current` names an enabled,
+  // not decrypt_only one, whose label `label` repeats.
+  std::vector<KeyVersion> versions;
+  std::uint32_t current = 1;
+  bool versions_listed = false;  // written as versions: (not the single-label form)
+  // Copied from keystores[].legacy_layouts, in that order.
+  std::vector<LegacyLayout> legacy_layouts;
+
+  // The version numbered n, or null. An entry built without versions (tests)
+  // has none.
+  const KeyVersion* version(std::uint32_t n) const noexcept;
 };
 
 struct KeyStore {
@@ -72,6 +103,9 @@ struct KeyStore {
   // false: Encrypt, Decrypt and GetKeyMetadata answer InvalidStateException
   // (health still answers); applied by a reload.
   bool enabled = true;
+  // Layouts of other proxies Decrypt tries, in order, when a ciphertextMetadata
+  // is not this proxy's (opt-in; empty: such a ciphertext is refused).
+  std::vector<LegacyLayout> legacy_layouts;
 };
 
 // How the 12-byte AES-GCM IV of an Encrypt comes to be, named by what the
@@ -258,6 +292,14 @@ class ConfigError : public std::runtime_error {
 // Loads, validates and resolves secrets. YAML or JSON (same schema), by content.
 // Throws ConfigError.
 Config load_config(const std::filesystem::path& file);
+
+// A reload from `before` to `after` must not orphan ciphertexts. For every key
+// (same key store uri_path, same id) in both: the version that was current is
+// still listed and enabled; every version that was enabled is still listed
+// (retire it with enabled: false in one reload, remove it in a later one); and
+// no version's label changes. A ValidationException whose message names the
+// file, the key, the version, the setting and the fix otherwise.
+Result<void> check_version_continuity(const Config& before, const Config& after);
 
 // The subject CN of the client certificate KMS presents from `region`
 // (spec, "Authentication"): cks.kms.<region>.amazonaws.com.

@@ -41,7 +41,12 @@ const std::vector<std::string> kAlternatives = {"hsm.slot_id", "hsm.token_serial
                                                 "hsm.pin.allow_insecure_permissions",
                                                 "server.allow_root", "logging.file.path",
                                                 "logging.file.rotate", "logging.file.max_size_mb",
-                                                "logging.file.daily_at", "logging.file.max_files"};
+                                                "logging.file.daily_at", "logging.file.max_files",
+                                                "keystores[].keys[].current",
+                                                "keystores[].keys[].versions",
+                                                "keystores[].keys[].versions[].version",
+                                                "keystores[].keys[].versions[].decrypt_only",
+                                                "keystores[].legacy_layouts"};
 
 void collect_paths(const YAML::Node& n, const std::string& path, std::set<std::string>& out) {
   if (n.IsMap()) {
