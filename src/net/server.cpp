@@ -131,7 +131,7 @@ namespace {
 template <class Stream>
 asio::awaitable<Result<void>> read_request_head(Stream& stream, ConnectionBuffer& buffer,
                                                 http::request_parser<http::string_body>& parser,
-                                                const config::Limits& limits) {
+                                                const Limits& limits) {
   constexpr std::string_view kEnd = "\r\n\r\n";
   std::size_t searched = 0;
   for (;;) {
@@ -208,14 +208,12 @@ asio::awaitable<Result<void>> read_request_head(Stream& stream, ConnectionBuffer
 
 }  // namespace
 
-Server::Server(asio::io_context& ioc, config::Limits limits, TlsContextProvider* tls,
-               RequestHandler& handler, obs::Metrics* metrics,
-               std::vector<asio::io_context*> connection_contexts)
+Server::Server(asio::io_context& ioc, ConnectionSettingsSource settings, RequestHandler& handler,
+               obs::Metrics* metrics, std::vector<asio::io_context*> connection_contexts)
     : ioc_(ioc),
       connection_contexts_(std::move(connection_contexts)),
       acceptor_(asio::make_strand(ioc)),
-      limits_(std::make_shared<const config::Limits>(limits)),
-      tls_(tls),
+      settings_(std::move(settings)),
       handler_(handler),
       metrics_(metrics),
       log_limiter_(obs::kDropCauseCount, kLogBurst, kLogPeriod),
@@ -322,11 +320,6 @@ asio::awaitable<void> Server::summary_loop() {
   }
 }
 
-void Server::set_limits(const config::Limits& limits) {
-  std::lock_guard lock(limits_mutex_);
-  limits_ = std::make_shared<const config::Limits>(limits);
-}
-
 void Server::listen(const std::string& host, std::uint16_t port) {
   boost::system::error_code ec;
   const auto address = asio::ip::make_address(host, ec);
@@ -381,11 +374,8 @@ asio::awaitable<void> Server::accept_loop() {
       co_await pause.async_wait(kTuple);
       continue;
     }
-    std::shared_ptr<const config::Limits> limits;
-    {
-      std::lock_guard lock(limits_mutex_);
-      limits = limits_;
-    }
+    const auto settings = settings_();
+    const Limits* const limits = &settings->limits;
     boost::system::error_code peer_ec;
     const auto peer = socket.remote_endpoint(peer_ec);
     auto refuse = [&](tcp::socket& refused, obs::DropCause cause, std::string reason,
@@ -496,11 +486,9 @@ asio::awaitable<void> Server::run_connection(tcp::socket socket,
     MetricsConnection& operator=(const MetricsConnection&) = delete;
     obs::Metrics* m_;
   } metrics_connection(metrics_);
-  std::shared_ptr<const config::Limits> limits;
-  {
-    std::lock_guard lock(limits_mutex_);
-    limits = limits_;
-  }
+  // Limits and TLS context from one snapshot, kept to the end of the connection.
+  const auto settings = settings_();
+  const Limits* const limits = &settings->limits;
   RequestContext ctx;
   {
     boost::system::error_code ec;
@@ -508,7 +496,7 @@ asio::awaitable<void> Server::run_connection(tcp::socket socket,
   }
   socket.set_option(tcp::no_delay(true));
 
-  if (tls_ == nullptr) {
+  if (settings->tls == nullptr) {
     beast::tcp_stream stream(std::move(socket));
     Closable closable(*self, stream.socket());
     self->trust.store(Trust::Unauthenticated);
@@ -519,8 +507,7 @@ asio::awaitable<void> Server::run_connection(tcp::socket socket,
   }
 
   // The connection keeps the context it started with, even across a reload.
-  const auto tls_context = tls_->current();
-  TlsStream tls_stream(std::move(socket), *tls_context);
+  TlsStream tls_stream(std::move(socket), *settings->tls);
   Closable closable(*self, tls_stream.socket());
   ctx.tls = true;
   tls_stream.expires_after(limits->handshake_timeout);
@@ -551,7 +538,7 @@ asio::awaitable<void> Server::run_connection(tcp::socket socket,
 template <class Stream>
 asio::awaitable<void> Server::reject_and_close(Stream& stream, const Error& error,
                                                unsigned http_version,
-                                               const config::Limits& limits) {
+                                               const Limits& limits) {
   obs::info("request_rejected", {{"outcome", to_string(error.name)}, {"errorMessage", error.message}});
   auto res = handler_.error_response(error, http_version);
   res.keep_alive(false);
@@ -562,7 +549,7 @@ asio::awaitable<void> Server::reject_and_close(Stream& stream, const Error& erro
 }
 
 template <class Stream>
-asio::awaitable<void> Server::serve_http(Stream& stream, const config::Limits& limits,
+asio::awaitable<void> Server::serve_http(Stream& stream, const Limits& limits,
                                          RequestContext ctx, Connection& self) {
   auto& tcp_layer = beast::get_lowest_layer(stream);
   ConnectionBuffer buffer;
