@@ -67,10 +67,6 @@ Result<std::unique_ptr<MultiHsmBackend>> MultiHsmBackend::open_fleet(
   return std::make_unique<MultiHsmBackend>(std::move(members));
 }
 
-void MultiHsmBackend::reload_hsm_secrets(const std::vector<config::HsmConfig>& hsms) {
-  for (auto& m : members_) m->backend->reload_hsm_secrets(hsms);
-}
-
 // ---------------------------------------------------------------- DeferredHsm
 
 DeferredHsm::DeferredHsm(config::HsmConfig config, Error first_error, Opener opener,
@@ -170,20 +166,6 @@ std::vector<EkmHealth> DeferredHsm::check_health() {
              (gave_up_ ? "; not retried (configuration)"
                        : "; next attempt in " + std::to_string(wait.count()) + " ms");
   return {h};
-}
-
-void DeferredHsm::reload_hsm_secrets(const std::vector<config::HsmConfig>& hsms) {
-  if (auto r = real()) {
-    r->reload_hsm_secrets(hsms);
-    return;
-  }
-  std::lock_guard lock(mutex_);
-  for (const auto& c : hsms) {
-    if (c.name == name_) {
-      config_.pin = c.pin;
-      gave_up_ = false;  // the PIN may have been the configuration problem
-    }
-  }
 }
 
 // ---------------------------------------------------------------- MultiHsmBackend

@@ -45,7 +45,6 @@ class DeferredHsm final : public KeyBackend {
   Result<SecureBytes> decrypt(std::string_view label, ByteView ciphertext, ByteView iv,
                               ByteView tag, ByteView aad) override;
   std::vector<EkmHealth> check_health() override;
-  void reload_hsm_secrets(const std::vector<config::HsmConfig>& hsms) override;
 
   bool is_open() const;
   const std::string& name() const noexcept { return name_; }
@@ -100,8 +99,6 @@ class MultiHsmBackend final : public KeyBackend {
   // One entry per HSM, in configuration order. Also updates which HSMs are
   // marked failed: UNAVAILABLE marks, ACTIVE or DEGRADED clears.
   std::vector<EkmHealth> check_health() override;
-  // Passes the reload on to every member (PIN refusals are cleared).
-  void reload_hsm_secrets(const std::vector<config::HsmConfig>& hsms) override;
 
   std::size_t size() const noexcept { return members_.size(); }
   bool is_marked_failed(std::size_t index) const;
