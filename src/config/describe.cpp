@@ -9,6 +9,7 @@
 #include <cstdio>
 
 #include "xks/config/config.hpp"
+#include "xks/policy/policy.hpp"
 #include "xks/hsm/ckr_names.hpp"
 
 namespace xks::config {

@@ -22,6 +22,7 @@
 
 #include "secret_reader.hpp"
 #include "xks/config/config.hpp"
+#include "xks/policy/policy.hpp"
 #include "xks/config/hsm_vendor.hpp"
 #include "xks/hsm/ckr_names.hpp"
 
