@@ -76,7 +76,7 @@ Daemon::Daemon(std::filesystem::path config_path, std::shared_ptr<const config::
             }
           }),
       handler_(runtime_, pool_, health_, verifier_, metrics_),
-      server_(ioc_, [this] { return connection_settings(runtime_.get()); }, handler_, &metrics_,
+      server_(ioc_, [this] { return runtime_.get()->connection; }, handler_, &metrics_,
               connection_contexts()),
       signals_(ioc_, SIGTERM, SIGINT, SIGHUP),
       drain_timer_(ioc_),

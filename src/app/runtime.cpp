@@ -35,7 +35,8 @@ Runtime::Runtime(std::shared_ptr<const config::Config> cfg, std::shared_ptr<Engi
     : config(std::move(cfg)),
       engine(std::move(eng)),
       router(uri_paths(*config)),
-      connection{connection_limits(config->server.limits), std::move(tls)} {
+      connection(std::make_shared<const net::ConnectionSettings>(
+          net::ConnectionSettings{connection_limits(config->server.limits), std::move(tls)})) {
   keystores.resize(config->keystores.size());
   for (std::size_t i = 0; i < config->keystores.size(); ++i) {
     const auto& ks = config->keystores[i];
@@ -52,7 +53,8 @@ Runtime::Runtime(std::shared_ptr<const config::Config> cfg, std::shared_ptr<Engi
 std::shared_ptr<const Runtime> Runtime::with_tls(const Runtime& from,
                                                 std::shared_ptr<boost::asio::ssl::context> tls) {
   auto next = std::make_shared<Runtime>(from);
-  next->connection.tls = std::move(tls);
+  next->connection = std::make_shared<const net::ConnectionSettings>(
+      net::ConnectionSettings{from.connection->limits, std::move(tls)});
   return next;
 }
 

@@ -56,20 +56,17 @@ struct Runtime {
   std::shared_ptr<Engine> engine;
   http::Router router;
   std::vector<KeyStoreIndex> keystores;  // same order as config->keystores
-  net::ConnectionSettings connection;    // from config->server.limits and config->tls
+  // From config->server.limits and config->tls. Its own shared_ptr: an open
+  // connection holds these, not the Runtime, so the HSM engine of an old
+  // Runtime is released once the requests that use it are done.
+  std::shared_ptr<const net::ConnectionSettings> connection;
 };
 
 // server.limits as the server applies them (hsm_queue_capacity is the HSM
 // pool's, not a connection's).
 net::Limits connection_limits(const config::Limits& limits);
 
-// What the server asks for each new connection: a view into `rt` that keeps it
-// alive as long as the connection holds it.
-inline std::shared_ptr<const net::ConnectionSettings> connection_settings(
-    std::shared_ptr<const Runtime> rt) {
-  const auto* settings = &rt->connection;
-  return {std::move(rt), settings};
-}
+
 
 // The current Runtime: the one place a reload (or a ticket-key rotation)
 // publishes what it changed, in one atomic swap.

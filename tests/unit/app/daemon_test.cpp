@@ -87,16 +87,16 @@ TEST_F(DaemonReloadTest, LiveSettingsReachTheRuntimePoolAndHealth) {
   const auto rt = daemon_->runtime();
   ASSERT_NE(rt, before);
   EXPECT_EQ(rt->engine, start_engine_);  // the same HSM sessions
-  EXPECT_EQ(rt->connection.limits.max_connections, 50U);
-  EXPECT_EQ(rt->connection.limits.idle_timeout, Millis(3000));
-  EXPECT_EQ(rt->connection.tls, nullptr);
+  EXPECT_EQ(rt->connection->limits.max_connections, 50U);
+  EXPECT_EQ(rt->connection->limits.idle_timeout, Millis(3000));
+  EXPECT_EQ(rt->connection->tls, nullptr);
   EXPECT_EQ(daemon_->hsm_pool().queue_capacity(), 7U);
   EXPECT_EQ(rt->config->health.interval, Millis(2000));
   EXPECT_EQ(rt->config->health.max_age, Millis(30000));
   EXPECT_FALSE(rt->keystores.at(0).keys.at("demo-aes-key")->enabled);
   EXPECT_EQ(rt->keystores.at(0).credentials.count(config::test::kAkid2), 1U);
   // The snapshot taken before the reload is untouched.
-  EXPECT_EQ(before->connection.limits.max_connections, 100U);
+  EXPECT_EQ(before->connection->limits.max_connections, 100U);
   EXPECT_TRUE(before->keystores.at(0).keys.at("demo-aes-key")->enabled);
   EXPECT_THAT(result.plan->describe(),
               Contains("/demo/kms/xks/v1: credential added: AKIAXKSPROXYEXAMPLE3"));
@@ -178,12 +178,18 @@ TEST_F(DaemonReloadTest, HsmsThatDoNotOpenRefuseTheWholeReload) {
   EXPECT_EQ(daemon_->hsm_pool().queue_capacity(), 1024U);  // nothing applied
 }
 
-TEST_F(DaemonReloadTest, TheConnectionSettingsViewKeepsItsRuntimeAlive) {
-  auto settings = connection_settings(daemon_->runtime());
-  rewrite([](YAML::Node& n) { n["server"]["limits"]["max_connections"] = 50; });
+TEST_F(DaemonReloadTest, OpenConnectionsKeepTheirSettingsButNotTheOldEngine) {
+  std::weak_ptr<Engine> old_engine = start_engine_;
+  auto settings = daemon_->runtime()->connection;  // as an open connection holds it
+  start_engine_.reset();
+  rewrite([](YAML::Node& n) {
+    n["server"]["limits"]["max_connections"] = 50;
+    n["hsm"]["health_key"] = "other-health";
+  });
   ASSERT_TRUE(daemon_->reload().applied);
-  EXPECT_EQ(settings->limits.max_connections, 100U);  // still the old Runtime's
-  EXPECT_EQ(connection_settings(daemon_->runtime())->limits.max_connections, 50U);
+  EXPECT_EQ(settings->limits.max_connections, 100U);
+  EXPECT_EQ(daemon_->runtime()->connection->limits.max_connections, 50U);
+  EXPECT_TRUE(old_engine.expired());  // its sessions are closed
 }
 
 }  // namespace
