@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
@@ -17,9 +18,9 @@
 #include <limits>
 #include <set>
 #include <iterator>
+
 #include "secret_reader.hpp"
 #include "xks/config/config.hpp"
-#include "xks/policy/policy.hpp"
 #include "xks/config/hsm_vendor.hpp"
 #include "xks/hsm/ckr_names.hpp"
 

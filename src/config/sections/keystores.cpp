@@ -3,6 +3,7 @@
 #include "../loader.hpp"
 #include "../reload_rules.hpp"
 #include "sections.hpp"
+#include "xks/policy/policy.hpp"
 
 namespace xks::config::detail {
 
