@@ -14,11 +14,11 @@ using std::chrono::duration_cast;
 using std::chrono::milliseconds;
 
 HealthMonitor::HealthMonitor(asio::io_context& ioc, core::BlockingPool& pool, Probe probe,
-                             config::HealthConfig config, Publish publish)
+                             Settings settings, Publish publish)
     : pool_(pool),
       probe_(std::move(probe)),
       publish_(std::move(publish)),
-      config_(config),
+      settings_(std::move(settings)),
       timer_(asio::make_strand(ioc)) {}
 
 void HealthMonitor::check_now() { store(probe_()); }
@@ -34,7 +34,7 @@ void HealthMonitor::stop() {
 
 asio::awaitable<void> HealthMonitor::loop() {
   while (!stopped_) {
-    timer_.expires_after(config_.interval);
+    timer_.expires_after(settings_().interval);
     co_await timer_.async_wait(asio::as_tuple(asio::use_awaitable));
     if (stopped_) co_return;
     if (publish_) publish_(current());
@@ -44,7 +44,7 @@ asio::awaitable<void> HealthMonitor::loop() {
       obs::warn("health_check_stuck", {{"detail", "previous deep health check still running"}});
       continue;
     }
-    const auto deadline = core::SteadyClock::now() + config_.interval;
+    const auto deadline = core::SteadyClock::now() + settings_().interval;
     const bool queued = pool_.try_submit(deadline, [this](bool expired) {
       if (!expired) store(probe_());
       check_running_ = false;
@@ -91,14 +91,15 @@ std::vector<hsm::EkmHealth> HealthMonitor::current() const {
     checked_at = checked_at_;
   }
   const auto age = core::SteadyClock::now() - checked_at;
+  const config::HealthConfig settings = settings_();
   for (auto& ekm : result) {
-    if (age > config_.max_age) {
+    if (age > settings.max_age) {
       ekm.status = hsm::HealthStatus::Unavailable;
       ekm.detail = "last deep health check is " +
                    std::to_string(duration_cast<milliseconds>(age).count()) +
                    " ms old (limit health.max_age_ms); the check is stuck or failing to run";
     } else if (ekm.status == hsm::HealthStatus::Active &&
-               ekm.latency > duration_cast<std::chrono::microseconds>(config_.degraded_latency)) {
+               ekm.latency > duration_cast<std::chrono::microseconds>(settings.degraded_latency)) {
       ekm.status = hsm::HealthStatus::Degraded;
       ekm.detail = "encrypt+decrypt took " + std::to_string(ekm.latency.count()) +
                    " us, above health.degraded_latency_ms";

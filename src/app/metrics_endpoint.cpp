@@ -21,8 +21,8 @@ constexpr std::size_t kMaxHeaderBytes = 8 * 1024;  // a scrape request is a few 
 
 // A scrape is a bodiless GET: a request with a body is refused, and the
 // connection is closed after the answer.
-config::Limits scrape_limits(const MetricsEndpoint::Options& o) {
-  config::Limits l;
+net::Limits scrape_limits(const MetricsEndpoint::Options& o) {
+  net::Limits l;
   l.max_body_bytes = 0;
   l.max_header_bytes = kMaxHeaderBytes;
   l.max_header_count = 128;
@@ -51,7 +51,9 @@ net::Response text_response(http::status status, unsigned version, std::string b
 
 struct MetricsEndpoint::Impl final : net::RequestHandler {
   Impl(asio::io_context& ioc, const obs::Registry& r, const Options& o)
-      : registry(r), options(o), server(ioc, scrape_limits(o), nullptr, *this) {
+      : registry(r), options(o), settings(std::make_shared<const net::ConnectionSettings>(
+            net::ConnectionSettings{scrape_limits(o), nullptr})),
+        server(ioc, [this] { return settings; }, *this) {
     server.set_log_client_faults(false);
   }
 
@@ -85,6 +87,7 @@ struct MetricsEndpoint::Impl final : net::RequestHandler {
 
   const obs::Registry& registry;
   const Options options;
+  const std::shared_ptr<const net::ConnectionSettings> settings;  // plain HTTP
   net::Server server;
 };
 

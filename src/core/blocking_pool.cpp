@@ -22,7 +22,7 @@ BlockingPool::~BlockingPool() { stop(); }
 bool BlockingPool::try_submit(Deadline deadline, Job job) {
   {
     std::lock_guard lock(mutex_);
-    if (stopping_ || queue_.size() >= capacity_) return false;
+    if (stopping_ || queue_.size() >= capacity_.load(std::memory_order_relaxed)) return false;
     queue_.push_back(Entry{deadline, std::move(job)});
     queued_.store(queue_.size(), std::memory_order_relaxed);
   }

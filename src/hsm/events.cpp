@@ -12,7 +12,6 @@ std::string_view to_string(HsmEvent::Kind kind) noexcept {
     case HsmEvent::Kind::KeyNotFound: return "key_not_found";
     case HsmEvent::Kind::OpenDeferred: return "open_deferred";
     case HsmEvent::Kind::Opened: return "opened";
-    case HsmEvent::Kind::LoginReset: return "login_reset";
   }
   return "unknown";
 }

@@ -70,10 +70,6 @@ Result<std::unique_ptr<MultiHsmBackend>> MultiHsmBackend::open_fleet(
   return std::make_unique<MultiHsmBackend>(std::move(members));
 }
 
-void MultiHsmBackend::reload_hsm_secrets(const std::vector<config::HsmConfig>& hsms) {
-  for (auto& m : members_) m->backend->reload_hsm_secrets(hsms);
-}
-
 // ---------------------------------------------------------------- DeferredHsm
 
 DeferredHsm::DeferredHsm(config::HsmConfig config, Error first_error, Opener opener,
@@ -175,20 +171,6 @@ std::vector<EkmHealth> DeferredHsm::check_health() {
                   ? "; not retried (configuration)"
                   : "; next attempt in " + std::to_string(backoff_.remaining().count()) + " ms");
   return {h};
-}
-
-void DeferredHsm::reload_hsm_secrets(const std::vector<config::HsmConfig>& hsms) {
-  if (auto r = real()) {
-    r->reload_hsm_secrets(hsms);
-    return;
-  }
-  std::lock_guard lock(mutex_);
-  for (const auto& c : hsms) {
-    if (c.name == name_) {
-      config_.pin = c.pin;
-      backoff_.resume();  // the PIN may have been the configuration problem
-    }
-  }
 }
 
 // ---------------------------------------------------------------- MultiHsmBackend

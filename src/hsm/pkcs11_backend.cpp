@@ -326,21 +326,6 @@ bool Pkcs11Backend::try_recover() {
   return false;
 }
 
-void Pkcs11Backend::reload_hsm_secrets(const std::vector<config::HsmConfig>& hsms) {
-  for (const auto& c : hsms) {
-    if (c.name != name_) continue;
-    std::lock_guard lock(login_mutex_);
-    pin_ = c.pin;
-    if (const CK_RV was = login_refused_.exchange(CKR_OK); was != CKR_OK) {
-      emit(HsmEvent::Kind::LoginReset,
-           "login refusal (" + std::string{ckr_name(was)} +
-               ") cleared by a configuration reload; the next session logs in once",
-           was);
-    }
-    return;
-  }
-}
-
 // ---------------------------------------------------------------- key handles
 
 Result<CK_OBJECT_HANDLE> Pkcs11Backend::find_key(CK_SESSION_HANDLE session,

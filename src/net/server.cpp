@@ -131,7 +131,7 @@ namespace {
 template <class Stream>
 asio::awaitable<Result<void>> read_request_head(Stream& stream, ConnectionBuffer& buffer,
                                                 http::request_parser<http::string_body>& parser,
-                                                const config::Limits& limits) {
+                                                const Limits& limits) {
   constexpr std::string_view kEnd = "\r\n\r\n";
   std::size_t searched = 0;
   for (;;) {
@@ -208,14 +208,12 @@ asio::awaitable<Result<void>> read_request_head(Stream& stream, ConnectionBuffer
 
 }  // namespace
 
-Server::Server(asio::io_context& ioc, config::Limits limits, TlsContextProvider* tls,
-               RequestHandler& handler, ServerEvents* events,
-               std::vector<asio::io_context*> connection_contexts)
+Server::Server(asio::io_context& ioc, ConnectionSettingsSource settings, RequestHandler& handler,
+               ServerEvents* events, std::vector<asio::io_context*> connection_contexts)
     : ioc_(ioc),
       connection_contexts_(std::move(connection_contexts)),
       acceptor_(asio::make_strand(ioc)),
-      limits_(std::make_shared<const config::Limits>(limits)),
-      tls_(tls),
+      settings_(std::move(settings)),
       handler_(handler),
       events_(events),
       log_limiter_(kDropCauseCount, kLogBurst, kLogPeriod),
@@ -334,11 +332,6 @@ asio::awaitable<void> Server::summary_loop() {
   }
 }
 
-void Server::set_limits(const config::Limits& limits) {
-  std::lock_guard lock(limits_mutex_);
-  limits_ = std::make_shared<const config::Limits>(limits);
-}
-
 void Server::listen(const std::string& host, std::uint16_t port, std::string_view setting) {
   boost::system::error_code ec;
   const auto address = asio::ip::make_address(host, ec);
@@ -398,11 +391,8 @@ asio::awaitable<void> Server::accept_loop() {
       co_await pause.async_wait(kTuple);
       continue;
     }
-    std::shared_ptr<const config::Limits> limits;
-    {
-      std::lock_guard lock(limits_mutex_);
-      limits = limits_;
-    }
+    const auto settings = settings_();
+    const Limits* const limits = &settings->limits;
     boost::system::error_code peer_ec;
     const auto peer = socket.remote_endpoint(peer_ec);
     auto refuse = [&](tcp::socket& refused, DropCause cause, std::string reason,
@@ -513,11 +503,9 @@ asio::awaitable<void> Server::run_connection(tcp::socket socket,
     Reported& operator=(const Reported&) = delete;
     ServerEvents* e_;
   } reported(events_);
-  std::shared_ptr<const config::Limits> limits;
-  {
-    std::lock_guard lock(limits_mutex_);
-    limits = limits_;
-  }
+  // Limits and TLS context from one snapshot, kept to the end of the connection.
+  const auto settings = settings_();
+  const Limits* const limits = &settings->limits;
   RequestContext ctx;
   {
     boost::system::error_code ec;
@@ -525,7 +513,7 @@ asio::awaitable<void> Server::run_connection(tcp::socket socket,
   }
   socket.set_option(tcp::no_delay(true));
 
-  if (tls_ == nullptr) {
+  if (settings->tls == nullptr) {
     beast::tcp_stream stream(std::move(socket));
     Closable closable(*self, stream.socket());
     self->trust.store(Trust::Unauthenticated);
@@ -536,8 +524,7 @@ asio::awaitable<void> Server::run_connection(tcp::socket socket,
   }
 
   // The connection keeps the context it started with, even across a reload.
-  const auto tls_context = tls_->current();
-  TlsStream tls_stream(std::move(socket), *tls_context);
+  TlsStream tls_stream(std::move(socket), *settings->tls);
   Closable closable(*self, tls_stream.socket());
   ctx.tls = true;
   tls_stream.expires_after(limits->handshake_timeout);
@@ -568,7 +555,7 @@ asio::awaitable<void> Server::run_connection(tcp::socket socket,
 template <class Stream>
 asio::awaitable<void> Server::reject_and_close(Stream& stream, const Error& error,
                                                unsigned http_version,
-                                               const config::Limits& limits) {
+                                               const Limits& limits) {
   if (log_client_faults_) {
     obs::info("request_rejected",
               {{"outcome", to_string(error.name)}, {"errorMessage", error.message}});
@@ -582,7 +569,7 @@ asio::awaitable<void> Server::reject_and_close(Stream& stream, const Error& erro
 }
 
 template <class Stream>
-asio::awaitable<void> Server::serve_http(Stream& stream, const config::Limits& limits,
+asio::awaitable<void> Server::serve_http(Stream& stream, const Limits& limits,
                                          RequestContext ctx, Connection& self) {
   auto& tcp_layer = beast::get_lowest_layer(stream);
   ConnectionBuffer buffer;

@@ -1,5 +1,7 @@
 #include "xks/net/tls_context.hpp"
 
+#include "xks/config/config.hpp"
+
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>

@@ -361,8 +361,8 @@ class SlowAndFailingHsm(ResilienceCase):
         try:
             self.wait_health("ACTIVE", 5)
         except AssertionError:
-            self.skipTest("one login attempt verified; recovery on SIGHUP needs the app to call "
-                          "KeyBackend::reload_hsm_secrets() from its reload (not wired yet)")
+            self.skipTest("one login attempt verified; the reload did not bring the HSM back "
+                          "within 5 s (it opens new HSM sessions while an HSM is unavailable)")
         self.assert_ok(self.client.encrypt("demo-aes-key", self.client.new_plaintext()))
         figure(f"wrong PIN: after SIGHUP, {self.faults.counts().get('C_Login', 0) - before - 1} "
                f"more C_Login and ACTIVE again")

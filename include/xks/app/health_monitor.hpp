@@ -26,13 +26,16 @@ class HealthMonitor {
   // Called with the thresholded result after every check and every interval
   // (so an aged-out result is published too): metrics.
   using Publish = std::function<void(const std::vector<hsm::EkmHealth>&)>;
+  // The health settings in force, asked at every use: a reload changes them
+  // without restarting the monitor.
+  using Settings = std::function<config::HealthConfig()>;
 
   HealthMonitor(boost::asio::io_context& ioc, core::BlockingPool& pool, Probe probe,
-                config::HealthConfig config, Publish publish = {});
+                Settings settings, Publish publish = {});
 
   // Runs one check on the calling thread (at startup, before serving).
   void check_now();
-  // Re-checks every config.interval on the HSM pool, until stop().
+  // Re-checks every health.interval on the HSM pool, until stop().
   void start();
   void stop();
 
@@ -49,7 +52,7 @@ class HealthMonitor {
   core::BlockingPool& pool_;
   const Probe probe_;
   const Publish publish_;
-  const config::HealthConfig config_;
+  const Settings settings_;
   boost::asio::steady_timer timer_;
   std::atomic<bool> check_running_{false};
   std::atomic<bool> stopped_{false};

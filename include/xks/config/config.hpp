@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -14,7 +15,13 @@
 
 #include "xks/core/result.hpp"
 #include "xks/core/secure.hpp"
-#include "xks/policy/policy.hpp"
+
+namespace xks::policy {
+// The compiled secondary-authorization policy (xks/policy/policy.hpp); only the
+// code that loads or evaluates one needs its definition.
+class Policy;
+using PolicyPtr = std::shared_ptr<const Policy>;
+}  // namespace xks::policy
 
 namespace xks::config {
 

@@ -45,7 +45,13 @@ class BlockingPool {
   std::size_t queue_depth() const noexcept { return queued_.load(std::memory_order_relaxed); }
   std::size_t busy_workers() const noexcept { return busy_.load(std::memory_order_relaxed); }
   unsigned threads() const noexcept { return static_cast<unsigned>(workers_.size()); }
-  std::size_t queue_capacity() const noexcept { return capacity_; }
+  std::size_t queue_capacity() const noexcept {
+    return capacity_.load(std::memory_order_relaxed);
+  }
+  // Applies to the next submission; jobs already queued beyond it stay queued.
+  void set_queue_capacity(std::size_t capacity) noexcept {
+    capacity_.store(capacity, std::memory_order_relaxed);
+  }
   // When the longest-running call now in progress started; max() when idle.
   SteadyClock::time_point oldest_busy_since() const;
   // Since when every worker has been busy: max() if any worker is idle. A pool
@@ -59,7 +65,7 @@ class BlockingPool {
   };
   void worker_loop(std::size_t index);
 
-  const std::size_t capacity_;
+  std::atomic<std::size_t> capacity_;
   const std::string name_;
   mutable std::mutex mutex_;
   std::condition_variable cv_;

@@ -22,7 +22,6 @@ struct HsmEvent {
     KeyNotFound,    // C_FindObjects found no key with the label (vanished or never there)
     OpenDeferred,   // startup: the HSM did not open (device/network), retried in the background
     Opened,         // a deferred HSM opened
-    LoginReset,     // a configuration reload cleared a latched PIN refusal
   };
   Kind kind = Kind::DeviceError;
   std::string hsm;     // configured HSM name

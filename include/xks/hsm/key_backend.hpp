@@ -98,11 +98,6 @@ class KeyBackend {
   // Deep check: a real encrypt+decrypt on the configured health key of every HSM,
   // one entry per HSM.
   virtual std::vector<EkmHealth> check_health() = 0;
-
-  // A configuration reload: take the HSMs' new secrets (PINs) and clear a latched
-  // login refusal, so that the next session logs in once more. Other HSM
-  // settings still need a restart. Default: nothing to do (fakes).
-  virtual void reload_hsm_secrets(const std::vector<config::HsmConfig>& hsms) { (void)hsms; }
 };
 
 }  // namespace xks::hsm

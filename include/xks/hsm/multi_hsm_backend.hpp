@@ -49,7 +49,6 @@ class DeferredHsm final : public KeyBackend {
   // The real backend's counts once open; before, none open or in use.
   std::vector<SessionCounts> session_counts() const override;
   std::vector<EkmHealth> check_health() override;
-  void reload_hsm_secrets(const std::vector<config::HsmConfig>& hsms) override;
 
   bool is_open() const;
   const std::string& name() const noexcept { return name_; }
@@ -104,8 +103,6 @@ class MultiHsmBackend final : public KeyBackend {
   // One entry per HSM, in configuration order. Also updates which HSMs are
   // marked failed: UNAVAILABLE marks, ACTIVE or DEGRADED clears.
   std::vector<EkmHealth> check_health() override;
-  // Passes the reload on to every member (PIN refusals are cleared).
-  void reload_hsm_secrets(const std::vector<config::HsmConfig>& hsms) override;
 
   std::size_t size() const noexcept { return members_.size(); }
   bool is_marked_failed(std::size_t index) const;

@@ -8,8 +8,8 @@
 //    the operation retried once on a fresh, logged-in session;
 //  - a login refused for the PIN (incorrect, locked, expired, bad length) is never
 //    retried: the backend latches "login refused" and fails every call fast with
-//    InternalException, health UNAVAILABLE, until reload_hsm_secrets() (the
-//    configuration reload) or a new backend;
+//    InternalException, health UNAVAILABLE, until a new backend (a configuration
+//    reload opens one while an HSM is unavailable);
 //  - a device error (CKR_DEVICE_ERROR, CKR_DEVICE_REMOVED, CKR_TOKEN_NOT_PRESENT,
 //    CKR_CRYPTOKI_NOT_INITIALIZED, ...) discards the session; `device_errors_to_fail`
 //    of them in a row take the HSM out: every call fails fast (InternalException,
@@ -120,7 +120,6 @@ class Pkcs11Backend final : public KeyBackend {
   std::vector<EkmHealth> check_health() override;
   // Takes the PIN of the entry named like this HSM and clears a latched PIN
   // refusal: the next session logs in once with it.
-  void reload_hsm_secrets(const std::vector<config::HsmConfig>& hsms) override;
 
   const std::string& name() const noexcept { return name_; }
   CK_SLOT_ID slot_id() const noexcept { return slot_.load(); }

@@ -15,6 +15,7 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/string_body.hpp>
+#include <functional>
 #include <list>
 #include <map>
 #include <memory>
@@ -22,11 +23,11 @@
 #include <string>
 #include <vector>
 
-#include "xks/config/config.hpp"
 #include "xks/core/blocking_pool.hpp"
 #include "xks/core/error.hpp"
 #include "xks/core/secure.hpp"
 #include "xks/net/server_events.hpp"
+#include "xks/net/limits.hpp"
 #include "xks/net/tls_context.hpp"
 #include "xks/obs/log.hpp"
 #include "xks/obs/log_limiter.hpp"
@@ -74,14 +75,24 @@ class RequestHandler {
   virtual bool keep_connections() const { return true; }
 };
 
+// What a new connection is served with. The server takes the current one for
+// each accepted connection, which keeps it to the end, so a reload that
+// replaces the limits or the certificate never changes a live connection.
+struct ConnectionSettings {
+  Limits limits;
+  std::shared_ptr<boost::asio::ssl::context> tls;  // null: plain HTTP
+};
+using ConnectionSettingsSource = std::function<std::shared_ptr<const ConnectionSettings>()>;
+
 class Server {
  public:
-  // `tls` null means plain HTTP (only with an explicit tls.enabled: false).
-  // `events` may be null (nothing is reported); it must outlive the server.
+  // `settings` is asked once per accepted connection; its TLS context is null
+  // only with an explicit tls.enabled: false. `events` may be null (nothing is
+  // reported); it must outlive the server.
   // `connection_contexts`: where accepted connections run, round-robin; each
   // must be run by exactly one thread. Empty: strands on `ioc`.
-  Server(boost::asio::io_context& ioc, config::Limits limits, TlsContextProvider* tls,
-         RequestHandler& handler, ServerEvents* events = nullptr,
+  Server(boost::asio::io_context& ioc, ConnectionSettingsSource settings, RequestHandler& handler,
+         ServerEvents* events = nullptr,
          std::vector<boost::asio::io_context*> connection_contexts = {});
 
   // Binds and listens. Throws std::runtime_error naming the setting (e.g.
@@ -102,7 +113,6 @@ class Server {
   boost::asio::ip::tcp::endpoint local_endpoint() const;
   std::size_t open_connections() const noexcept { return connections_.load(); }
   std::size_t requests_in_flight() const noexcept { return in_flight_.load(); }
-  void set_limits(const config::Limits& limits);  // applies to new connections
   // Whether lines a client can cause (refused, evicted, slow or malformed
   // connections) are logged; they are by default. Call before start().
   void set_log_client_faults(bool on) noexcept { log_client_faults_ = on; }
@@ -115,11 +125,11 @@ class Server {
   template <class Stream>
   boost::asio::awaitable<void> reject_and_close(Stream& stream, const Error& error,
                                                 unsigned http_version,
-                                                const config::Limits& limits);
+                                                const Limits& limits);
   boost::asio::awaitable<void> run_connection(boost::asio::ip::tcp::socket socket,
                                               std::shared_ptr<Connection> self);
   template <class Stream>
-  boost::asio::awaitable<void> serve_http(Stream& stream, const config::Limits& limits,
+  boost::asio::awaitable<void> serve_http(Stream& stream, const Limits& limits,
                                           RequestContext ctx, Connection& self);
   // Closes the idlest connection that has not carried a verified request and
   // is not being served; false if there is none.
@@ -134,9 +144,7 @@ class Server {
   const std::vector<boost::asio::io_context*> connection_contexts_;
   std::size_t next_context_ = 0;  // accept loop only
   boost::asio::ip::tcp::acceptor acceptor_;
-  std::shared_ptr<const config::Limits> limits_;
-  mutable std::mutex limits_mutex_;
-  TlsContextProvider* tls_;
+  const ConnectionSettingsSource settings_;
   RequestHandler& handler_;
   ServerEvents* events_;
   bool log_client_faults_ = true;

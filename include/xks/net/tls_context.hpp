@@ -1,16 +1,19 @@
 // Server TLS contexts: TLS 1.2/1.3 only, the spec's cipher suites and nothing
-// weaker, no compression, no renegotiation. A provider holds the current
-// context so a reload can swap certificates without touching live connections
-// (each connection keeps the context it started with).
+// weaker, no compression, no renegotiation. A reload builds a new context;
+// each connection keeps the context it started with.
 #pragma once
 
 #include <boost/asio/ssl/context.hpp>
 #include <memory>
 #include <chrono>
-#include <mutex>
 #include <optional>
 
-#include "xks/config/config.hpp"
+#include <filesystem>
+#include <string>
+
+namespace xks::config {
+struct TlsConfig;
+}
 
 namespace xks::net {
 
@@ -39,23 +42,5 @@ std::string peer_subject(SSL* ssl);
 
 // The verified client certificate's (first) subject CN, empty without one.
 std::string peer_common_name(SSL* ssl);
-
-class TlsContextProvider {
- public:
-  explicit TlsContextProvider(std::shared_ptr<boost::asio::ssl::context> ctx)
-      : ctx_(std::move(ctx)) {}
-  std::shared_ptr<boost::asio::ssl::context> current() const {
-    std::lock_guard lock(mutex_);
-    return ctx_;
-  }
-  void replace(std::shared_ptr<boost::asio::ssl::context> ctx) {
-    std::lock_guard lock(mutex_);
-    ctx_ = std::move(ctx);
-  }
-
- private:
-  mutable std::mutex mutex_;
-  std::shared_ptr<boost::asio::ssl::context> ctx_;
-};
 
 }  // namespace xks::net

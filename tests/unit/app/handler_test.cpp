@@ -128,10 +128,11 @@ class HandlerTest : public ::testing::Test {
   void start() {
     auto cfg = std::make_shared<const config::Config>(cfg_);
     const auto indices = metrics_.register_keystores({std::string(kUriPath)});
-    holder_ = std::make_unique<RuntimeHolder>(std::make_shared<const Runtime>(cfg, engine_, indices));
+    holder_ = std::make_unique<RuntimeHolder>(std::make_shared<const Runtime>(cfg, engine_, indices, nullptr));
     pool_ = std::make_unique<core::BlockingPool>(2, queue_capacity_, "test-hsm");
     health_ = std::make_unique<HealthMonitor>(
-        ioc_, *pool_, [this] { return engine_->backend->check_health(); }, cfg_.health);
+        ioc_, *pool_, [this] { return engine_->backend->check_health(); },
+        [health = cfg_.health] { return health; });
     health_->check_now();
     handler_ = std::make_unique<XksHandler>(*holder_, *pool_, *health_, verifier_, metrics_);
   }

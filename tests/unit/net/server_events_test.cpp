@@ -93,8 +93,9 @@ bool eventually(const std::function<bool()>& done) {
 
 class ServerEventsTest : public ::testing::Test {
  protected:
-  void start(config::Limits limits, TlsContextProvider* tls = nullptr) {
-    server_ = std::make_unique<Server>(ioc_, limits, tls, handler_, &events_);
+  void start(Limits limits, std::shared_ptr<asio::ssl::context> tls = nullptr) {
+    settings_ = std::make_shared<const ConnectionSettings>(ConnectionSettings{limits, std::move(tls)});
+    server_ = std::make_unique<Server>(ioc_, [this] { return settings_; }, handler_, &events_);
     server_->listen("127.0.0.1", 0);
     server_->start();
     runner_ = std::async(std::launch::async, [this] { ioc_.run(); });
@@ -136,12 +137,13 @@ class ServerEventsTest : public ::testing::Test {
   asio::io_context client_ioc_;
   OkHandler handler_;
   FakeEvents events_;
+  std::shared_ptr<const ConnectionSettings> settings_;
   std::unique_ptr<Server> server_;
   std::future<void> runner_;
 };
 
 TEST_F(ServerEventsTest, AServedConnectionIsOpenedThenClosedAndNothingElse) {
-  start(config::Limits{});
+  start(Limits{});
   {
     auto socket = connect();
     EXPECT_EQ(get(socket, "/"), http::status::ok);
@@ -155,7 +157,7 @@ TEST_F(ServerEventsTest, AServedConnectionIsOpenedThenClosedAndNothingElse) {
 }
 
 TEST_F(ServerEventsTest, AtMaxConnectionsAnIdleUnverifiedConnectionIsEvicted) {
-  config::Limits limits;
+  Limits limits;
   limits.max_connections = 1;
   start(limits);
   auto first = connect();
@@ -169,7 +171,7 @@ TEST_F(ServerEventsTest, AtMaxConnectionsAnIdleUnverifiedConnectionIsEvicted) {
 }
 
 TEST_F(ServerEventsTest, AtMaxConnectionsWithOnlyVerifiedOnesTheNewOneIsRefused) {
-  config::Limits limits;
+  Limits limits;
   limits.max_connections = 1;
   start(limits);
   auto verified = connect();
@@ -183,7 +185,7 @@ TEST_F(ServerEventsTest, AtMaxConnectionsWithOnlyVerifiedOnesTheNewOneIsRefused)
 }
 
 TEST_F(ServerEventsTest, TooManyUnverifiedConnectionsFromOneSourceAreRefused) {
-  config::Limits limits;
+  Limits limits;
   limits.max_unauthenticated_per_source = 1;
   start(limits);
   auto first = connect();
@@ -196,10 +198,9 @@ TEST_F(ServerEventsTest, TooManyUnverifiedConnectionsFromOneSourceAreRefused) {
 
 TEST_F(ServerEventsTest, TlsHandshakeFailureAndTimeoutAreReportedWithTheirDrops) {
   auto ctx = std::make_shared<asio::ssl::context>(asio::ssl::context::tls_server);
-  TlsContextProvider tls(ctx);
-  config::Limits limits;
+  Limits limits;
   limits.handshake_timeout = 200ms;
-  start(limits, &tls);
+  start(limits, ctx);
   {
     auto garbage = connect();  // not a ClientHello
     asio::write(garbage, asio::buffer(std::string_view("GET / HTTP/1.1\r\nHost: x\r\n\r\n")));
@@ -219,7 +220,7 @@ TEST_F(ServerEventsTest, TlsHandshakeFailureAndTimeoutAreReportedWithTheirDrops)
 }
 
 TEST_F(ServerEventsTest, CloseConnectionsEndsEveryConnectionAndTheIoContextRunsDry) {
-  start(config::Limits{});
+  start(Limits{});
   auto served = connect();
   EXPECT_EQ(get(served, "/verified"), http::status::ok);
   auto silent = connect();

@@ -37,6 +37,7 @@
 #include <thread>
 #include <vector>
 
+#include "xks/config/config.hpp"
 #include "xks/net/tls_context.hpp"
 
 namespace xks::net {
