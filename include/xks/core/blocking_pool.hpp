@@ -1,12 +1,18 @@
 // The dedicated worker pool for blocking HSM calls.
 // A bounded queue in front of N worker threads: a full queue refuses work at once
 // (the caller answers 429), a job whose deadline passed while queued is not run
-// (the caller answers 503 without touching the HSM).
+// (the caller answers 503 without touching the HSM). The queue is also bounded
+// in time: a job that, at the workers' recent call time, would wait more than
+// half of the time left to its deadline is refused at once too. Without that, a
+// queue longer than the HSM can serve within the deadline fills with jobs that
+// all expire: every request waits its whole deadline and then fails (503), and
+// the HSM's goodput collapses under load it could half serve.
 #pragma once
 
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdint>
 #include <cstddef>
 #include <deque>
 #include <functional>
@@ -31,7 +37,9 @@ class BlockingPool {
   BlockingPool(const BlockingPool&) = delete;
   BlockingPool& operator=(const BlockingPool&) = delete;
 
-  // False when the queue is full or the pool is stopping; the job is dropped.
+  // False when the queue is full, the pool is stopping, or every worker is busy
+  // and the queue ahead would take more than half of the time left to the
+  // deadline at the recent call time; the job is dropped.
   bool try_submit(Deadline deadline, Job job);
 
   // Stops taking jobs, runs those already queued (as expired), joins the workers.
@@ -44,6 +52,11 @@ class BlockingPool {
   std::size_t queue_depth() const noexcept { return queued_.load(std::memory_order_relaxed); }
   std::size_t busy_workers() const noexcept { return busy_.load(std::memory_order_relaxed); }
   unsigned threads() const noexcept { return static_cast<unsigned>(workers_.size()); }
+  // Moving average of how long a job that ran took (not those that expired):
+  // what the admission check expects each queued job to cost. Zero until one ran.
+  std::chrono::nanoseconds recent_call_time() const noexcept {
+    return std::chrono::nanoseconds(call_ns_.load(std::memory_order_relaxed));
+  }
   std::size_t queue_capacity() const noexcept { return capacity_; }
   // When the longest-running call now in progress started; max() when idle.
   SteadyClock::time_point oldest_busy_since() const;
@@ -68,6 +81,7 @@ class BlockingPool {
   std::condition_variable exited_cv_;
   std::atomic<std::size_t> queued_{0};
   std::atomic<std::size_t> busy_{0};
+  std::atomic<std::int64_t> call_ns_{0};  // see recent_call_time()
   std::vector<SteadyClock::time_point> busy_since_;  // per worker; max() when idle
   std::vector<std::thread> workers_;
 };
