@@ -515,6 +515,9 @@ for key in labels:
                  "proxy_cpu_us_median": rnd(med("proxy_cpu_us"), 1),
                  "nginx_cpu_us_median": rnd(med("nginx_cpu_us"), 1),
                  "ratio": rnd(med("ratio")), "cpu_ratio": rnd(med("cpu_ratio"))}
+    # Sizing: what one core of the proxy serves (HSM included when it runs in-process).
+    cpu_med = scen[key]["proxy_cpu_us_median"]
+    scen[key]["proxy_rps_per_core"] = round(1e6 / cpu_med) if cpu_med else None
     if key in hsm_op and hr:
         scen[key].update({"hsm_ops_per_s_median": rnd(med("hsm_ops_per_s"), 1),
                           "hsm_cpu_us_median": rnd(med("hsm_cpu_us"), 1),
@@ -648,6 +651,8 @@ print("(ratio = proxy rate / nginx rate; cpu-ratio = nginx CPU per request / pro
       " resumed: wrk with Connection: close, which resumes with TLS 1.3 tickets)")
 print(f"(keep-alive scenarios: medians of {params.get('rounds')} alternating rounds; latencies from the round "
       "with the median proxy rate)")
+print("requests/s per core of proxy CPU (1e6 / CPU us per request, sizing): " +
+      ", ".join(f"{s['label']} {s['proxy_rps_per_core']}" for s in scen.values() if s.get("proxy_rps_per_core")))
 ceil = {k: s for k, s in scen.items() if s.get("ceiling_ratio") is not None}
 if ceil:
     hdr2 = (f"\n{'HSM ceiling (same run)':<31}{'hsm op/s':>9}{'hsm CPU us':>11}{'ceiling/s':>10}"
