@@ -18,6 +18,7 @@
 //
 // usage: hsm_ceiling --config FILE [--op encrypt|decrypt|cdiv|all] [--seconds S]
 //                    [--warmup S] [--size BYTES] [--key ID] [--threads N] [--json]
+//                    [--session-copy]  (an experiment: a session-object copy of the key)
 // Figures only mean something in a Release build (the library code around the
 // calls is the project's, the calls themselves are the module's).
 #include <sys/resource.h>
@@ -49,12 +50,16 @@ struct Options {
   std::size_t size = 32;
   unsigned threads = 0;  // 0: the proxy's HSM worker count
   bool json = false;
+  // Experiment, not what the proxy does: operate on a session-object copy of the
+  // key (C_CopyObject with CKA_TOKEN false), which a software token keeps in
+  // memory, to show how much of the ceiling is the token object's storage.
+  bool session_copy = false;
 };
 
 [[noreturn]] void usage(const std::string& why) {
   std::fprintf(stderr,
                "hsm_ceiling: %s\nusage: hsm_ceiling --config FILE [--op encrypt|decrypt|cdiv|all] "
-               "[--seconds S] [--warmup S] [--size BYTES] [--key ID] [--threads N] [--json]\n",
+               "[--seconds S] [--warmup S] [--size BYTES] [--key ID] [--threads N] [--json] [--session-copy]\n",
                why.c_str());
   std::exit(2);
 }
@@ -75,6 +80,7 @@ Options parse(int argc, char** argv) {
     else if (a == "--size") o.size = std::stoul(value());
     else if (a == "--threads") o.threads = static_cast<unsigned>(std::stoul(value()));
     else if (a == "--json") o.json = true;
+    else if (a == "--session-copy") o.session_copy = true;
     else usage("unknown argument '" + a + "'");
   }
   if (o.config.empty()) usage("--config FILE is required (the proxy's configuration)");
@@ -273,6 +279,13 @@ int main(int argc, char** argv) {
     check(fn->C_FindObjectsFinal(sessions.front()), "C_FindObjectsFinal");
     check(frv, "C_FindObjects");
     if (found != 1) throw std::runtime_error("no secret key labelled '" + label + "' on the token");
+    if (o.session_copy) {
+      CK_BBOOL no = CK_FALSE;
+      CK_ATTRIBUTE copy_tmpl[] = {{CKA_TOKEN, &no, sizeof no}};
+      CK_OBJECT_HANDLE copy = CK_INVALID_HANDLE;
+      check(fn->C_CopyObject(sessions.front(), key, copy_tmpl, 1, &copy), "C_CopyObject");
+      key = copy;
+    }
 
     const Bytes metadata = xks::crypto::current_ciphertext_metadata();
     std::vector<Worker> workers(nthreads);
