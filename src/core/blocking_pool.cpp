@@ -28,12 +28,14 @@ bool BlockingPool::try_submit(Deadline deadline, Job job) {
     const std::int64_t call_ns = call_ns_.load(std::memory_order_relaxed);
     const std::size_t threads = busy_since_.size();
     if (call_ns > 0 && busy_.load(std::memory_order_relaxed) + queue_.size() >= threads) {
-      // No idle worker: this job starts after those queued ahead of it and one
-      // more call per worker, spread over the workers.
-      const auto wait = std::chrono::nanoseconds(
-          call_ns * static_cast<std::int64_t>(queue_.size() + 1) / static_cast<std::int64_t>(threads));
-      const auto left = deadline - SteadyClock::now();
-      if (wait > left / 2) return false;
+      // No idle worker: this job starts once the calls running now and those
+      // queued ahead of it are done, spread over the workers, and then takes a
+      // call of its own. Refused at once if that ends past its deadline: it
+      // would only wait there to be answered 503.
+      const auto done = std::chrono::nanoseconds(
+          call_ns * static_cast<std::int64_t>(queue_.size() + 1) / static_cast<std::int64_t>(threads) +
+          call_ns);
+      if (SteadyClock::now() + done > deadline) return false;
     }
     queue_.push_back(Entry{deadline, std::move(job)});
     queued_.store(queue_.size(), std::memory_order_relaxed);

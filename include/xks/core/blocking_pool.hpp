@@ -2,11 +2,11 @@
 // A bounded queue in front of N worker threads: a full queue refuses work at once
 // (the caller answers 429), a job whose deadline passed while queued is not run
 // (the caller answers 503 without touching the HSM). The queue is also bounded
-// in time: a job that, at the workers' recent call time, would wait more than
-// half of the time left to its deadline is refused at once too. Without that, a
-// queue longer than the HSM can serve within the deadline fills with jobs that
-// all expire: every request waits its whole deadline and then fails (503), and
-// the HSM's goodput collapses under load it could half serve.
+// in time: a job that, at the workers' recent call time, would not be done by
+// its deadline is refused at once too. Without that, a queue longer than the
+// HSM can serve within the deadline fills with jobs that all expire: every
+// request waits its whole deadline and then fails (503), and the HSM's goodput
+// collapses under load it could half serve.
 #pragma once
 
 #include <atomic>
@@ -38,8 +38,8 @@ class BlockingPool {
   BlockingPool& operator=(const BlockingPool&) = delete;
 
   // False when the queue is full, the pool is stopping, or every worker is busy
-  // and the queue ahead would take more than half of the time left to the
-  // deadline at the recent call time; the job is dropped.
+  // and, at the recent call time, the calls ahead of the job and its own would
+  // end past its deadline; the job is dropped.
   bool try_submit(Deadline deadline, Job job);
 
   // Stops taking jobs, runs those already queued (as expired), joins the workers.

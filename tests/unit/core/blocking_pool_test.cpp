@@ -36,7 +36,7 @@ TEST(BlockingPool, RunsJobsAndRefusesWhenFull) {
   EXPECT_EQ(ran.load(), 2);
 }
 
-TEST(BlockingPool, RefusesAJobThatWouldWaitPastHalfItsDeadline) {
+TEST(BlockingPool, RefusesAJobThatWouldEndPastItsDeadline) {
   BlockingPool pool(1, 100, "t");
   EXPECT_EQ(pool.recent_call_time(), 0ns);
   // Teach the pool that a call takes at least 40 ms.
@@ -49,14 +49,14 @@ TEST(BlockingPool, RefusesAJobThatWouldWaitPastHalfItsDeadline) {
   while (pool.busy_workers() != 0) std::this_thread::sleep_for(1ms);
   EXPECT_GE(pool.recent_call_time(), 40ms);
 
-  // The only worker busy: a job behind it would wait about 40 ms.
+  // The only worker busy: a job behind it would wait about 40 ms, then take 40.
   std::promise<void> release;
   auto released = release.get_future().share();
   ASSERT_TRUE(pool.try_submit(SteadyClock::now() + 10s, [released](bool) { released.wait(); }));
   while (pool.busy_workers() == 0) std::this_thread::sleep_for(1ms);
   std::atomic<int> ran{0};
   EXPECT_FALSE(pool.try_submit(SteadyClock::now() + 60ms, [&](bool) { ++ran; }))
-      << "40 ms of wait is more than half of a 60 ms deadline";
+      << "40 ms of wait and 40 ms of call end past a 60 ms deadline";
   EXPECT_TRUE(pool.try_submit(SteadyClock::now() + 10s, [&](bool) { ++ran; }));
   release.set_value();
   pool.stop();
