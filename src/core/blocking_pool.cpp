@@ -2,6 +2,8 @@
 
 #include <pthread.h>
 
+#include <algorithm>
+
 namespace xks::core {
 
 BlockingPool::BlockingPool(unsigned threads, std::size_t queue_capacity, std::string name)
@@ -23,6 +25,18 @@ bool BlockingPool::try_submit(Deadline deadline, Job job) {
   {
     std::lock_guard lock(mutex_);
     if (stopping_ || queue_.size() >= capacity_.load(std::memory_order_relaxed)) return false;
+    const std::int64_t call_ns = call_ns_.load(std::memory_order_relaxed);
+    const std::size_t threads = busy_since_.size();
+    if (call_ns > 0 && busy_.load(std::memory_order_relaxed) + queue_.size() >= threads) {
+      // No idle worker: this job starts once the calls running now and those
+      // queued ahead of it are done, spread over the workers, and then takes a
+      // call of its own. Refused at once if that ends past its deadline: it
+      // would only wait there to be answered 503.
+      const auto done = std::chrono::nanoseconds(
+          call_ns * static_cast<std::int64_t>(queue_.size() + 1) / static_cast<std::int64_t>(threads) +
+          call_ns);
+      if (SteadyClock::now() + done > deadline) return false;
+    }
     queue_.push_back(Entry{deadline, std::move(job)});
     queued_.store(queue_.size(), std::memory_order_relaxed);
   }
@@ -93,7 +107,22 @@ void BlockingPool::worker_loop(std::size_t index) {
     // is left without an answer.
     const bool expired = stopping || SteadyClock::now() >= entry.deadline;
     busy_.fetch_add(1, std::memory_order_relaxed);
+    const auto started = SteadyClock::now();
     entry.job(expired);
+    if (!expired) {
+      // Exponential moving average, weight 1/8: follows a change of the HSM's
+      // speed within a few dozen calls and ignores a single slow one. Workers
+      // race on it harmlessly: a lost update only drops one sample.
+      // A sample counts at most 4 times the average, so that one call that hung
+      // for seconds does not refuse work for long after the HSM is back, while a
+      // real slowdown still shows within a handful of calls.
+      const std::int64_t avg = call_ns_.load(std::memory_order_relaxed);
+      std::int64_t took = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                              SteadyClock::now() - started).count();
+      if (avg > 0) took = std::min(took, 4 * avg);
+      call_ns_.store(avg == 0 ? std::max<std::int64_t>(took, 1) : avg + (took - avg) / 8,
+                     std::memory_order_relaxed);
+    }
     busy_.fetch_sub(1, std::memory_order_relaxed);
     std::lock_guard lock(mutex_);
     busy_since_[index] = SteadyClock::time_point::max();

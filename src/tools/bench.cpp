@@ -91,6 +91,9 @@ struct Shared {
 
 struct ConnStats {
   std::vector<std::uint32_t> latency_us;
+  // The same latencies split by answer: 200, and the fast refusals of an
+  // overloaded proxy (429 ThrottlingException, 503 DependencyTimeoutException).
+  std::vector<std::uint32_t> ok_latency_us, refused_latency_us;
   std::map<std::string, std::uint64_t> errors;
   std::uint64_t ok = 0, over_budget = 0, transport_errors = 0, reconnects = 0;
   Clock::time_point last_done{};
@@ -136,9 +139,12 @@ asio::awaitable<void> drive(Shared& sh, Connection& conn, ConnStats& st) {
       st.last_done = done;
       if (!was_open) ++st.reconnects;
       const auto us = std::chrono::duration_cast<std::chrono::microseconds>(done - t0).count();
-      st.latency_us.push_back(static_cast<std::uint32_t>(std::min<long long>(us, std::numeric_limits<std::uint32_t>::max())));
+      const auto us32 = static_cast<std::uint32_t>(std::min<long long>(us, std::numeric_limits<std::uint32_t>::max()));
+      st.latency_us.push_back(us32);
       if (static_cast<double>(us) > kKmsBudgetMs * 1000.0) ++st.over_budget;
+      if (reply.status == 429 || reply.status == 503) st.refused_latency_us.push_back(us32);
       if (reply.status == 200) {
+        st.ok_latency_us.push_back(us32);
         ++st.ok;
       } else {
         const auto j = nlohmann::json::parse(reply.body, nullptr, false);
@@ -284,12 +290,14 @@ int bench_main(int argc, char** argv) {
   run_each_on_own_thread(contexts);
   conns.clear();
 
-  std::vector<std::uint32_t> all;
+  std::vector<std::uint32_t> all, all_ok, all_refused;
   std::map<std::string, std::uint64_t> errors;
   std::uint64_t ok = 0, over = 0, transport = 0, reconnects = 0;
   Clock::time_point last = sh.start;
   for (const auto& s : stats) {
     all.insert(all.end(), s.latency_us.begin(), s.latency_us.end());
+    all_ok.insert(all_ok.end(), s.ok_latency_us.begin(), s.ok_latency_us.end());
+    all_refused.insert(all_refused.end(), s.refused_latency_us.begin(), s.refused_latency_us.end());
     for (const auto& [n, c] : s.errors) errors[n] += c;
     ok += s.ok;
     over += s.over_budget;
@@ -298,6 +306,14 @@ int bench_main(int argc, char** argv) {
     last = std::max(last, s.last_done);
   }
   std::sort(all.begin(), all.end());
+  std::sort(all_ok.begin(), all_ok.end());
+  std::sort(all_refused.begin(), all_refused.end());
+  const auto latency_json = [](const std::vector<std::uint32_t>& v) {
+    return nlohmann::json{{"count", v.size()},
+                          {"p50", percentile(v, 50)},
+                          {"p99", percentile(v, 99)},
+                          {"max", v.empty() ? 0.0 : static_cast<double>(v.back()) / 1000.0}};
+  };
   const double elapsed = std::max(1e-9, std::chrono::duration<double>(last - sh.start).count());
   const auto completed = static_cast<double>(all.size());
   const double rps = completed / elapsed;
@@ -323,6 +339,9 @@ int bench_main(int argc, char** argv) {
         {"latency_ms",
          {{"p50", percentile(all, 50)}, {"p90", percentile(all, 90)}, {"p99", percentile(all, 99)},
           {"p99.9", percentile(all, 99.9)}, {"max", all.empty() ? 0.0 : static_cast<double>(all.back()) / 1000.0}}},
+        {"ok_per_second", static_cast<double>(ok) / elapsed},
+        {"latency_ms_ok", latency_json(all_ok)},
+        {"latency_ms_refused", latency_json(all_refused)},
         {"over_250ms", over},
         {"size", size}};
     if (rate > 0) j["rate"] = rate;
@@ -340,6 +359,11 @@ int bench_main(int argc, char** argv) {
                 rate > 0 ? " (from intended send time)" : "", percentile(all, 50), percentile(all, 90),
                 percentile(all, 99), percentile(all, 99.9), all.empty() ? 0.0 : static_cast<double>(all.back()) / 1000.0);
     std::printf("over KMS's 250 ms budget: %llu\n", static_cast<unsigned long long>(over));
+    if (!all_refused.empty()) {
+      std::printf("refused (429/503): %zu, latency ms p50 %.2f  p99 %.2f  max %.2f\n", all_refused.size(),
+                  percentile(all_refused, 50), percentile(all_refused, 99),
+                  static_cast<double>(all_refused.back()) / 1000.0);
+    }
     for (const auto& [n, c] : errors) std::printf("error %s: %llu\n", n.c_str(), static_cast<unsigned long long>(c));
   }
   return ok > 0 ? 0 : 1;

@@ -424,6 +424,54 @@ class FullQueue(ResilienceCase):
         figure(f"hung HSM: ACTIVE again {recovered:.2f} s after the hang ended")
 
 
+class SlowHsmAdmission(ResilienceCase):
+    """One HSM worker at 40 ms per C_Encrypt and a burst of concurrent requests: the queue
+    admits only what the worker can finish within each request's deadline, and refuses the
+    rest at once (429) instead of letting them queue until the deadline (503)."""
+
+    CALL_MS = 40
+    BURST = 24
+    config_args = dict(sessions=1)
+
+    def test_1_burst_gets_200_or_fast_429_never_503(self):
+        self.wait_health("ACTIVE", 15)
+        self.faults.set(f"C_Encrypt latency_ms={self.CALL_MS}")
+        # Sequential calls (the worker idle, so each is admitted) teach the pool the call time.
+        conn = self.client.connection()
+        for _ in range(25):
+            r, _ = self.timed_encrypt(conn)
+            self.assert_ok(r)
+        conn.close()
+
+        prepared = [self.signed_encrypt() for _ in range(self.BURST)]
+        conns = [self.client.connection() for _ in range(self.BURST)]
+        start = threading.Barrier(self.BURST)
+
+        def one(i):
+            path, body, headers = prepared[i]
+            start.wait()
+            r = self.client.send("POST", path, body, headers, conn=conns[i])
+            return r.status, (r.json or {}).get("errorName")
+
+        with concurrent.futures.ThreadPoolExecutor(self.BURST) as pool:
+            outcomes = list(pool.map(one, range(self.BURST)))
+        for c in conns:
+            c.close()
+        ok = sum(1 for s in outcomes if s[0] == 200)
+        refused = [s for s in outcomes if s[0] == 429]
+        server_429 = self.server_latencies_ms(429)
+        server_200 = self.server_latencies_ms(200)[-ok:] if ok else []
+        figure(f"slow HSM ({self.CALL_MS} ms, 1 worker), burst of {self.BURST}: {ok} x 200 "
+               f"(server max {max(server_200, default=0):.0f} ms), {len(refused)} x 429 "
+               f"(server p50 {percentile(server_429, 50):.2f} ms), "
+               f"{self.BURST - ok - len(refused)} other; deadline {DEADLINE_MS} ms")
+        self.assertTrue(all(s == (200, None) or s == (429, "ThrottlingException") for s in outcomes),
+                        f"unexpected outcomes: {sorted(set(outcomes))}")
+        self.assertGreater(ok, 0)
+        self.assertGreater(len(refused), 0, "a burst of 24 at 40 ms per call must be throttled")
+        self.assertLess(percentile(server_429, 50), 5.0, "429s must leave at once")
+
+
 @only_on("softhsm2", "the two fleet tokens holding the same key material are made with "
                      "softhsm2-util and pkcs11-tool, which cannot drive NSS softoken (it needs "
                      "its init string), and NSS has one key storage token per database")

@@ -1,12 +1,18 @@
 // The dedicated worker pool for blocking HSM calls.
 // A bounded queue in front of N worker threads: a full queue refuses work at once
 // (the caller answers 429), a job whose deadline passed while queued is not run
-// (the caller answers 503 without touching the HSM).
+// (the caller answers 503 without touching the HSM). The queue is also bounded
+// in time: a job that, at the workers' recent call time, would not be done by
+// its deadline is refused at once too. Without that, a queue longer than the
+// HSM can serve within the deadline fills with jobs that all expire: every
+// request waits its whole deadline and then fails (503), and the HSM's goodput
+// collapses under load it could half serve.
 #pragma once
 
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdint>
 #include <cstddef>
 #include <deque>
 #include <functional>
@@ -32,7 +38,9 @@ class BlockingPool {
   BlockingPool(const BlockingPool&) = delete;
   BlockingPool& operator=(const BlockingPool&) = delete;
 
-  // False when the queue is full or the pool is stopping; the job is dropped.
+  // False when the queue is full, the pool is stopping, or every worker is busy
+  // and, at the recent call time, the calls ahead of the job and its own would
+  // end past its deadline; the job is dropped.
   bool try_submit(Deadline deadline, Job job);
 
   // Stops taking jobs, runs those already queued (as expired), joins the workers.
@@ -51,6 +59,11 @@ class BlockingPool {
   // Applies to the next submission; jobs already queued beyond it stay queued.
   void set_queue_capacity(std::size_t capacity) noexcept {
     capacity_.store(capacity, std::memory_order_relaxed);
+  }
+  // Moving average of how long a job that ran took (not those that expired):
+  // what the admission check expects each queued job to cost. Zero until one ran.
+  std::chrono::nanoseconds recent_call_time() const noexcept {
+    return std::chrono::nanoseconds(call_ns_.load(std::memory_order_relaxed));
   }
   // When the longest-running call now in progress started; max() when idle.
   SteadyClock::time_point oldest_busy_since() const;
@@ -75,6 +88,7 @@ class BlockingPool {
   std::condition_variable exited_cv_;
   std::atomic<std::size_t> queued_{0};
   std::atomic<std::size_t> busy_{0};
+  std::atomic<std::int64_t> call_ns_{0};  // see recent_call_time()
   std::vector<SteadyClock::time_point> busy_since_;  // per worker; max() when idle
   std::vector<std::thread> workers_;
 };

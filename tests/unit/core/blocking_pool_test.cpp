@@ -36,6 +36,47 @@ TEST(BlockingPool, RunsJobsAndRefusesWhenFull) {
   EXPECT_EQ(ran.load(), 2);
 }
 
+TEST(BlockingPool, RefusesAJobThatWouldEndPastItsDeadline) {
+  BlockingPool pool(1, 100, "t");
+  EXPECT_EQ(pool.recent_call_time(), 0ns);
+  // Teach the pool that a call takes at least 40 ms.
+  std::promise<void> first;
+  ASSERT_TRUE(pool.try_submit(SteadyClock::now() + 10s, [&](bool) {
+    std::this_thread::sleep_for(40ms);
+    first.set_value();
+  }));
+  first.get_future().wait();
+  while (pool.busy_workers() != 0) std::this_thread::sleep_for(1ms);
+  EXPECT_GE(pool.recent_call_time(), 40ms);
+
+  // The only worker busy: a job behind it would wait about 40 ms, then take 40.
+  std::promise<void> release;
+  auto released = release.get_future().share();
+  ASSERT_TRUE(pool.try_submit(SteadyClock::now() + 10s, [released](bool) { released.wait(); }));
+  while (pool.busy_workers() == 0) std::this_thread::sleep_for(1ms);
+  std::atomic<int> ran{0};
+  EXPECT_FALSE(pool.try_submit(SteadyClock::now() + 60ms, [&](bool) { ++ran; }))
+      << "40 ms of wait and 40 ms of call end past a 60 ms deadline";
+  EXPECT_TRUE(pool.try_submit(SteadyClock::now() + 10s, [&](bool) { ++ran; }));
+  release.set_value();
+  pool.stop();
+  EXPECT_EQ(ran.load(), 1);
+}
+
+TEST(BlockingPool, AnIdleWorkerTakesAJobWhateverTheCallTime) {
+  BlockingPool pool(1, 100, "t");
+  std::promise<void> first;
+  ASSERT_TRUE(pool.try_submit(SteadyClock::now() + 10s, [&](bool) {
+    std::this_thread::sleep_for(40ms);
+    first.set_value();
+  }));
+  first.get_future().wait();
+  while (pool.busy_workers() != 0) std::this_thread::sleep_for(1ms);
+  std::promise<bool> expired;
+  ASSERT_TRUE(pool.try_submit(SteadyClock::now() + 20ms, [&](bool e) { expired.set_value(e); }));
+  EXPECT_FALSE(expired.get_future().get());
+}
+
 TEST(BlockingPool, ExpiredJobIsToldSo) {
   BlockingPool pool(1, 4, "t");
   std::promise<bool> expired;
