@@ -40,12 +40,6 @@ unsigned total_sessions(const config::Config& cfg) {
   return workers;
 }
 
-std::vector<std::string> uri_paths(const config::Config& cfg) {
-  std::vector<std::string> paths;
-  for (const auto& ks : cfg.keystores) paths.push_back(ks.uri_path);
-  return paths;
-}
-
 }  // namespace
 
 Daemon::Daemon(std::filesystem::path config_path, std::shared_ptr<const config::Config> cfg,
@@ -203,7 +197,7 @@ std::vector<asio::io_context*> Daemon::connection_contexts() {
 std::shared_ptr<const Runtime> Daemon::make_runtime(std::shared_ptr<const config::Config> cfg,
                                                     std::shared_ptr<Engine> engine,
                                                     std::shared_ptr<asio::ssl::context> tls) {
-  const auto indices = metrics_.register_keystores(uri_paths(*cfg));
+  const auto indices = metrics_.register_keystores(cfg->uri_paths());
   for (std::size_t i = 0; i < indices.size(); ++i) {
     metrics_.set_credentials(indices[i], cfg->keystores[i].credentials);
     metrics_.set_key_versions(indices[i], cfg->keystores[i].keys);

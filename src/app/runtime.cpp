@@ -1,16 +1,6 @@
 #include "xks/app/runtime.hpp"
 
 namespace xks::app {
-namespace {
-
-std::vector<std::string> uri_paths(const config::Config& cfg) {
-  std::vector<std::string> paths;
-  paths.reserve(cfg.keystores.size());
-  for (const auto& ks : cfg.keystores) paths.push_back(ks.uri_path);
-  return paths;
-}
-
-}  // namespace
 
 net::Limits connection_limits(const config::Limits& l) {
   net::Limits out;
@@ -34,7 +24,7 @@ Runtime::Runtime(std::shared_ptr<const config::Config> cfg, std::shared_ptr<Engi
                  std::shared_ptr<boost::asio::ssl::context> tls)
     : config(std::move(cfg)),
       engine(std::move(eng)),
-      router(uri_paths(*config)),
+      router(config->uri_paths()),
       connection(std::make_shared<const net::ConnectionSettings>(
           net::ConnectionSettings{connection_limits(config->server.limits), std::move(tls)})) {
   keystores.resize(config->keystores.size());

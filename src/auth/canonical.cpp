@@ -1,4 +1,5 @@
 #include "xks/auth/canonical.hpp"
+#include "xks/core/ascii.hpp"
 
 #include <algorithm>
 #include <utility>
@@ -10,7 +11,7 @@
 namespace xks::auth {
 namespace {
 
-constexpr char kUpperHex[] = "0123456789ABCDEF";
+constexpr const char* kUpperHex = core::kHexUpper;
 
 bool is_unreserved(unsigned char c) noexcept {
   return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||

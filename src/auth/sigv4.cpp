@@ -1,4 +1,5 @@
 #include "xks/auth/sigv4.hpp"
+#include "xks/core/ascii.hpp"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -32,9 +33,9 @@ Error fail(std::string message) {
 
 // Character classes as function objects, not functions: all_of() below then
 // inlines them instead of calling through a pointer for every character.
-constexpr auto is_digit = [](char c) noexcept { return c >= '0' && c <= '9'; };
-constexpr auto is_lower_alnum = [](char c) noexcept { return (c >= 'a' && c <= 'z') || is_digit(c); };
-constexpr auto is_alnum = [](char c) noexcept { return is_lower_alnum(c) || (c >= 'A' && c <= 'Z'); };
+constexpr auto is_digit = [](char c) noexcept { return core::is_digit(c); };
+constexpr auto is_lower_alnum = [](char c) noexcept { return core::is_lower_alnum(c); };
+constexpr auto is_alnum = [](char c) noexcept { return core::is_alnum(c); };
 
 // RFC 9110 token characters, lower case only: SigV4 lists header names in lower case.
 constexpr auto is_lower_token_char = [](char c) noexcept {
@@ -60,7 +61,7 @@ bool all_of(std::string_view s, Pred pred) {
 // the string a character at a time, which showed as a tenth of verify() in a
 // profile.
 void append_hex(std::string& out, const crypto::Sha256& bytes) {
-  constexpr char kDigits[] = "0123456789abcdef";
+  constexpr const char* kDigits = core::kHexLower;
   const std::size_t at = out.size();
   out.resize(at + 2 * bytes.size());
   // Through a local pointer: a char store may alias the string's own data

@@ -41,6 +41,13 @@ std::string SecretSource::describe() const {
   return (kind == Kind::File ? "file " : "env ") + ref;
 }
 
+std::vector<std::string> Config::uri_paths() const {
+  std::vector<std::string> paths;
+  paths.reserve(keystores.size());
+  for (const auto& ks : keystores) paths.push_back(ks.uri_path);
+  return paths;
+}
+
 const KeyStore* Config::find_keystore(std::string_view uri_path) const noexcept {
   for (const auto& ks : keystores) {
     if (ks.uri_path == uri_path) return &ks;

@@ -21,6 +21,7 @@
 
 #include "secret_reader.hpp"
 #include "xks/config/config.hpp"
+#include "xks/core/ascii.hpp"
 #include "xks/config/hsm_vendor.hpp"
 #include "xks/hsm/ckr_names.hpp"
 
@@ -44,23 +45,10 @@ inline constexpr std::size_t kMaxAccountNameChars = 32;       // useradd's limit
 // A value from the file, shown in a one-line message: quoted, control
 // characters escaped, long values cut so that the message stays readable.
 inline std::string quote(std::string_view v) {
-  std::string out = "\"";
+  std::string out;
   const bool cut = v.size() > kShownValueChars;
-  for (const char c : v.substr(0, kShownValueChars)) {
-    const auto u = static_cast<unsigned char>(c);
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (u < 0x20 || u == 0x7f) {
-      static constexpr char kHex[] = "0123456789abcdef";
-      out += "\\x";
-      out += kHex[u >> 4U];
-      out += kHex[u & 0xfU];
-    } else {
-      out += c;
-    }
-  }
-  out += cut ? "...\"" : "\"";
+  core::append_quoted(out, v.substr(0, kShownValueChars));
+  if (cut) out.insert(out.size() - 1, "...");
   return out;
 }
 
@@ -98,9 +86,7 @@ inline std::string at(const std::string& path, std::size_t i) {
 inline bool all_of_chars(std::string_view s, bool (*ok)(char)) {
   return std::all_of(s.begin(), s.end(), ok);
 }
-inline bool is_alnum(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
-}
+using core::is_alnum;
 inline bool is_uri_path_char(char c) { return is_alnum(c) || c == '/' || c == '-' || c == '_'; }
 inline bool is_key_id_char(char c) { return is_alnum(c) || c == '.' || c == '-' || c == '_'; }
 inline bool is_akid_char(char c) { return (c >= 'A' && c <= 'Z') || (c >= '2' && c <= '7'); }

@@ -1,4 +1,5 @@
 #include "xks/core/json_text.hpp"
+#include "xks/core/ascii.hpp"
 
 #include <array>
 #include <cstddef>
@@ -30,8 +31,7 @@ void append_escaped_ascii(std::string& out, unsigned char c) {
     case '\r': out.append("\\r"); return;
     default: {
       // Other control characters; lower-case hex, as nlohmann writes them.
-      constexpr char kHex[] = "0123456789abcdef";
-      const char esc[] = {'\\', 'u', '0', '0', kHex[c >> 4], kHex[c & 0x0f]};
+      const char esc[] = {'\\', 'u', '0', '0', kHexLower[c >> 4], kHexLower[c & 0x0f]};
       out.append(esc, sizeof esc);
       return;
     }

@@ -1,9 +1,10 @@
 #include "xks/crypto/hex.hpp"
+#include "xks/core/ascii.hpp"
 
 namespace xks::crypto {
 namespace {
 
-constexpr char kHexDigits[] = "0123456789abcdef";
+constexpr const char* kHexDigits = core::kHexLower;
 
 int hex_value(char c) noexcept {
   if (c >= '0' && c <= '9') return c - '0';

@@ -1,4 +1,5 @@
 #include "xks/policy/policy.hpp"
+#include "xks/core/ascii.hpp"
 
 #include <utility>
 
@@ -70,24 +71,7 @@ int api_bit(Api api) noexcept {
 
 // Request values are attacker-influenced text going into a log line: quote them
 // and escape anything that is not printable ASCII.
-void append_quoted(std::string& out, std::string_view v) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  out.push_back('"');
-  for (const char ch : v) {
-    const auto c = static_cast<unsigned char>(ch);
-    if (c == '"' || c == '\\') {
-      out.push_back('\\');
-      out.push_back(ch);
-    } else if (c < 0x20 || c > 0x7e) {
-      out += "\\x";
-      out.push_back(kHex[c >> 4]);
-      out.push_back(kHex[c & 0xf]);
-    } else {
-      out.push_back(ch);
-    }
-  }
-  out.push_back('"');
-}
+void append_quoted(std::string& out, std::string_view v) { core::append_quoted(out, v); }
 
 void append_request(std::string& out, const RequestAttributes& r, const FieldValues& values) {
   out += "request: api=";

@@ -1,4 +1,6 @@
 #include "xks/tools/util.hpp"
+#include "xks/core/ascii.hpp"
+#include "xks/core/json_text.hpp"
 
 #include <fcntl.h>
 #include <openssl/rand.h>
@@ -78,7 +80,7 @@ std::string uuid4() {
   random_bytes(b.data(), b.size());
   b[6] = static_cast<std::uint8_t>((b[6] & 0x0fU) | 0x40U);
   b[8] = static_cast<std::uint8_t>((b[8] & 0x3fU) | 0x80U);
-  static constexpr char kHex[] = "0123456789abcdef";
+  const char* const kHex = core::kHexLower;
   std::string out;
   for (std::size_t i = 0; i < b.size(); ++i) {
     if (i == 4 || i == 6 || i == 8 || i == 10) out.push_back('-');
@@ -141,6 +143,10 @@ const config::KeyStore& pick_keystore(const config::Config& config, const std::s
                    " (it has: " + known + ")");
 }
 
-std::string json_quote(std::string_view s) { return nlohmann::json(std::string(s)).dump(); }
+std::string json_quote(std::string_view s) {
+  std::string out;
+  core::append_json_string(out, s);
+  return out;
+}
 
 }  // namespace xks::tools

@@ -282,6 +282,8 @@ struct Config {
   ReloadConfig reload;
 
   const KeyStore* find_keystore(std::string_view uri_path) const noexcept;
+  // Every key store's uri_path, in configuration order.
+  std::vector<std::string> uri_paths() const;
 };
 
 // A configuration that cannot be used. what() is one line naming the file, the
