@@ -98,17 +98,7 @@ int keys_create(const Args& args) {
     if (RAND_bytes(id.data(), static_cast<int>(id.size())) != 1) throw std::runtime_error("RAND_bytes failed");
   }
 
-  ToolToken token(hsm);
-  token.open_and_login(/*read_write=*/true);
-  if (!token.find_by_label(label).empty()) {
-    throw std::runtime_error("hsm " + hsm.name + ": a key labelled '" + label +
-                             "' already exists; choose another --label (keys are never replaced)");
-  }
-  const TokenKey k = token.generate_aes256(label, id, encrypt, decrypt);
-  std::printf("created key label=%s id=%s %s usages=%s sensitive=%s extractable=%s on hsm %s (%s)\n",
-              k.label.c_str(), k.id_hex.c_str(), k.type_name().c_str(), k.usages().c_str(),
-              k.sensitive ? "yes" : "no", k.extractable ? "yes" : "no", hsm.name.c_str(),
-              token.token_description().c_str());
+  create_key(hsm, label, id, encrypt, decrypt);
   if (!(encrypt && decrypt)) {
     std::printf("WARN  key '%s' lacks %s: KMS CreateKey on it fails (XksKeyInvalidConfigurationException)\n",
                 label.c_str(), !encrypt && !decrypt ? "ENCRYPT and DECRYPT" : !encrypt ? "ENCRYPT" : "DECRYPT");

@@ -260,4 +260,20 @@ std::chrono::microseconds ToolToken::gcm_round_trip(CK_OBJECT_HANDLE key) {
   return took;
 }
 
+TokenKey create_key(const config::HsmConfig& hsm, const std::string& label,
+                    const std::vector<std::uint8_t>& id, bool encrypt, bool decrypt) {
+  ToolToken token(hsm);
+  token.open_and_login(/*read_write=*/true);
+  if (!token.find_by_label(label).empty()) {
+    throw std::runtime_error("hsm " + hsm.name + ": a key labelled '" + label +
+                             "' already exists; choose another --label (keys are never replaced)");
+  }
+  TokenKey k = token.generate_aes256(label, id, encrypt, decrypt);
+  std::printf("created key label=%s id=%s %s usages=%s sensitive=%s extractable=%s on hsm %s (%s)\n",
+              k.label.c_str(), k.id_hex.c_str(), k.type_name().c_str(), k.usages().c_str(),
+              k.sensitive ? "yes" : "no", k.extractable ? "yes" : "no", hsm.name.c_str(),
+              token.token_description().c_str());
+  return k;
+}
+
 }  // namespace xks::tools

@@ -85,4 +85,9 @@ class ToolToken {
 // "CKR_PIN_INCORRECT (0xa0)".
 std::string ckr_text(CK_RV rv);
 
+// Creates an AES-256 key with the safe template on `hsm` under a label no key
+// has yet (throws otherwise, naming the fix) and prints what was created.
+TokenKey create_key(const config::HsmConfig& hsm, const std::string& label,
+                    const std::vector<std::uint8_t>& id, bool encrypt, bool decrypt);
+
 }  // namespace xks::tools
