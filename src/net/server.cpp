@@ -583,6 +583,8 @@ asio::awaitable<void> Server::serve_http(Stream& stream, const Limits& limits,
     if (buffer.size() != 0 || tcp_layer.socket().available(ec) != 0) return true;
     if constexpr (std::is_same_v<Stream, TlsStream>) {
       return SSL_has_pending(stream.native_handle()) == 1;
+    } else {
+      (void)stream;  // plain TCP: nothing is held in a TLS layer
     }
     return false;
   };

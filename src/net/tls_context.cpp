@@ -167,7 +167,7 @@ void configure_client_auth(SSL_CTX* native, const config::TlsConfig& tls,
   if (SSL_CTX_set_ex_data(native, policy_index(), policy.get()) != 1) {
     throw std::runtime_error("TLS: cannot attach the client name policy: " + openssl_reason());
   }
-  policy.release();  // owned by the SSL_CTX now (free_policy)
+  (void)policy.release();  // owned by the SSL_CTX now (free_policy)
   SSL_CTX_set_verify(native, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, verify_client);
   SSL_CTX_set_verify_depth(native, 8);
   X509_VERIFY_PARAM* param = SSL_CTX_get0_param(native);

@@ -191,7 +191,7 @@ void TlsStream::on_deadline() {
   socket_.cancel(ignored);
 }
 
-error_code TlsStream::map_failure(int ssl_error) {
+error_code TlsStream::map_failure(int ssl_error) const {
   switch (ssl_error) {
     case SSL_ERROR_ZERO_RETURN:
       return asio::error::eof;  // close_notify: a clean end of the stream

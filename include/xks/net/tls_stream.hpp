@@ -141,7 +141,7 @@ class TlsStream {
   Step read_step(void* data, std::size_t size);
   Step write_step(const boost::asio::const_buffer* buffers, std::size_t count);
   Step after_failure(int result);
-  boost::system::error_code map_failure(int ssl_error);
+  boost::system::error_code map_failure(int ssl_error) const;
   void on_deadline();
   void arm(boost::asio::steady_timer::time_point when);
 
