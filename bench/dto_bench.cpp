@@ -188,9 +188,10 @@ int main(int argc, char** argv) {
                    }});
   cases.push_back({"error body", [&] { g_sink += api::error_body(error).size(); }});
 
-  std::printf("dto_bench: median of %d batch means (bodies: encrypt %zu/%zu B, "
-              "decrypt %zu/%zu B)\n",
-              batches, enc32.size(), enc4300.size(), dec32.size(), dec4300.size());
+  std::printf(
+      "dto_bench: median of %d batch means (bodies: encrypt %zu/%zu B, "
+      "decrypt %zu/%zu B)\n",
+      batches, enc32.size(), enc4300.size(), dec32.size(), dec4300.size());
   for (const Case& c : cases) {
     if (!filter.empty() && c.name.find(filter) == std::string::npos) continue;
     if (batches > 0) {

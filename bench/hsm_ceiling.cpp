@@ -59,7 +59,8 @@ struct Options {
 [[noreturn]] void usage(const std::string& why) {
   std::fprintf(stderr,
                "hsm_ceiling: %s\nusage: hsm_ceiling --config FILE [--op encrypt|decrypt|cdiv|all] "
-               "[--seconds S] [--warmup S] [--size BYTES] [--key ID] [--threads N] [--json] [--session-copy]\n",
+               "[--seconds S] [--warmup S] [--size BYTES] [--key ID] [--threads N] [--json] "
+               "[--session-copy]\n",
                why.c_str());
   std::exit(2);
 }
@@ -72,16 +73,26 @@ Options parse(int argc, char** argv) {
       if (i + 1 >= argc) usage(a + " needs a value");
       return argv[++i];
     };
-    if (a == "--config") o.config = value();
-    else if (a == "--op") o.op = value();
-    else if (a == "--key") o.key = value();
-    else if (a == "--seconds") o.seconds = std::stod(value());
-    else if (a == "--warmup") o.warmup = std::stod(value());
-    else if (a == "--size") o.size = std::stoul(value());
-    else if (a == "--threads") o.threads = static_cast<unsigned>(std::stoul(value()));
-    else if (a == "--json") o.json = true;
-    else if (a == "--session-copy") o.session_copy = true;
-    else usage("unknown argument '" + a + "'");
+    if (a == "--config")
+      o.config = value();
+    else if (a == "--op")
+      o.op = value();
+    else if (a == "--key")
+      o.key = value();
+    else if (a == "--seconds")
+      o.seconds = std::stod(value());
+    else if (a == "--warmup")
+      o.warmup = std::stod(value());
+    else if (a == "--size")
+      o.size = std::stoul(value());
+    else if (a == "--threads")
+      o.threads = static_cast<unsigned>(std::stoul(value()));
+    else if (a == "--json")
+      o.json = true;
+    else if (a == "--session-copy")
+      o.session_copy = true;
+    else
+      usage("unknown argument '" + a + "'");
   }
   if (o.config.empty()) usage("--config FILE is required (the proxy's configuration)");
   if (o.op != "encrypt" && o.op != "decrypt" && o.op != "cdiv" && o.op != "all") {
@@ -126,8 +137,12 @@ struct Worker {
     if (iv_mode == xks::config::IvMode::CallerRandom) {
       check(fn->C_GenerateRandom(session, iv.data(), iv.size()), "C_GenerateRandom");
     }
-    CK_GCM_PARAMS params{appended ? nullptr : iv.data(), appended ? 0 : iv.size(),
-                         appended ? 0 : iv.size() * 8, aad.data(), aad.size(), kTagBits};
+    CK_GCM_PARAMS params{appended ? nullptr : iv.data(),
+                         appended ? 0 : iv.size(),
+                         appended ? 0 : iv.size() * 8,
+                         aad.data(),
+                         aad.size(),
+                         kTagBits};
     CK_MECHANISM mechanism{CKM_AES_GCM, &params, sizeof params};
     check(fn->C_EncryptInit(session, &mechanism, key), "C_EncryptInit");
     sealed.resize(plaintext.size() + kTag + (appended ? xks::hsm::kGcmLongIvBytes : 0));
@@ -239,7 +254,8 @@ int main(int argc, char** argv) {
     // One session per thread, as each worker leases one: PKCS#11 forbids two
     // threads on one session at once.
     if (nthreads > hsm.sessions) {
-      throw std::runtime_error(std::to_string(nthreads) + " threads need as many sessions; hsm.sessions is " +
+      throw std::runtime_error(std::to_string(nthreads) +
+                               " threads need as many sessions; hsm.sessions is " +
                                std::to_string(hsm.sessions));
     }
     const unsigned nsessions = nthreads;
@@ -261,12 +277,13 @@ int main(int argc, char** argv) {
 
     std::vector<CK_SESSION_HANDLE> sessions(nsessions, CK_INVALID_HANDLE);
     for (auto& s : sessions) {
-      check(fn->C_OpenSession(token->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, nullptr, nullptr, &s),
-            "C_OpenSession");
+      check(
+          fn->C_OpenSession(token->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, nullptr, nullptr, &s),
+          "C_OpenSession");
     }
-    const CK_RV login = fn->C_Login(sessions.front(), CKU_USER,
-                                    reinterpret_cast<unsigned char*>(const_cast<char*>(hsm.pin.view().data())),
-                                    hsm.pin.size());
+    const CK_RV login = fn->C_Login(
+        sessions.front(), CKU_USER,
+        reinterpret_cast<unsigned char*>(const_cast<char*>(hsm.pin.view().data())), hsm.pin.size());
     if (login != CKR_OK && login != CKR_USER_ALREADY_LOGGED_IN) check(login, "C_Login");
 
     CK_OBJECT_CLASS key_class = CKO_SECRET_KEY;
@@ -299,27 +316,34 @@ int main(int argc, char** argv) {
       w.aad = xks::crypto::frame_aad({}, metadata);
     }
 
-    std::vector<std::string> ops = o.op == "all" ? std::vector<std::string>{"encrypt", "decrypt", "cdiv"}
-                                                 : std::vector<std::string>{o.op};
+    std::vector<std::string> ops = o.op == "all"
+                                       ? std::vector<std::string>{"encrypt", "decrypt", "cdiv"}
+                                       : std::vector<std::string>{o.op};
     std::vector<Figure> figures;
     for (const auto& op : ops) figures.push_back(run(op, workers, o));
 
     for (auto s : sessions) (void)fn->C_CloseSession(s);  // exiting anyway
 
     if (o.json) {
-      std::printf("{\"module\": \"%s\", \"token\": \"%s\", \"sessions\": %u, \"threads\": %u, "
-                  "\"size\": %zu, \"seconds\": %.3f, \"ops\": {",
-                  hsm.module.string().c_str(), token->label.c_str(), nsessions, nthreads, o.size, o.seconds);
+      std::printf(
+          "{\"module\": \"%s\", \"token\": \"%s\", \"sessions\": %u, \"threads\": %u, "
+          "\"size\": %zu, \"seconds\": %.3f, \"ops\": {",
+          hsm.module.string().c_str(), token->label.c_str(), nsessions, nthreads, o.size,
+          o.seconds);
       for (std::size_t i = 0; i < figures.size(); ++i) {
         const Figure& f = figures[i];
-        std::printf("%s\"%s\": {\"ops_per_s\": %.1f, \"cpu_us_per_op\": %.2f, \"ops\": %llu, \"seconds\": %.3f}",
-                    i ? ", " : "", f.op.c_str(), f.ops_per_s, f.cpu_us_per_op,
-                    static_cast<unsigned long long>(f.ops), f.seconds);
+        std::printf(
+            "%s\"%s\": {\"ops_per_s\": %.1f, \"cpu_us_per_op\": %.2f, \"ops\": %llu, \"seconds\": "
+            "%.3f}",
+            i ? ", " : "", f.op.c_str(), f.ops_per_s, f.cpu_us_per_op,
+            static_cast<unsigned long long>(f.ops), f.seconds);
       }
       std::printf("}}\n");
     } else {
-      std::printf("hsm_ceiling: %s, token '%s', %u sessions, %u threads, %zu-byte plaintext, %.1f s each\n",
-                  hsm.module.string().c_str(), token->label.c_str(), nsessions, nthreads, o.size, o.seconds);
+      std::printf(
+          "hsm_ceiling: %s, token '%s', %u sessions, %u threads, %zu-byte plaintext, %.1f s each\n",
+          hsm.module.string().c_str(), token->label.c_str(), nsessions, nthreads, o.size,
+          o.seconds);
       for (const Figure& f : figures) {
         std::printf("  %-8s %10.0f ops/s  %7.1f us CPU/op  (%llu ops)\n", f.op.c_str(), f.ops_per_s,
                     f.cpu_us_per_op, static_cast<unsigned long long>(f.ops));

@@ -21,7 +21,7 @@ using Clock = std::chrono::steady_clock;
 using xks::policy::Decision;
 using xks::policy::RequestAttributes;
 
-constexpr int kTenants = 12;              // 12 x 8 statements + 4 global = 100
+constexpr int kTenants = 12;  // 12 x 8 statements + 4 global = 100
 constexpr std::size_t kEvaluations = 1'000'000;
 constexpr std::size_t kBatch = 1000;
 constexpr std::size_t kDistinctRequests = 4096;
@@ -38,29 +38,36 @@ std::string account(int tenant) {
 std::string build_policy() {
   std::string y = "version: 1\nenforce: true\nstatements:\n";
   y += "  - {sid: kill-retired-keys, effect: deny, keys: ['retired-*', 'old-?-key']}\n";
-  y += "  - {sid: no-internal-decrypt, effect: deny, apis: [Decrypt], principals: ['AWS Internal']}\n";
-  y += "  - {sid: no-service-principals, effect: deny, accounts: ['<absent>'], principals: ['*.amazonaws.com']}\n";
+  y += "  - {sid: no-internal-decrypt, effect: deny, apis: [Decrypt], principals: ['AWS "
+       "Internal']}\n";
+  y += "  - {sid: no-service-principals, effect: deny, accounts: ['<absent>'], principals: "
+       "['*.amazonaws.com']}\n";
   y += "  - {sid: block-us-gov, effect: deny, regions: ['us-gov-*']}\n";
   for (int t = 0; t < kTenants; ++t) {
     const std::string a = account(t);
     const std::string n = std::to_string(t);
-    y += "  - {sid: t" + n + "-ingest-no-decrypt, effect: deny, apis: [Decrypt], principals: ['arn:aws:iam::" + a +
+    y += "  - {sid: t" + n +
+         "-ingest-no-decrypt, effect: deny, apis: [Decrypt], principals: ['arn:aws:iam::" + a +
          ":role/ingest', 'arn:aws:sts::" + a + ":assumed-role/ingest/*']}\n";
-    y += "  - {sid: t" + n + "-vpce-keys-need-vpce, effect: deny, apis: [Encrypt, Decrypt], keys: ['t" + n +
+    y += "  - {sid: t" + n +
+         "-vpce-keys-need-vpce, effect: deny, apis: [Encrypt, Decrypt], keys: ['t" + n +
          "-vpc-*'], source_vpces: ['<absent>']}\n";
-    y += "  - {sid: t" + n + "-metadata, effect: allow, apis: [GetKeyMetadata], accounts: ['" + a + "']}\n";
+    y += "  - {sid: t" + n + "-metadata, effect: allow, apis: [GetKeyMetadata], accounts: ['" + a +
+         "']}\n";
     y += "  - {sid: t" + n + "-apps, effect: allow, apis: [Encrypt, Decrypt], keys: ['t" + n +
          "-app-*'], principals: ['arn:aws:iam::" + a + ":role/app-*', 'arn:aws:sts::" + a +
          ":assumed-role/app-*/*'], key_accounts: ['" + a + "']}\n";
     y += "  - {sid: t" + n + "-ebs, effect: allow, apis: [Encrypt, Decrypt], keys: ['t" + n +
-         "-ebs-*'], accounts: ['" + a + "'], via_services: [ebs], kms_operations: [Encrypt, Decrypt, "
+         "-ebs-*'], accounts: ['" + a +
+         "'], via_services: [ebs], kms_operations: [Encrypt, Decrypt, "
          "GenerateDataKey*, ReEncrypt*, CreateGrant]}\n";
     y += "  - {sid: t" + n + "-vpce, effect: allow, keys: ['t" + n + "-vpc-*'], accounts: ['" + a +
          "'], source_vpces: ['vpce-0" + n + "*'], source_vpcs: ['vpc-*']}\n";
-    y += "  - {sid: t" + n + "-eu-only, effect: allow, keys: ['t" + n + "-eu-*'], accounts: ['" + a +
-         "'], regions: ['eu-*-?'], key_arns: ['arn:aws:kms:eu-*:" + a + ":key/*']}\n";
-    y += "  - {sid: t" + n + "-ops, effect: allow, apis: [GetKeyMetadata, Encrypt], principals: ['arn:aws:iam::" +
-         a + ":user/ops-*'], kms_operations: [DescribeKey, CreateKey, Encrypt]}\n";
+    y += "  - {sid: t" + n + "-eu-only, effect: allow, keys: ['t" + n + "-eu-*'], accounts: ['" +
+         a + "'], regions: ['eu-*-?'], key_arns: ['arn:aws:kms:eu-*:" + a + ":key/*']}\n";
+    y += "  - {sid: t" + n +
+         "-ops, effect: allow, apis: [GetKeyMetadata, Encrypt], principals: ['arn:aws:iam::" + a +
+         ":user/ops-*'], kms_operations: [DescribeKey, CreateKey, Encrypt]}\n";
   }
   return y;
 }
@@ -84,7 +91,8 @@ struct OwnedRequest {
 std::vector<OwnedRequest> build_requests() {
   std::mt19937 rng(42);  // fixed seed: runs are comparable
   auto pick = [&](int n) { return static_cast<int>(rng() % static_cast<unsigned>(n)); };
-  const char* ops[] = {"Encrypt", "Decrypt", "GenerateDataKey", "ReEncryptFrom", "DescribeKey", "FutureOp"};
+  const char* ops[] = {"Encrypt",       "Decrypt",     "GenerateDataKey",
+                       "ReEncryptFrom", "DescribeKey", "FutureOp"};
   const char* regions[] = {"eu-west-1", "us-east-1", "eu-central-1", "ap-south-1", "us-gov-west-1"};
   std::vector<OwnedRequest> out;
   out.reserve(kDistinctRequests);
@@ -93,10 +101,11 @@ std::vector<OwnedRequest> build_requests() {
     const int t = pick(kTenants);
     const std::string a = account(t);
     const std::string n = std::to_string(t);
-    const std::string key_arn_tail = ":" + a + ":key/1234abcd-12ab-34cd-56ef-" +
-                                     std::to_string(100000000000 + pick(1000000));
-    const std::string app_session = "arn:aws:sts::" + a + ":assumed-role/app-" + std::to_string(pick(9)) +
-                                    "/i-0" + std::to_string(rng()) + "-session";
+    const std::string key_arn_tail =
+        ":" + a + ":key/1234abcd-12ab-34cd-56ef-" + std::to_string(100000000000 + pick(1000000));
+    const std::string app_session = "arn:aws:sts::" + a + ":assumed-role/app-" +
+                                    std::to_string(pick(9)) + "/i-0" + std::to_string(rng()) +
+                                    "-session";
     r.api = pick(4) == 0 ? "Encrypt" : "Decrypt";
     r.op = r.api;
     r.key_arn = "arn:aws:kms:us-east-1" + key_arn_tail;
@@ -139,7 +148,9 @@ std::vector<OwnedRequest> build_requests() {
         case 4: r.key_arn = std::string("arn:aws:kms:") + regions[pick(5)] + key_arn_tail; break;
         case 5: r.vpce.reset(); break;
         case 6: r.op = ops[pick(6)]; break;
-        default: r.principal = "arn:aws:sts::" + a + ":assumed-role/ingest/batch-" + std::to_string(pick(1000));
+        default:
+          r.principal =
+              "arn:aws:sts::" + a + ":assumed-role/ingest/batch-" + std::to_string(pick(1000));
       }
     }
     out.push_back(std::move(r));
@@ -207,11 +218,12 @@ int main() {
 
   for (auto* v : {&all, &allowed, &denied, &batch_means}) std::sort(v->begin(), v->end());
   const double p99 = percentile(all, 0.99);
-  std::printf("policy_bench: %zu statements, %zu distinct requests, %zu evaluations "
-              "(%.1f%% allowed, %.1f%% denied; denials build their explanation)\n",
-              policy->statements().size(), requests.size(), kEvaluations,
-              100.0 * static_cast<double>(allowed.size()) / static_cast<double>(kEvaluations),
-              100.0 * static_cast<double>(denied.size()) / static_cast<double>(kEvaluations));
+  std::printf(
+      "policy_bench: %zu statements, %zu distinct requests, %zu evaluations "
+      "(%.1f%% allowed, %.1f%% denied; denials build their explanation)\n",
+      policy->statements().size(), requests.size(), kEvaluations,
+      100.0 * static_cast<double>(allowed.size()) / static_cast<double>(kEvaluations),
+      100.0 * static_cast<double>(denied.size()) / static_cast<double>(kEvaluations));
   std::printf("clock read overhead: p50 %.0f ns (included in the per-evaluation samples)\n",
               percentile(overhead, 0.5));
   std::printf("per evaluation: p50 %.0f ns, p99 %.0f ns, p99.9 %.0f ns, max %.0f ns\n",
@@ -219,11 +231,11 @@ int main() {
   std::printf("  allowed: p50 %.0f ns, p99 %.0f ns; denied: p50 %.0f ns, p99 %.0f ns\n",
               percentile(allowed, 0.5), percentile(allowed, 0.99), percentile(denied, 0.5),
               percentile(denied, 0.99));
-  std::printf("batches of %zu: mean per evaluation p50 %.0f ns, p99 %.0f ns, max %.0f ns; "
-              "%.2f M evaluations/s on one thread\n",
-              kBatch, percentile(batch_means, 0.5), percentile(batch_means, 0.99),
-              static_cast<double>(batch_means.back()),
-              static_cast<double>(kEvaluations) / total_s / 1e6);
+  std::printf(
+      "batches of %zu: mean per evaluation p50 %.0f ns, p99 %.0f ns, max %.0f ns; "
+      "%.2f M evaluations/s on one thread\n",
+      kBatch, percentile(batch_means, 0.5), percentile(batch_means, 0.99),
+      static_cast<double>(batch_means.back()), static_cast<double>(kEvaluations) / total_s / 1e6);
   const bool ok = p99 < kTargetP99Ns;
   std::printf("target p99 < %.0f ns: %s (sink %zu)\n", kTargetP99Ns, ok ? "met" : "MISSED", sink);
   return ok ? 0 : 1;

@@ -98,7 +98,7 @@ struct Rounds {
 
 // Verifies r count times, timing each round of kRound.
 Rounds run(const xks::auth::SigV4Verifier& verifier, const Request& r,
-                        std::chrono::system_clock::time_point now, std::size_t count) {
+           std::chrono::system_clock::time_point now, std::size_t count) {
   const xks::auth::SecretLookup lk = lookup;
   const xks::auth::RequestView view{r.method, r.target, r.headers, r.body};
   Rounds rounds;
@@ -126,10 +126,11 @@ Rounds run(const xks::auth::SigV4Verifier& verifier, const Request& r,
 void report(const char* name, std::size_t threads, Rounds r) {
   std::sort(r.cpu.begin(), r.cpu.end());
   std::sort(r.wall.begin(), r.wall.end());
-  std::printf("%-8s threads %zu: ns per verify: cpu min %.0f median %.0f; wall min %.0f median %.0f"
-              " (%zu rounds)\n",
-              name, threads, r.cpu.front(), r.cpu[r.cpu.size() / 2], r.wall.front(),
-              r.wall[r.wall.size() / 2], r.cpu.size());
+  std::printf(
+      "%-8s threads %zu: ns per verify: cpu min %.0f median %.0f; wall min %.0f median %.0f"
+      " (%zu rounds)\n",
+      name, threads, r.cpu.front(), r.cpu[r.cpu.size() / 2], r.wall.front(),
+      r.wall[r.wall.size() / 2], r.cpu.size());
 }
 
 }  // namespace

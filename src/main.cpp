@@ -12,7 +12,9 @@ constexpr const char* kDefaultConfig = "/etc/xks-proxy/xks-proxy.yaml";
 
 void usage(std::ostream& out) {
   out << "usage: xks-proxy [--config FILE] [--check-config] [--version]\n"
-         "  --config FILE    configuration (YAML or JSON), default " << kDefaultConfig << "\n"
+         "  --config FILE    configuration (YAML or JSON), default "
+      << kDefaultConfig
+      << "\n"
          "  --check-config   validate the configuration and TLS material, then exit\n"
          "  --version        print the version\n"
          "Signals: SIGTERM/SIGINT drain and stop, SIGHUP reloads the configuration.\n";

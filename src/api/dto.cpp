@@ -123,9 +123,15 @@ enum Top : std::size_t {
   kTopCount
 };
 constexpr std::array<std::string_view, kTopCount> kTopNames = {
-    "requestMetadata",      "encryptionAlgorithm", "plaintext",
-    "additionalAuthenticatedData", "ciphertextDataIntegrityValueAlgorithm", "ciphertext",
-    "initializationVector", "authenticationTag",   "ciphertextMetadata"};
+    "requestMetadata",
+    "encryptionAlgorithm",
+    "plaintext",
+    "additionalAuthenticatedData",
+    "ciphertextDataIntegrityValueAlgorithm",
+    "ciphertext",
+    "initializationVector",
+    "authenticationTag",
+    "ciphertextMetadata"};
 
 enum Md : std::size_t {
   kRequestId,
@@ -138,12 +144,12 @@ enum Md : std::size_t {
   kMdCount
 };
 constexpr std::array<std::string_view, kMdCount> kMdNames = {
-    "kmsRequestId", "kmsOperation", "awsPrincipalArn", "kmsKeyArn",
+    "kmsRequestId",  "kmsOperation", "awsPrincipalArn", "kmsKeyArn",
     "kmsViaService", "awsSourceVpc", "awsSourceVpce"};
 constexpr std::array<std::string_view, kMdCount> kMdPaths = {
-    "requestMetadata.kmsRequestId",  "requestMetadata.kmsOperation",
+    "requestMetadata.kmsRequestId",    "requestMetadata.kmsOperation",
     "requestMetadata.awsPrincipalArn", "requestMetadata.kmsKeyArn",
-    "requestMetadata.kmsViaService", "requestMetadata.awsSourceVpc",
+    "requestMetadata.kmsViaService",   "requestMetadata.awsSourceVpc",
     "requestMetadata.awsSourceVpce"};
 
 struct Fields {
@@ -219,9 +225,18 @@ class FastScanner {
   bool value(Value& v, int depth) noexcept {
     if (p_ == end_) return false;
     switch (*p_) {
-      case '"': ++p_; v.type = Type::String; return string(v.text);
-      case '{': ++p_; v.type = Type::Object; return skip_container('}', depth + 1);
-      case '[': ++p_; v.type = Type::Array; return skip_container(']', depth + 1);
+      case '"':
+        ++p_;
+        v.type = Type::String;
+        return string(v.text);
+      case '{':
+        ++p_;
+        v.type = Type::Object;
+        return skip_container('}', depth + 1);
+      case '[':
+        ++p_;
+        v.type = Type::Array;
+        return skip_container(']', depth + 1);
       case 't': v.type = Type::Boolean; return literal("true");
       case 'f': v.type = Type::Boolean; return literal("false");
       case 'n': v.type = Type::Null; return literal("null");
@@ -434,8 +449,7 @@ std::optional<Error> parse_metadata(const Fields& f, Kind kind, RequestMetadata&
     return validation("requestMetadata must be a JSON object" + got(md.type));
   }
 
-  if (auto e = required_opaque_string(f.md[kRequestId], kMdPaths[kRequestId],
-                                      out.kms_request_id)) {
+  if (auto e = required_opaque_string(f.md[kRequestId], kMdPaths[kRequestId], out.kms_request_id)) {
     return e;
   }
   if (auto e = required_string(f.md[kOperation], kMdPaths[kOperation], out.kms_operation)) {
@@ -467,9 +481,7 @@ std::optional<Error> parse_metadata(const Fields& f, Kind kind, RequestMetadata&
   return optional_string(f.md[kSourceVpce], kMdPaths[kSourceVpce], out.aws_source_vpce);
 }
 
-constexpr std::size_t encoded_size(std::size_t decoded) noexcept {
-  return 4 * ((decoded + 2) / 3);
-}
+constexpr std::size_t encoded_size(std::size_t decoded) noexcept { return 4 * ((decoded + 2) / 3); }
 
 struct BinarySpec {
   Top field;
@@ -739,8 +751,8 @@ std::string serialize(const DecryptResponse& response) {
 
 std::string serialize(const HealthResponse& response) {
   std::string out;
-  std::size_t estimate = 160 + response.proxy_vendor.size() + response.proxy_model.size() +
-                         response.ekm_vendor.size();
+  std::size_t estimate =
+      160 + response.proxy_vendor.size() + response.proxy_model.size() + response.ekm_vendor.size();
   for (const auto& e : response.ekm_fleet) estimate += 56 + e.id.size() + e.model.size();
   out.reserve(estimate);
   out.append("{\"ekmFleetDetails\":[");

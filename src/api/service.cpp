@@ -29,9 +29,7 @@ Error not_ours(std::string_view why) {
                     std::string(why));
 }
 
-ByteView view(const std::optional<Bytes>& b) noexcept {
-  return b ? ByteView(*b) : ByteView();
-}
+ByteView view(const std::optional<Bytes>& b) noexcept { return b ? ByteView(*b) : ByteView(); }
 
 // keySpec for GetKeyMetadata: AES_256 for the keys XKS API v1 supports,
 // AES_<bits> for another AES length, NOT_AES for any other key type.
@@ -92,7 +90,8 @@ Error wrong_sizes(const DecryptRequest& request) {
   // The spec's sizes (12- or 16-byte IV, 16-byte tag): anything else cannot verify.
   return make_error(ErrorName::InvalidCiphertextException,
                     "initializationVector must be 12 or 16 bytes and authenticationTag 16 bytes "
-                    "(got " + std::to_string(request.iv.size()) + " and " +
+                    "(got " +
+                        std::to_string(request.iv.size()) + " and " +
                         std::to_string(request.tag.size()) + ")");
 }
 
@@ -188,10 +187,10 @@ Result<EncryptResponse> XksService::encrypt(const config::KeyEntry& key,
         return e;
       }
       if (e.name == ErrorName::InvalidCiphertextException) {
-        return make_error(ErrorName::InternalException,
-                          "the key manager produced a ciphertext that does not decrypt",
-                          "HSM key label '" + std::string(label) + "': CDIV round trip: " +
-                              e.detail);
+        return make_error(
+            ErrorName::InternalException,
+            "the key manager produced a ciphertext that does not decrypt",
+            "HSM key label '" + std::string(label) + "': CDIV round trip: " + e.detail);
       }
       return e;
     }
@@ -215,20 +214,19 @@ Result<DecryptResponse> XksService::decrypt(const config::KeyEntry& key,
   if (!key.enabled) return disabled(key);
   // The key comes before its ciphertext: a request refused here without the
   // HSM is first checked against the key's usage (key_error_first).
-  const crypto::ParsedMetadata parsed = request.ciphertext_metadata
-                                            ? crypto::parse_ciphertext_metadata(*request.ciphertext_metadata)
-                                            : crypto::ParsedMetadata{};
+  const crypto::ParsedMetadata parsed =
+      request.ciphertext_metadata ? crypto::parse_ciphertext_metadata(*request.ciphertext_metadata)
+                                  : crypto::ParsedMetadata{};
   using Kind = crypto::ParsedMetadata::Kind;
   switch (parsed.kind) {
     case Kind::NotOurs: return decrypt_legacy(key, request, use);
     case Kind::UnknownLayout:
       // A newer proxy wrote it; say so, since rolling back is the likely cause.
-      return key_error_first(
-          key, KeyUse::Decrypt,
-          make_error(ErrorName::InvalidCiphertextException,
-                     "ciphertextMetadata names AAD layout version " +
-                         std::to_string(parsed.layout) +
-                         ", which this proxy version cannot decrypt"));
+      return key_error_first(key, KeyUse::Decrypt,
+                             make_error(ErrorName::InvalidCiphertextException,
+                                        "ciphertextMetadata names AAD layout version " +
+                                            std::to_string(parsed.layout) +
+                                            ", which this proxy version cannot decrypt"));
     case Kind::Malformed:
       return key_error_first(
           key, KeyUse::Decrypt,
@@ -240,7 +238,8 @@ Result<DecryptResponse> XksService::decrypt(const config::KeyEntry& key,
   }
   report(use, parsed.key_version);
   const auto version = find_version(key, parsed.key_version);
-  if (!version) return key_error_first(key, KeyUse::Decrypt, unknown_version(key, parsed.key_version));
+  if (!version)
+    return key_error_first(key, KeyUse::Decrypt, unknown_version(key, parsed.key_version));
   if (!version->enabled) return retired(key, version->number, "the ciphertext names it");
   if (!is_sized_for_gcm(request)) {
     return key_error_first(key, version->label, KeyUse::Decrypt, wrong_sizes(request));
@@ -283,8 +282,8 @@ Result<DecryptResponse> XksService::decrypt_legacy(const config::KeyEntry& key,
         key, KeyUse::Decrypt,
         make_error(ErrorName::InvalidCiphertextException,
                    "the ciphertext is not this proxy's; a legacy layout ciphertext belongs to "
-                   "version 1 of external key '" + key.id +
-                       "', which is not in its keys[].versions"));
+                   "version 1 of external key '" +
+                       key.id + "', which is not in its keys[].versions"));
   }
   if (!version->enabled) return retired(key, 1, "legacy layout ciphertexts belong to version 1");
   if (!is_sized_for_gcm(request)) {
@@ -319,13 +318,13 @@ Result<DecryptResponse> XksService::decrypt_legacy(const config::KeyEntry& key,
   }
   return make_error(ErrorName::InvalidCiphertextException,
                     "the ciphertext does not verify: its ciphertextMetadata is not this proxy's, "
-                    "and it does not decrypt as version 1 of external key '" + key.id +
-                        "' in the legacy layouts " + tried + " (keystores[].legacy_layouts)",
+                    "and it does not decrypt as version 1 of external key '" +
+                        key.id + "' in the legacy layouts " + tried +
+                        " (keystores[].legacy_layouts)",
                     "HSM key label '" + std::string(version->label) + "'");
 }
 
-HealthResponse make_health_response(const std::vector<hsm::EkmHealth>& ekms,
-                                    unsigned fleet_size) {
+HealthResponse make_health_response(const std::vector<hsm::EkmHealth>& ekms, unsigned fleet_size) {
   HealthResponse r;
   r.fleet_size = fleet_size == 0 ? 1 : fleet_size;
   r.proxy_vendor = std::string(kProxyVendor);

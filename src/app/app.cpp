@@ -37,8 +37,9 @@ void enable_core_dumps() {
   limit.rlim_cur = limit.rlim_max;
   setrlimit(RLIMIT_CORE, &limit);
   prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
-  obs::warn("core_dumps_allowed", {{"detail", "server.allow_core_dumps is true: a core dump may "
-                                              "contain plaintext, the HSM PIN and SigV4 secrets"}});
+  obs::warn("core_dumps_allowed", {{"detail",
+                                    "server.allow_core_dumps is true: a core dump may "
+                                    "contain plaintext, the HSM PIN and SigV4 secrets"}});
 }
 
 // Opens every configured HSM (fails if any cannot be opened: the daemon then
@@ -52,8 +53,9 @@ Result<std::shared_ptr<Engine>> open_engine(const config::Config& cfg, ProxyMetr
     if (rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN) {
       obs::info("hsm_login", fields);
     } else {
-      fields["detail"] = "login refused; no further attempt until the configuration is fixed "
-                         "(hsm.pin) and reloaded";
+      fields["detail"] =
+          "login refused; no further attempt until the configuration is fixed "
+          "(hsm.pin) and reloaded";
       obs::error("hsm_login", fields);
     }
   };

@@ -2,8 +2,8 @@
 
 #include <systemd/sd-daemon.h>
 
-#include <boost/asio/post.hpp>
 #include <algorithm>
+#include <boost/asio/post.hpp>
 #include <cstdlib>
 
 #include "xks/app/app.hpp"
@@ -70,8 +70,9 @@ Daemon::Daemon(std::filesystem::path config_path, std::shared_ptr<const config::
             }
           }),
       handler_(runtime_, pool_, health_, verifier_, metrics_),
-      server_(ioc_, [this] { return runtime_.get()->connection; }, handler_, &metrics_,
-              connection_contexts()),
+      server_(
+          ioc_, [this] { return runtime_.get()->connection; }, handler_, &metrics_,
+          connection_contexts()),
       signals_(ioc_, SIGTERM, SIGINT, SIGHUP),
       drain_timer_(ioc_),
       shutdown_delay_timer_(ioc_),
@@ -100,7 +101,8 @@ int Daemon::run() {
   const auto cfg = runtime_.get()->config;
   health_.check_now();
   for (const auto& ekm : health_.current()) {
-    nlohmann::json fields = {{"hsm", ekm.id}, {"model", ekm.model},
+    nlohmann::json fields = {{"hsm", ekm.id},
+                             {"model", ekm.model},
                              {"status", hsm::to_string(ekm.status)},
                              {"latencyUs", ekm.latency.count()}};
     if (!ekm.detail.empty()) fields["detail"] = ekm.detail;
@@ -114,8 +116,8 @@ int Daemon::run() {
         MetricsEndpoint::Options{.host = cfg->metrics.listen_host,
                                  .port = cfg->metrics.listen_port});
     metrics_server_->start();
-    obs::info("metrics_listening", {{"address", cfg->metrics.listen_host},
-                                    {"port", metrics_server_->local_port()}});
+    obs::info("metrics_listening",
+              {{"address", cfg->metrics.listen_host}, {"port", metrics_server_->local_port()}});
   }
   // Both listeners are bound: privileged ports need root no longer.
   drop_privileges(cfg->server, cfg->source);
@@ -164,15 +166,15 @@ int Daemon::run() {
   // and metrics they use exist; the backend closes its sessions when the last
   // Runtime holding the engine goes (in ~Daemon).
   const auto now = core::SteadyClock::now();
-  const auto wait = drain_deadline_ == core::Deadline{}
-                        ? kHsmStopGrace
-                        : std::clamp<core::SteadyClock::duration>(drain_deadline_ - now, 100ms,
-                                                                  kHsmStopGrace);
+  const auto wait =
+      drain_deadline_ == core::Deadline{}
+          ? kHsmStopGrace
+          : std::clamp<core::SteadyClock::duration>(drain_deadline_ - now, 100ms, kHsmStopGrace);
   if (!pool_.stop_within(wait)) {
-    obs::error("hsm_calls_abandoned",
-               {{"busyWorkers", pool_.busy_workers()},
-                {"detail", "HSM calls still running at the end of the drain; exiting "
-                           "without closing the HSM sessions (no C_Finalize)"}});
+    obs::error("hsm_calls_abandoned", {{"busyWorkers", pool_.busy_workers()},
+                                       {"detail",
+                                        "HSM calls still running at the end of the drain; exiting "
+                                        "without closing the HSM sessions (no C_Finalize)"}});
     obs::flush();
     std::_Exit(kExitOk);
   }
@@ -301,8 +303,9 @@ Daemon::ReloadResult Daemon::reload() {
     try {
       update_watch(*cfg);
     } catch (const std::exception& e) {
-      obs::error("config_watch_failed",
-                 {{"error", e.what()}, {"detail", "file changes are not noticed; reload with SIGHUP"}});
+      obs::error(
+          "config_watch_failed",
+          {{"error", e.what()}, {"detail", "file changes are not noticed; reload with SIGHUP"}});
     }
     if (hsm_changed || hsm_unavailable) health_.check_now();
     result.applied = true;
@@ -347,14 +350,15 @@ void Daemon::watchdog_tick() {
   if (!pool_wedged && io_wedged == 0) {
     sd_notify(0, "WATCHDOG=1");
   } else if (pool_wedged) {
-    obs::error("hsm_pool_wedged",
-               {{"detail", "every HSM worker has been stuck in an HSM call for more than "
-                           "half the watchdog period; withholding the watchdog ping"},
-                {"workers", pool_.threads()}});
+    obs::error("hsm_pool_wedged", {{"detail",
+                                    "every HSM worker has been stuck in an HSM call for more than "
+                                    "half the watchdog period; withholding the watchdog ping"},
+                                   {"workers", pool_.threads()}});
   } else {
     obs::error("io_thread_wedged",
-               {{"detail", "an I/O thread has not run its event loop for more than half the "
-                           "watchdog period; withholding the watchdog ping"},
+               {{"detail",
+                 "an I/O thread has not run its event loop for more than half the "
+                 "watchdog period; withholding the watchdog ping"},
                 {"threads", io_wedged}});
   }
   watchdog_timer_.expires_after(watchdog_period_ / 3);
@@ -380,8 +384,7 @@ void Daemon::schedule_ticket_rotation() {
       auto tls = make_tls(*current->config);
       runtime_.update([&](const std::shared_ptr<const Runtime>& now) {
         // A reload in the meantime brought its own fresh context.
-        return now->config == current->config ? Runtime::with_tls(*now, std::move(tls))
-                                              : nullptr;
+        return now->config == current->config ? Runtime::with_tls(*now, std::move(tls)) : nullptr;
       });
       obs::info("tls_ticket_keys_rotated");
     } catch (const std::exception& e) {
@@ -392,8 +395,7 @@ void Daemon::schedule_ticket_rotation() {
   });
 }
 
-double Daemon::session_count(const std::string& hsm,
-                             std::size_t hsm::SessionCounts::*field) const {
+double Daemon::session_count(const std::string& hsm, std::size_t hsm::SessionCounts::*field) const {
   for (const auto& counts : runtime_.get()->engine->backend->session_counts()) {
     if (counts.hsm == hsm) return static_cast<double>(counts.*field);
   }

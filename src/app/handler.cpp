@@ -16,7 +16,7 @@ namespace asio = boost::asio;
 using Api = xks::http::Api;
 
 struct XksHandler::Outcome {
-  std::optional<Api> route_api;            // set once routed (metrics)
+  std::optional<Api> route_api;  // set once routed (metrics)
   std::size_t metrics_keystore = ProxyMetrics::kUnknownKeystore;
   std::string keystore = "-";
   std::string api = "-";
@@ -65,16 +65,16 @@ std::string_view or_dash(const std::optional<std::string>& v) {
   return v ? std::string_view(*v) : std::string_view("-");
 }
 
-void log_access(const net::Request& request, const net::RequestContext& ctx,
-                const auto& outcome, unsigned status) {
+void log_access(const net::Request& request, const net::RequestContext& ctx, const auto& outcome,
+                unsigned status) {
   // 501 is the client asking for more than is supported (the spec's answer for
   // an oversized value): worth a warning, not an error of the proxy.
-  obs::Line line(status == 501 ? obs::Level::Warn
+  obs::Line line(status == 501   ? obs::Level::Warn
                  : status >= 500 ? obs::Level::Error
                                  : obs::Level::Info,
                  "access");
-  const auto latency = std::chrono::duration_cast<std::chrono::microseconds>(
-      core::SteadyClock::now() - ctx.arrival);
+  const auto latency =
+      std::chrono::duration_cast<std::chrono::microseconds>(core::SteadyClock::now() - ctx.arrival);
   const auto* md = outcome.metadata ? &*outcome.metadata : nullptr;
   line.add("kmsRequestId", md ? std::string_view(md->kms_request_id) : "-")
       .add("keystore", outcome.keystore)
@@ -103,7 +103,8 @@ void log_access(const net::Request& request, const net::RequestContext& ctx,
     line.add("hsmKeyLabel", outcome.key_label);
   }
   if (key_version != 0) line.add("keyVersion", std::int64_t{key_version});
-  if (const auto legacy = outcome.version_use ? outcome.version_use->legacy_layout() : std::nullopt) {
+  if (const auto legacy =
+          outcome.version_use ? outcome.version_use->legacy_layout() : std::nullopt) {
     line.add("legacyLayout", config::to_string(*legacy));
   }
   if (!outcome.access_key_id.empty()) line.add("accessKeyId", outcome.access_key_id);
@@ -134,10 +135,10 @@ Result<void> evaluate_policy(const config::KeyStore& keystore, Api api, const st
       .source_vpc = opt_view(md.aws_source_vpc),
       .source_vpce = opt_view(md.aws_source_vpce),
   });
-  metrics.record_policy_decision(metrics_keystore,
-                                 decision.dry_run_denied() ? PolicyDecision::DryRunDeny
-                                 : decision.allowed        ? PolicyDecision::Allow
-                                                           : PolicyDecision::Deny);
+  metrics.record_policy_decision(metrics_keystore, decision.dry_run_denied()
+                                                       ? PolicyDecision::DryRunDeny
+                                                   : decision.allowed ? PolicyDecision::Allow
+                                                                      : PolicyDecision::Deny);
   if (decision.dry_run_denied()) {
     obs::warn("policy_dry_run_deny", {{"kmsRequestId", md.kms_request_id},
                                       {"keystore", keystore.uri_path},
@@ -182,8 +183,8 @@ Result<void> check_key_arn_region(const config::KeyStore& keystore,
   if (!region) {
     return make_error(ErrorName::AccessDeniedException,
                       "requestMetadata.kmsKeyArn is not an ARN with a region, so it cannot be "
-                      "checked against this key store's region '" + *keystore.region +
-                          "' (keystores[].region)");
+                      "checked against this key store's region '" +
+                          *keystore.region + "' (keystores[].region)");
   }
   if (*region != *keystore.region) {
     return make_error(ErrorName::AccessDeniedException,
@@ -216,13 +217,17 @@ struct CryptOp {
   using Request = std::conditional_t<kEncrypt, api::EncryptRequest, api::DecryptRequest>;
   static constexpr std::optional<api::KeyUse> kUse{Use};
   static Result<Request> parse(std::string_view body) {
-    if constexpr (kEncrypt) return api::parse_encrypt_request(body);
-    else return api::parse_decrypt_request(body);
+    if constexpr (kEncrypt)
+      return api::parse_encrypt_request(body);
+    else
+      return api::parse_decrypt_request(body);
   }
-  static auto execute(api::XksService& service, const config::KeyEntry& key,
-                      const Request& request, api::KeyVersionUse* use) {
-    if constexpr (kEncrypt) return service.encrypt(key, request, use);
-    else return service.decrypt(key, request, use);
+  static auto execute(api::XksService& service, const config::KeyEntry& key, const Request& request,
+                      api::KeyVersionUse* use) {
+    if constexpr (kEncrypt)
+      return service.encrypt(key, request, use);
+    else
+      return service.decrypt(key, request, use);
   }
 };
 using EncryptOp = CryptOp<api::KeyUse::Encrypt>;
@@ -242,16 +247,13 @@ ThrottleReason throttle_reason(const Error& error) {
 
 }  // namespace
 
-bool XksHandler::keep_connections() const {
-  return !stopping_.load() && health_.any_usable();
-}
+bool XksHandler::keep_connections() const { return !stopping_.load() && health_.any_usable(); }
 
 net::Response XksHandler::error_response(const Error& error, unsigned http_version) {
   return error_json(error, http_version);
 }
 
-asio::awaitable<net::Response> XksHandler::handle(net::Request& request,
-                                                   net::RequestContext& ctx) {
+asio::awaitable<net::Response> XksHandler::handle(net::Request& request, net::RequestContext& ctx) {
   Outcome outcome;
   Call call{request, ctx, runtime_.get(), outcome,
             std::string_view(request.target().data(), request.target().size())};
@@ -286,9 +288,9 @@ asio::awaitable<net::Response> XksHandler::dispatch(Call& call) {
   if (call.request.method() != http::verb::post) {
     co_return method_not_allowed(
         call,
-        make_error(ErrorName::ValidationException,
-                   "XKS API calls use POST; " + std::string(call.request.method_string()) +
-                       " is not allowed"),
+        make_error(ErrorName::ValidationException, "XKS API calls use POST; " +
+                                                       std::string(call.request.method_string()) +
+                                                       " is not allowed"),
         "POST");
   }
   if (auto verified = authenticate(call); !verified) {
@@ -377,8 +379,8 @@ net::Response XksHandler::health_status(Call& call) const {
   auto request = api::parse_health_request(call.request.body());
   if (!request) return fail(call, std::move(request).error());
   call.outcome.metadata = std::move(request->metadata);
-  const auto body = api::make_health_response(health_.current(),
-                                              call.rt->config->server.fleet_size);
+  const auto body =
+      api::make_health_response(health_.current(), call.rt->config->server.fleet_size);
   return json_response(http::status::ok, api::serialize(body), call.version());
 }
 

@@ -23,9 +23,7 @@ HealthMonitor::HealthMonitor(asio::io_context& ioc, core::BlockingPool& pool, Pr
 
 void HealthMonitor::check_now() { store(probe_()); }
 
-void HealthMonitor::start() {
-  asio::co_spawn(timer_.get_executor(), loop(), asio::detached);
-}
+void HealthMonitor::start() { asio::co_spawn(timer_.get_executor(), loop(), asio::detached); }
 
 void HealthMonitor::stop() {
   stopped_ = true;

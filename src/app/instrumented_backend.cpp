@@ -16,8 +16,8 @@ Result<hsm::KeyAttributes> InstrumentedBackend::key_attributes(std::string_view 
   return timed(HsmFunction::KeyAttributes, [&] { return inner_->key_attributes(label); });
 }
 
-Result<hsm::GcmCiphertext> InstrumentedBackend::encrypt(std::string_view label,
-                                                        ByteView plaintext, ByteView aad) {
+Result<hsm::GcmCiphertext> InstrumentedBackend::encrypt(std::string_view label, ByteView plaintext,
+                                                        ByteView aad) {
   return timed(HsmFunction::Encrypt, [&] { return inner_->encrypt(label, plaintext, aad); });
 }
 

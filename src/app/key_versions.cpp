@@ -14,9 +14,8 @@ void record_key_version_use(ProxyMetrics& metrics, std::size_t metrics_keystore,
   const std::uint32_t version = use.version.load(std::memory_order_relaxed);
   if (version == 0) return;
   metrics.record_key_version_use(metrics_keystore, key.id, version,
-                                 op == api::KeyUse::Encrypt ? KeyOp::Encrypt
-                                                            : KeyOp::Decrypt,
-                                 ok, std::chrono::system_clock::now());
+                                 op == api::KeyUse::Encrypt ? KeyOp::Encrypt : KeyOp::Decrypt, ok,
+                                 std::chrono::system_clock::now());
   const auto legacy = use.legacy_layout();
   if (!ok || !legacy) return;
   if (metrics.record_legacy_decrypt(metrics_keystore, key.id, *legacy)) {

@@ -51,9 +51,12 @@ net::Response text_response(http::status status, unsigned version, std::string b
 
 struct MetricsEndpoint::Impl final : net::RequestHandler {
   Impl(asio::io_context& ioc, const obs::Registry& r, const Options& o)
-      : registry(r), options(o), settings(std::make_shared<const net::ConnectionSettings>(
+      : registry(r),
+        options(o),
+        settings(std::make_shared<const net::ConnectionSettings>(
             net::ConnectionSettings{scrape_limits(o), nullptr})),
-        server(ioc, [this] { return settings; }, *this) {
+        server(
+            ioc, [this] { return settings; }, *this) {
     server.set_log_client_faults(false);
   }
 
@@ -68,8 +71,8 @@ struct MetricsEndpoint::Impl final : net::RequestHandler {
       return text_response(http::status::not_found, req.version(), "not found\n");
     }
     if (req.method() != http::verb::get && req.method() != http::verb::head) {
-      auto res = text_response(http::status::method_not_allowed, req.version(),
-                               "method not allowed\n");
+      auto res =
+          text_response(http::status::method_not_allowed, req.version(), "method not allowed\n");
       res.set(http::field::allow, "GET");
       return res;
     }

@@ -45,17 +45,18 @@ Account lookup_user(const std::string& user, const std::filesystem::path& file) 
   passwd* found = nullptr;
   const auto number = numeric_id(user);
   for (;;) {
-    const int rc = number ? ::getpwuid_r(static_cast<uid_t>(*number), &pw, buf.data(), buf.size(), &found)
-                          : ::getpwnam_r(user.c_str(), &pw, buf.data(), buf.size(), &found);
+    const int rc =
+        number ? ::getpwuid_r(static_cast<uid_t>(*number), &pw, buf.data(), buf.size(), &found)
+               : ::getpwnam_r(user.c_str(), &pw, buf.data(), buf.size(), &found);
     if (rc == ERANGE && buf.size() < (1U << 20)) {
       buf.resize(buf.size() * 2);
       continue;
     }
     if (found == nullptr) {
-      fail(file, "server.user",
-           "no user \"" + user + "\" on this host (" + errno_text(rc) + ")",
+      fail(file, "server.user", "no user \"" + user + "\" on this host (" + errno_text(rc) + ")",
            "create it (e.g. `useradd --system --no-create-home --shell /usr/sbin/nologin " +
-               (number ? std::string("xks-proxy") : user) + "`) or set server.user to an existing account");
+               (number ? std::string("xks-proxy") : user) +
+               "`) or set server.user to an existing account");
     }
     return Account{pw.pw_uid, pw.pw_gid, pw.pw_name};
   }
@@ -67,8 +68,9 @@ gid_t lookup_group(const std::string& group, const std::filesystem::path& file) 
   struct group* found = nullptr;
   const auto number = numeric_id(group);
   for (;;) {
-    const int rc = number ? ::getgrgid_r(static_cast<gid_t>(*number), &gr, buf.data(), buf.size(), &found)
-                          : ::getgrnam_r(group.c_str(), &gr, buf.data(), buf.size(), &found);
+    const int rc =
+        number ? ::getgrgid_r(static_cast<gid_t>(*number), &gr, buf.data(), buf.size(), &found)
+               : ::getgrnam_r(group.c_str(), &gr, buf.data(), buf.size(), &found);
     if (rc == ERANGE && buf.size() < (1U << 20)) {
       buf.resize(buf.size() * 2);
       continue;
@@ -76,8 +78,9 @@ gid_t lookup_group(const std::string& group, const std::filesystem::path& file) 
     if (found == nullptr) {
       if (number) return static_cast<gid_t>(*number);  // a bare gid needs no entry
       fail(file, "server.group", "no group \"" + group + "\" on this host (" + errno_text(rc) + ")",
-           "create it (`groupadd --system " + group + "`), or delete server.group to use the "
-           "user's primary group");
+           "create it (`groupadd --system " + group +
+               "`), or delete server.group to use the "
+               "user's primary group");
     }
     return gr.gr_gid;
   }
@@ -92,7 +95,8 @@ void check_root_policy(const config::ServerConfig& server, const std::filesystem
        "whole host, not just the proxy",
        "set server.user (e.g. xks-proxy) so the proxy drops to it after binding the port, or "
        "start it as an unprivileged user with CAP_NET_BIND_SERVICE (systemd: User= and "
-       "AmbientCapabilities=CAP_NET_BIND_SERVICE), or set server.allow_root: true to accept the risk");
+       "AmbientCapabilities=CAP_NET_BIND_SERVICE), or set server.allow_root: true to accept the "
+       "risk");
 }
 
 void drop_privileges(const config::ServerConfig& server, const std::filesystem::path& file) {
@@ -118,11 +122,12 @@ void drop_privileges(const config::ServerConfig& server, const std::filesystem::
   }
 
   // Groups first: once the uid is no longer 0, they cannot be changed.
-  const int groups_rc = acct.name.empty() ? ::setgroups(1, &gid)
-                                          : ::initgroups(acct.name.c_str(), gid);
+  const int groups_rc =
+      acct.name.empty() ? ::setgroups(1, &gid) : ::initgroups(acct.name.c_str(), gid);
   if (groups_rc != 0) {
     const int err = errno;
-    fail(file, "server.group", std::string("cannot set the supplementary groups: ") + std::strerror(err),
+    fail(file, "server.group",
+         std::string("cannot set the supplementary groups: ") + std::strerror(err),
          "check the group database (getent group)");
   }
   if (::setresgid(gid, gid, gid) != 0) {
@@ -146,7 +151,8 @@ void drop_privileges(const config::ServerConfig& server, const std::filesystem::
                       ru == acct.uid && eu == acct.uid && su == acct.uid && rg == gid &&
                       eg == gid && sg == gid;
   if (!ids_ok) {
-    fail(file, "server.user", "the switch to uid " + std::to_string(acct.uid) + " did not take on every id",
+    fail(file, "server.user",
+         "the switch to uid " + std::to_string(acct.uid) + " did not take on every id",
          "report this: the process refuses to serve with mixed privileges");
   }
   if (::setuid(0) == 0 || ::seteuid(0) == 0 || ::setgid(0) == 0) {

@@ -178,20 +178,17 @@ ProxyMetrics::ProxyMetrics(Options options)
           "xks_proxy_request_duration_seconds",
           "Time from the request's arrival to its response, by API; KMS allows 250 ms.", {"api"},
           {obs::kLatencyBuckets.begin(), obs::kLatencyBuckets.end()})),
-      hsm_call_duration_(registry_.histogram("xks_proxy_hsm_call_duration_seconds",
-                                             "Duration of PKCS#11 calls by HSM and function.",
-                                             {"hsm", "function"},
-                                             {obs::kLatencyBuckets.begin(),
-                                              obs::kLatencyBuckets.end()})),
+      hsm_call_duration_(registry_.histogram(
+          "xks_proxy_hsm_call_duration_seconds", "Duration of PKCS#11 calls by HSM and function.",
+          {"hsm", "function"}, {obs::kLatencyBuckets.begin(), obs::kLatencyBuckets.end()})),
       hsm_sessions_in_use_(registry_.callback_gauge("xks_proxy_hsm_sessions_in_use",
                                                     "PKCS#11 sessions leased right now.", {"hsm"})),
-      hsm_sessions_open_(registry_.callback_gauge("xks_proxy_hsm_sessions_open",
-                                                  "PKCS#11 sessions open (idle or leased).",
-                                                  {"hsm"})),
-      hsm_queue_depth_(registry_.callback_gauge("xks_proxy_hsm_queue_depth",
-                                                "HSM jobs waiting for a worker.")),
-      hsm_workers_busy_(registry_.callback_gauge("xks_proxy_hsm_workers_busy",
-                                                 "HSM workers running a job.")),
+      hsm_sessions_open_(registry_.callback_gauge(
+          "xks_proxy_hsm_sessions_open", "PKCS#11 sessions open (idle or leased).", {"hsm"})),
+      hsm_queue_depth_(
+          registry_.callback_gauge("xks_proxy_hsm_queue_depth", "HSM jobs waiting for a worker.")),
+      hsm_workers_busy_(
+          registry_.callback_gauge("xks_proxy_hsm_workers_busy", "HSM workers running a job.")),
       hsm_health_(registry_.gauge("xks_proxy_hsm_health",
                                   "1 for the HSM's current health status, 0 for the others.",
                                   {"hsm", "status"})),
@@ -272,12 +269,10 @@ ProxyMetrics::ProxyMetrics(Options options)
       .set(1.0);
   if (options_.process_metrics) {
     const auto started = process_start_time();
-    registry_
-        .gauge("process_start_time_seconds", "Start time of the process since unix epoch.")
+    registry_.gauge("process_start_time_seconds", "Start time of the process since unix epoch.")
         .with({})
         .set(started ? *started : unix_seconds(options_.now()));
-    registry_
-        .callback_gauge("process_resident_memory_bytes", "Resident memory size in bytes.")
+    registry_.callback_gauge("process_resident_memory_bytes", "Resident memory size in bytes.")
         .set({}, resident_memory_bytes);
   }
 
@@ -301,8 +296,7 @@ std::size_t ProxyMetrics::register_keystore_locked(const std::string& uri_path) 
   }
   const auto index = keystore_storage_.size();
   if (index >= kMaxKeystores) {
-    throw std::length_error("metrics: more than " + std::to_string(kMaxKeystores) +
-                            " key stores");
+    throw std::length_error("metrics: more than " + std::to_string(kMaxKeystores) + " key stores");
   }
   auto slot = std::make_unique<KeystoreSlot>();
   slot->uri_path = uri_path;
@@ -327,7 +321,8 @@ std::size_t ProxyMetrics::register_keystore_locked(const std::string& uri_path) 
   return index;
 }
 
-std::vector<std::size_t> ProxyMetrics::register_keystores(const std::vector<std::string>& uri_paths) {
+std::vector<std::size_t> ProxyMetrics::register_keystores(
+    const std::vector<std::string>& uri_paths) {
   std::vector<std::size_t> indices;
   indices.reserve(uri_paths.size());
   std::lock_guard lock(registration_mutex_);
@@ -342,8 +337,9 @@ std::optional<std::size_t> ProxyMetrics::keystore_index(std::string_view uri_pat
   return it->second;
 }
 
-void ProxyMetrics::record_request(std::size_t keystore, http::Api api, std::optional<ErrorName> error,
-                             std::chrono::nanoseconds duration) noexcept {
+void ProxyMetrics::record_request(std::size_t keystore, http::Api api,
+                                  std::optional<ErrorName> error,
+                                  std::chrono::nanoseconds duration) noexcept {
   const auto api_index = static_cast<std::size_t>(api);
   if (api_index >= kApiCount) return;
   const std::size_t outcome = error ? static_cast<std::size_t>(*error) + 1 : 0;
@@ -362,7 +358,7 @@ void ProxyMetrics::record_policy_decision(std::size_t keystore, PolicyDecision d
 }
 
 void ProxyMetrics::set_credentials(std::size_t keystore,
-                              const std::vector<config::Credential>& credentials) {
+                                   const std::vector<config::Credential>& credentials) {
   std::lock_guard registration(registration_mutex_);
   auto* slot = keystore_slot(keystore);
   if (slot == nullptr) return;
@@ -393,7 +389,8 @@ void ProxyMetrics::set_credentials(std::size_t keystore,
       credential_issued_.remove(labels);
     } else {
       // The reload dropped its not_after, or its issue time is no longer known.
-      if (kept->not_after == nullptr && old.not_after != nullptr) credential_not_after_.remove(labels);
+      if (kept->not_after == nullptr && old.not_after != nullptr)
+        credential_not_after_.remove(labels);
       if (kept->issued == nullptr && old.issued != nullptr) credential_issued_.remove(labels);
     }
   }
@@ -401,7 +398,7 @@ void ProxyMetrics::set_credentials(std::size_t keystore,
 }
 
 void ProxyMetrics::record_credential_use(std::size_t keystore, std::string_view access_key_id,
-                                    std::chrono::system_clock::time_point when) noexcept {
+                                         std::chrono::system_clock::time_point when) noexcept {
   auto* slot = keystore_slot(keystore);
   if (slot == nullptr) return;
   std::shared_lock lock(slot->credentials_mutex);
@@ -417,7 +414,8 @@ std::string_view to_string(KeyOp op) noexcept {
   return op == KeyOp::Encrypt ? "encrypt" : "decrypt";
 }
 
-void ProxyMetrics::set_key_versions(std::size_t keystore, const std::vector<config::KeyEntry>& keys) {
+void ProxyMetrics::set_key_versions(std::size_t keystore,
+                                    const std::vector<config::KeyEntry>& keys) {
   std::lock_guard registration(registration_mutex_);
   auto* slot = keystore_slot(keystore);
   if (slot == nullptr) return;
@@ -435,8 +433,10 @@ void ProxyMetrics::set_key_versions(std::size_t keystore, const std::vector<conf
       for (const auto op : {KeyOp::Encrypt, KeyOp::Decrypt}) {
         const auto o = static_cast<std::size_t>(op);
         e->ops[o][1] = &key_version_ops_.with({slot->uri_path, k.id, number, to_string(op), "ok"});
-        e->ops[o][0] = &key_version_ops_.with({slot->uri_path, k.id, number, to_string(op), "error"});
-        e->last_used[o] = &key_version_last_used_.with({slot->uri_path, k.id, number, to_string(op)});
+        e->ops[o][0] =
+            &key_version_ops_.with({slot->uri_path, k.id, number, to_string(op), "error"});
+        e->last_used[o] =
+            &key_version_last_used_.with({slot->uri_path, k.id, number, to_string(op)});
       }
       next.push_back(std::move(e));
     }
@@ -469,18 +469,20 @@ void ProxyMetrics::set_key_versions(std::size_t keystore, const std::vector<conf
 namespace {
 template <class Vec>
 auto find_key_version(const Vec& entries, std::string_view key, std::uint32_t version) noexcept {
-  const auto it = std::lower_bound(entries.begin(), entries.end(), std::pair{key, version},
-                                   [](const auto& e, const std::pair<std::string_view, std::uint32_t>& x) {
-                                     const std::string_view k = e->key;
-                                     return k < x.first || (k == x.first && e->version < x.second);
-                                   });
-  return it != entries.end() && (*it)->key == key && (*it)->version == version ? it->get() : nullptr;
+  const auto it =
+      std::lower_bound(entries.begin(), entries.end(), std::pair{key, version},
+                       [](const auto& e, const std::pair<std::string_view, std::uint32_t>& x) {
+                         const std::string_view k = e->key;
+                         return k < x.first || (k == x.first && e->version < x.second);
+                       });
+  return it != entries.end() && (*it)->key == key && (*it)->version == version ? it->get()
+                                                                               : nullptr;
 }
 }  // namespace
 
 void ProxyMetrics::record_key_version_use(std::size_t keystore, std::string_view key_id,
-                                     std::uint32_t version, KeyOp op, bool ok,
-                                     std::chrono::system_clock::time_point when) noexcept {
+                                          std::uint32_t version, KeyOp op, bool ok,
+                                          std::chrono::system_clock::time_point when) noexcept {
   auto* slot = keystore_slot(keystore);
   if (slot == nullptr) return;
   std::shared_lock lock(slot->key_versions_mutex);
@@ -492,7 +494,7 @@ void ProxyMetrics::record_key_version_use(std::size_t keystore, std::string_view
 }
 
 bool ProxyMetrics::record_legacy_decrypt(std::size_t keystore, std::string_view key_id,
-                                    config::LegacyLayout layout) noexcept {
+                                         config::LegacyLayout layout) noexcept {
   auto* slot = keystore_slot(keystore);
   const auto l = static_cast<std::size_t>(layout);
   if (slot == nullptr || l >= slot->legacy.size() || slot->legacy[l] == nullptr) return false;
@@ -539,7 +541,7 @@ std::optional<std::size_t> ProxyMetrics::hsm_index(std::string_view name) const 
 }
 
 void ProxyMetrics::record_hsm_call(std::size_t hsm, HsmFunction function,
-                              std::chrono::nanoseconds duration) noexcept {
+                                   std::chrono::nanoseconds duration) noexcept {
   const auto f = static_cast<std::size_t>(function);
   if (auto* slot = hsm_slot(hsm); slot != nullptr && f < kHsmFunctionCount) {
     slot->calls[f]->observe(duration);
@@ -568,13 +570,13 @@ void ProxyMetrics::set_hsm_health(std::string_view hsm, std::string_view status)
 }
 
 void ProxyMetrics::set_hsm_session_samplers(std::string_view hsm, std::function<double()> in_use,
-                                       std::function<double()> open) {
+                                            std::function<double()> open) {
   hsm_sessions_in_use_.set({hsm}, std::move(in_use));
   hsm_sessions_open_.set({hsm}, std::move(open));
 }
 
 void ProxyMetrics::set_worker_pool_samplers(std::function<double()> queue_depth,
-                                       std::function<double()> workers_busy) {
+                                            std::function<double()> workers_busy) {
   hsm_queue_depth_.set({}, std::move(queue_depth));
   hsm_workers_busy_.set({}, std::move(workers_busy));
 }
@@ -606,13 +608,11 @@ void ProxyMetrics::set_tls_certificate_not_after(std::chrono::system_clock::time
       std::chrono::duration_cast<std::chrono::seconds>(not_after.time_since_epoch()).count();
   cert_not_after_.store(static_cast<std::int64_t>(seconds), std::memory_order_relaxed);
   // Sampled so days_remaining counts down between reloads without a timer.
-  cert_expiry_.set({}, [this] {
-    return static_cast<double>(cert_not_after_.load(std::memory_order_relaxed));
-  });
+  cert_expiry_.set(
+      {}, [this] { return static_cast<double>(cert_not_after_.load(std::memory_order_relaxed)); });
   cert_days_remaining_.set({}, [this] {
-    const auto now = std::chrono::duration_cast<std::chrono::seconds>(
-                         options_.now().time_since_epoch())
-                         .count();
+    const auto now =
+        std::chrono::duration_cast<std::chrono::seconds>(options_.now().time_since_epoch()).count();
     const auto left = cert_not_after_.load(std::memory_order_relaxed) - now;
     return std::floor(static_cast<double>(left) / 86400.0);
   });

@@ -41,7 +41,7 @@ Runtime::Runtime(std::shared_ptr<const config::Config> cfg, std::shared_ptr<Engi
 }
 
 std::shared_ptr<const Runtime> Runtime::with_tls(const Runtime& from,
-                                                std::shared_ptr<boost::asio::ssl::context> tls) {
+                                                 std::shared_ptr<boost::asio::ssl::context> tls) {
   auto next = std::make_shared<Runtime>(from);
   next->connection = std::make_shared<const net::ConnectionSettings>(
       net::ConnectionSettings{from.connection->limits, std::move(tls)});

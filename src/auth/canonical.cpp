@@ -14,8 +14,8 @@ namespace {
 constexpr const char* kUpperHex = core::kHexUpper;
 
 bool is_unreserved(unsigned char c) noexcept {
-  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-         c == '-' || c == '_' || c == '.' || c == '~';
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+         c == '_' || c == '.' || c == '~';
 }
 
 int hex_value(char c) noexcept {
@@ -136,7 +136,8 @@ std::string canonical_query(std::string_view query) {
     if (item.empty()) continue;
     const std::size_t eq = item.find('=');
     const std::string_view name = item.substr(0, eq);
-    const std::string_view value = eq == std::string_view::npos ? std::string_view{} : item.substr(eq + 1);
+    const std::string_view value =
+        eq == std::string_view::npos ? std::string_view{} : item.substr(eq + 1);
     std::pair<std::string, std::string> p;
     uri_encode_append(p.first, percent_decode(name), false);
     uri_encode_append(p.second, percent_decode(value), false);

@@ -102,8 +102,8 @@ const HmacSha256Key* SigningKeyCache::get(EVP_MD_CTX* work, std::string_view sec
   crypto::Sha256 fp{};
   if (!sha256(work, secret, fp)) return nullptr;
   const auto matches = [&](const Entry& e) {
-    return std::memcmp(e.secret_fingerprint.data(), fp.data(), fp.size()) == 0 &&
-           e.date == date && e.region == region && e.service == service;
+    return std::memcmp(e.secret_fingerprint.data(), fp.data(), fp.size()) == 0 && e.date == date &&
+           e.region == region && e.service == service;
   };
   for (const auto& e : entries_) {
     if (matches(e)) return &e.key;

@@ -92,7 +92,7 @@ class SigningKeyCache {
     std::string date, region, service;
     HmacSha256Key key;
   };
-  std::vector<Entry> entries_;  // at most kCapacity
+  std::vector<Entry> entries_;   // at most kCapacity
   std::size_t next_victim_ = 0;  // FIFO replacement: cheap, and fine for a tiny working set
 };
 

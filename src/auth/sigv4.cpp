@@ -41,11 +41,22 @@ constexpr auto is_alnum = [](char c) noexcept { return core::is_alnum(c); };
 constexpr auto is_lower_token_char = [](char c) noexcept {
   if (is_lower_alnum(c)) return true;
   switch (c) {
-    case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+':
-    case '-': case '.': case '^': case '_': case '`': case '|': case '~':
-      return true;
-    default:
-      return false;
+    case '!':
+    case '#':
+    case '$':
+    case '%':
+    case '&':
+    case '\'':
+    case '*':
+    case '+':
+    case '-':
+    case '.':
+    case '^':
+    case '_':
+    case '`':
+    case '|':
+    case '~': return true;
+    default: return false;
   }
 };
 
@@ -68,7 +79,7 @@ void append_hex(std::string& out, const crypto::Sha256& bytes) {
   // pointer, which out[i] would then reload for every digit.
   char* p = out.data() + at;
   for (const std::uint8_t b : bytes) {
-    *p++ = kDigits[b >> 4];  // NOLINT(cppcoreguidelines-pro-bounds-pointer-arithmetic)
+    *p++ = kDigits[b >> 4];    // NOLINT(cppcoreguidelines-pro-bounds-pointer-arithmetic)
     *p++ = kDigits[b & 0x0f];  // NOLINT(cppcoreguidelines-pro-bounds-pointer-arithmetic)
   }
 }
@@ -132,8 +143,10 @@ Result<void> parse_credential(std::string_view value, Authorization& out,
   std::size_t pos = 0;
   while (true) {
     const std::size_t slash = value.find('/', pos);
-    if (n == parts.size()) return fail("malformed Credential: expected AKID/yyyymmdd/region/service/aws4_request");
-    parts[n++] = value.substr(pos, slash == std::string_view::npos ? std::string_view::npos : slash - pos);
+    if (n == parts.size())
+      return fail("malformed Credential: expected AKID/yyyymmdd/region/service/aws4_request");
+    parts[n++] =
+        value.substr(pos, slash == std::string_view::npos ? std::string_view::npos : slash - pos);
     if (slash == std::string_view::npos) break;
     pos = slash + 1;
   }
@@ -181,7 +194,8 @@ Result<void> parse_signed_headers(std::string_view value, Authorization& out) {
   for_each_name(value, [&](std::string_view name) {
     const auto end = names.begin() + static_cast<std::ptrdiff_t>(count);
     if (name.empty() || name.size() > kMaxHeaderNameLength || !all_of(name, is_lower_token_char)) {
-      result = fail("malformed SignedHeaders: header names must be lower-case tokens separated by ';'");
+      result =
+          fail("malformed SignedHeaders: header names must be lower-case tokens separated by ';'");
     } else if (std::find(names.begin(), end, name) != end) {
       result = fail("malformed SignedHeaders: \"" + std::string(name) + "\" is listed twice");
     } else if (count == kMaxSignedHeaders) {
@@ -220,12 +234,15 @@ Result<void> parse_authorization(std::string_view header, std::string_view servi
     pos = comma + 1;
     const std::size_t eq = part.find('=');
     if (eq == std::string_view::npos) {
-      return fail("malformed Authorization header: expected Credential=..., SignedHeaders=..., Signature=...");
+      return fail(
+          "malformed Authorization header: expected Credential=..., SignedHeaders=..., "
+          "Signature=...");
     }
     const std::string_view name = part.substr(0, eq);
     const std::string_view value = part.substr(eq + 1);
     const auto once = [&](bool& seen) -> Result<void> {
-      if (seen) return fail("malformed Authorization header: " + std::string(name) + " appears twice");
+      if (seen)
+        return fail("malformed Authorization header: " + std::string(name) + " appears twice");
       seen = true;
       return {};
     };
@@ -297,8 +314,7 @@ SingleHeaders find_single_headers(const http::fields& headers) {
       case 20:
         if (equals_lower(name, "x-amz-content-sha256")) out.content_sha256.saw(f.value());
         break;
-      default:
-        break;
+      default: break;
     }
   }
   return out;
@@ -322,7 +338,8 @@ bool parse_amz_date(std::string_view s, std::chrono::sys_seconds& out) {
     return false;
   }
   using namespace std::chrono;
-  const year_month_day ymd{year{y}, month{static_cast<unsigned>(mo)}, day{static_cast<unsigned>(d)}};
+  const year_month_day ymd{year{y}, month{static_cast<unsigned>(mo)},
+                           day{static_cast<unsigned>(d)}};
   if (!ymd.ok() || h > 23 || mi > 59 || se > 59) return false;
   out = sys_days{ymd} + hours{h} + minutes{mi} + seconds{se};
   return true;
@@ -340,7 +357,8 @@ void append_canonical_request_head(std::string& out, std::string_view method,
                                    std::string_view target) {
   const std::size_t q = target.find('?');
   const std::string_view path = target.substr(0, q);
-  const std::string_view query = q == std::string_view::npos ? std::string_view{} : target.substr(q + 1);
+  const std::string_view query =
+      q == std::string_view::npos ? std::string_view{} : target.substr(q + 1);
   out.append(method).push_back('\n');
   canonical_uri_append(out, path);
   out.push_back('\n');
@@ -605,7 +623,12 @@ SignedHeaders sign(const SignInput& input) {
   append_canonical_request_tail(creq, signed_headers, *body_hash);
 
   std::string scope;
-  scope.append(date).append("/").append(input.region).append("/").append(input.service).append("/aws4_request");
+  scope.append(date)
+      .append("/")
+      .append(input.region)
+      .append("/")
+      .append(input.service)
+      .append("/aws4_request");
   const auto creq_hash = crypto::sha256(as_bytes(creq));
   if (!creq_hash) throw std::runtime_error("SigV4 signing: SHA-256 failed");
   std::string sts;

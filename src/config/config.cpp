@@ -37,9 +37,7 @@ ConfigError::ConfigError(const std::filesystem::path& file, const std::string& s
                          const std::string& problem, const std::string& fix)
     : std::runtime_error(format_error(file, setting, problem, fix)), setting_(setting) {}
 
-std::string SecretSource::describe() const {
-  return (kind == Kind::File ? "file " : "env ") + ref;
-}
+std::string SecretSource::describe() const { return (kind == Kind::File ? "file " : "env ") + ref; }
 
 std::vector<std::string> Config::uri_paths() const {
   std::vector<std::string> paths;

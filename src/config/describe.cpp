@@ -24,7 +24,8 @@ constexpr auto kExpiryNotice = std::chrono::hours(24 * 14);
 }  // namespace
 
 std::string detail::redacted(const SecretSource& s) {
-  return "<redacted: " + s.describe() + (s.allow_insecure_permissions ? ", insecure permissions allowed" : "") + ">";
+  return "<redacted: " + s.describe() +
+         (s.allow_insecure_permissions ? ", insecure permissions allowed" : "") + ">";
 }
 
 std::string detail::rfc3339(SysClock::time_point t) {
@@ -80,8 +81,8 @@ std::vector<std::string> config_warnings(const Config& c, SysClock::time_point n
   if (threads == 0) threads = std::max(1U, std::thread::hardware_concurrency());
   for (const auto& h : c.hsms) {
     if (h.sessions < threads) {
-      out.emplace_back("hsm " + h.name + " has " + std::to_string(h.sessions) +
-                       " sessions for " + std::to_string(threads) +
+      out.emplace_back("hsm " + h.name + " has " + std::to_string(h.sessions) + " sessions for " +
+                       std::to_string(threads) +
                        " I/O threads: bursts will be answered with ThrottlingException sooner; "
                        "raise sessions if the HSM allows it");
     }
@@ -94,9 +95,10 @@ std::vector<std::string> config_warnings(const Config& c, SysClock::time_point n
                          " passed its not_after (" + rfc3339(*cr.not_after) +
                          "); rotate it: add a new credential, update KMS, remove this one");
       } else if (*cr.not_after - now <= kExpiryNotice) {
-        out.emplace_back("credential " + cr.access_key_id + " of " + ks.uri_path +
-                         " expires at " + rfc3339(*cr.not_after) +
-                         " (within 14 days); rotate it: add a new credential, update KMS, remove the old one");
+        out.emplace_back(
+            "credential " + cr.access_key_id + " of " + ks.uri_path + " expires at " +
+            rfc3339(*cr.not_after) +
+            " (within 14 days); rotate it: add a new credential, update KMS, remove the old one");
       }
     }
   }

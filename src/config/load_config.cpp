@@ -86,8 +86,9 @@ std::uint64_t Loader::uint_value(const YAML::Node& n, const std::string& path, s
 
 bool Loader::bool_value(const YAML::Node& n, const std::string& path) const {
   std::string v = string_value(n, path);
-  std::transform(v.begin(), v.end(), v.begin(),
-                 [](char c) { return static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c); });
+  std::transform(v.begin(), v.end(), v.begin(), [](char c) {
+    return static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+  });
   if (v == "true") return true;
   if (v == "false") return false;
   fail(path, quote(n.Scalar()) + " is not a boolean", "write true or false");
@@ -115,7 +116,8 @@ void Loader::check_readable_file(const fs::path& p, const std::string& setting,
   const int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
   if (fd < 0) {
     const int err = errno;
-    if (err == ENOENT || err == ENOTDIR) fail(setting, what + " " + p.string() + " does not exist", fix);
+    if (err == ENOENT || err == ENOTDIR)
+      fail(setting, what + " " + p.string() + " does not exist", fix);
     fail(setting,
          what + " " + p.string() + " cannot be read by uid " + std::to_string(::geteuid()) + ": " +
              std::strerror(err),
@@ -222,7 +224,8 @@ Config Loader::load() {
   if (!in || fs::is_directory(file_, ec)) {
     const int err = errno;
     fail("(file)",
-         fs::exists(file_, ec) ? std::string("cannot be read: ") + std::strerror(err) : "does not exist",
+         fs::exists(file_, ec) ? std::string("cannot be read: ") + std::strerror(err)
+                               : "does not exist",
          "pass the path of the configuration file (see config/xks-proxy.example.yaml)");
   }
   // The file should hold no secret, but one written inline by mistake must not
@@ -240,16 +243,17 @@ Config Loader::load() {
   try {
     root = YAML::Load(text);
   } catch (const YAML::Exception& e) {
-    fail("line " + std::to_string(e.mark.line + 1) + ", column " + std::to_string(e.mark.column + 1),
-         "YAML/JSON syntax error: " + e.msg,
-         "correct the syntax at that position (indent with spaces, not tabs)");
+    fail(
+        "line " + std::to_string(e.mark.line + 1) + ", column " + std::to_string(e.mark.column + 1),
+        "YAML/JSON syntax error: " + e.msg,
+        "correct the syntax at that position (indent with spaces, not tabs)");
   }
   if (root.IsNull() || !root.IsDefined()) {
     fail("(top level)", "the file is empty", "start from config/xks-proxy.example.yaml");
   }
-  const Section top(*this, root, "",
-                    {"server", "tls", "hsm", "keystores", "health", "metrics", "logging",
-                     "reload"});
+  const Section top(
+      *this, root, "",
+      {"server", "tls", "hsm", "keystores", "health", "metrics", "logging", "reload"});
 
   Config c;
   c.source = fs::absolute(file_, ec);

@@ -15,14 +15,14 @@
 #include <cstring>
 #include <fstream>
 #include <initializer_list>
+#include <iterator>
 #include <limits>
 #include <set>
-#include <iterator>
 
 #include "secret_reader.hpp"
 #include "xks/config/config.hpp"
-#include "xks/core/ascii.hpp"
 #include "xks/config/hsm_vendor.hpp"
+#include "xks/core/ascii.hpp"
 #include "xks/hsm/ckr_names.hpp"
 
 namespace xks::config::detail {
@@ -30,15 +30,15 @@ namespace xks::config::detail {
 namespace fs = std::filesystem;
 using Keys = std::initializer_list<std::string_view>;
 
-inline constexpr std::size_t kMaxUriPathChars = 128;          // XKS spec: XksProxyUriPath
-inline constexpr std::size_t kMaxKeyIdChars = 128;            // XKS spec: externalKeyId
-inline constexpr std::size_t kMaxTokenLabelChars = 32;        // CK_TOKEN_INFO.label is 32 bytes
-inline constexpr std::size_t kMaxTokenSerialChars = 16;       // CK_TOKEN_INFO.serialNumber is 16 bytes
-inline constexpr std::size_t kMaxHsms = 10;                   // ekmFleetDetails holds 1-10 entries
+inline constexpr std::size_t kMaxUriPathChars = 128;     // XKS spec: XksProxyUriPath
+inline constexpr std::size_t kMaxKeyIdChars = 128;       // XKS spec: externalKeyId
+inline constexpr std::size_t kMaxTokenLabelChars = 32;   // CK_TOKEN_INFO.label is 32 bytes
+inline constexpr std::size_t kMaxTokenSerialChars = 16;  // CK_TOKEN_INFO.serialNumber is 16 bytes
+inline constexpr std::size_t kMaxHsms = 10;              // ekmFleetDetails holds 1-10 entries
 inline constexpr std::size_t kMaxPinChars = 255;
 inline constexpr std::string_view kUriSuffix = "/kms/xks/v1";
 inline constexpr std::size_t kShownValueChars = 80;
-inline constexpr std::size_t kMaxAccountNameChars = 32;       // useradd's limit
+inline constexpr std::size_t kMaxAccountNameChars = 32;  // useradd's limit
 
 // ---------------------------------------------------------------- text helpers
 
@@ -183,12 +183,11 @@ class Loader {
   }
   bool bool_value(const YAML::Node& n, const std::string& path) const;
   // A handle, not a reference: callers pass temporaries from Section::get.
-  YAML::Node sequence(const YAML::Node& n, const std::string& path,
-                      const std::string& what) const;
+  YAML::Node sequence(const YAML::Node& n, const std::string& path, const std::string& what) const;
 
   fs::path resolve(const std::string& p) const;
-  void check_readable_file(const fs::path& p, const std::string& setting,
-                           const std::string& what, const std::string& fix) const;
+  void check_readable_file(const fs::path& p, const std::string& setting, const std::string& what,
+                           const std::string& fix) const;
   SecretSource secret_source(const YAML::Node& n, const std::string& path) const;
 
   void parse_server(const YAML::Node& n, ServerConfig& out) const;

@@ -18,9 +18,10 @@ using detail::Rule;
 const std::vector<Rule>& all_rules() {
   static const std::vector<Rule> rules = [] {
     std::vector<Rule> out;
-    for (const auto section : {detail::server_rules(), detail::tls_rules(), detail::hsm_rules(),
-                               detail::keystores_rules(), detail::health_rules(), detail::reload_rules(),
-                               detail::metrics_rules(), detail::logging_rules()}) {
+    for (const auto section :
+         {detail::server_rules(), detail::tls_rules(), detail::hsm_rules(),
+          detail::keystores_rules(), detail::health_rules(), detail::reload_rules(),
+          detail::metrics_rules(), detail::logging_rules()}) {
       out.insert(out.end(), section.begin(), section.end());
     }
     return out;
@@ -51,9 +52,8 @@ std::string_view to_string(ReloadClass cls) noexcept {
 std::span<const ReloadRule> reload_rules() noexcept { return public_rules(); }
 
 bool ReloadPlan::needs_new_hsm_sessions() const noexcept {
-  return std::any_of(changes.begin(), changes.end(), [](const SettingChange& c) {
-    return c.cls == ReloadClass::NewHsmSessions;
-  });
+  return std::any_of(changes.begin(), changes.end(),
+                     [](const SettingChange& c) { return c.cls == ReloadClass::NewHsmSessions; });
 }
 
 std::vector<std::string_view> ReloadPlan::restart_settings() const {

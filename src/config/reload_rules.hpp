@@ -37,10 +37,8 @@ inline std::string text(const std::vector<std::string>& v) {
   return out;
 }
 template <class T>
-  requires std::is_integral_v<T>
-inline std::string text(T v) {
-  return std::to_string(v);
-}
+requires std::is_integral_v<T>
+inline std::string text(T v) { return std::to_string(v); }
 
 // "name: <new value>" when the values differ.
 template <class T>
@@ -58,7 +56,8 @@ inline std::string hsm_setting(const Config& c, std::size_t i, std::string_view 
 // Calls f(running_hsm, next_hsm, i) for every HSM position both have.
 template <class F>
 void each_hsm(const Config& a, const Config& b, F f) {
-  for (std::size_t i = 0; i < std::min(a.hsms.size(), b.hsms.size()); ++i) f(a.hsms[i], b.hsms[i], i);
+  for (std::size_t i = 0; i < std::min(a.hsms.size(), b.hsms.size()); ++i)
+    f(a.hsms[i], b.hsms[i], i);
 }
 
 // An HSM setting compared position by position.
@@ -90,7 +89,8 @@ inline bool same_credential(const Credential& a, const Credential& b) {
          a.not_after == b.not_after;
 }
 
-inline bool same_usage(const std::optional<KeyEntry::Usage>& a, const std::optional<KeyEntry::Usage>& b) {
+inline bool same_usage(const std::optional<KeyEntry::Usage>& a,
+                       const std::optional<KeyEntry::Usage>& b) {
   if (a.has_value() != b.has_value()) return false;
   return !a || (a->encrypt == b->encrypt && a->decrypt == b->decrypt);
 }

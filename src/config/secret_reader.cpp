@@ -121,8 +121,7 @@ SecureString read_env_secret(const SecretSource& source, const std::filesystem::
   // SecureString so that no std::string copy is left behind.
   const char* value = std::getenv(source.ref.c_str());
   if (value == nullptr) {
-    throw ConfigError(config_file, setting,
-                      "environment variable " + source.ref + " is not set",
+    throw ConfigError(config_file, setting, "environment variable " + source.ref + " is not set",
                       "export " + source.ref +
                           " in the proxy's environment (systemd: EnvironmentFile= or "
                           "LoadCredential=; containers: a secret mounted as env)");
@@ -138,9 +137,8 @@ SecureString read_env_secret(const SecretSource& source, const std::filesystem::
 
 SecureString read_secret(const SecretSource& source, const std::filesystem::path& config_file,
                          const std::string& setting) {
-  return source.kind == SecretSource::Kind::File
-             ? read_file_secret(source, config_file, setting)
-             : read_env_secret(source, config_file, setting);
+  return source.kind == SecretSource::Kind::File ? read_file_secret(source, config_file, setting)
+                                                 : read_env_secret(source, config_file, setting);
 }
 
 }  // namespace xks::config::detail

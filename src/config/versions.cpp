@@ -16,8 +16,9 @@ std::string_view to_string(LegacyLayout layout) noexcept {
 }
 
 const KeyVersion* KeyEntry::version(std::uint32_t n) const noexcept {
-  const auto it = std::lower_bound(versions.begin(), versions.end(), n,
-                                   [](const KeyVersion& v, std::uint32_t x) { return v.number < x; });
+  const auto it =
+      std::lower_bound(versions.begin(), versions.end(), n,
+                       [](const KeyVersion& v, std::uint32_t x) { return v.number < x; });
   return it != versions.end() && it->number == n ? &*it : nullptr;
 }
 

@@ -32,9 +32,10 @@ bool BlockingPool::try_submit(Deadline deadline, Job job) {
       // queued ahead of it are done, spread over the workers, and then takes a
       // call of its own. Refused at once if that ends past its deadline: it
       // would only wait there to be answered 503.
-      const auto done = std::chrono::nanoseconds(
-          call_ns * static_cast<std::int64_t>(queue_.size() + 1) / static_cast<std::int64_t>(threads) +
-          call_ns);
+      const auto done =
+          std::chrono::nanoseconds(call_ns * static_cast<std::int64_t>(queue_.size() + 1) /
+                                       static_cast<std::int64_t>(threads) +
+                                   call_ns);
       if (SteadyClock::now() + done > deadline) return false;
     }
     queue_.push_back(Entry{deadline, std::move(job)});
@@ -117,8 +118,9 @@ void BlockingPool::worker_loop(std::size_t index) {
       // for seconds does not refuse work for long after the HSM is back, while a
       // real slowdown still shows within a handful of calls.
       const std::int64_t avg = call_ns_.load(std::memory_order_relaxed);
-      std::int64_t took = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                              SteadyClock::now() - started).count();
+      std::int64_t took =
+          std::chrono::duration_cast<std::chrono::nanoseconds>(SteadyClock::now() - started)
+              .count();
       if (avg > 0) took = std::min(took, 4 * avg);
       call_ns_.store(avg == 0 ? std::max<std::int64_t>(took, 1) : avg + (took - avg) / 8,
                      std::memory_order_relaxed);

@@ -85,8 +85,8 @@ std::optional<Sha256> hmac_sha256(ByteView key, ByteView data) noexcept {
   const EVP_MAC_CTX* tmpl = hmac_template();
   if (tmpl == nullptr) return std::nullopt;
   // EVP_MAC_CTX_dup takes a non-const pointer but does not modify its source.
-  const std::unique_ptr<EVP_MAC_CTX, MacCtxFree> ctx(
-      EVP_MAC_CTX_dup(const_cast<EVP_MAC_CTX*>(tmpl)));  // NOLINT(cppcoreguidelines-pro-type-const-cast)
+  const std::unique_ptr<EVP_MAC_CTX, MacCtxFree> ctx(EVP_MAC_CTX_dup(
+      const_cast<EVP_MAC_CTX*>(tmpl)));  // NOLINT(cppcoreguidelines-pro-type-const-cast)
   if (!ctx) return std::nullopt;
   // A null key means "keep the previous key" to OpenSSL, and there is none:
   // give an empty key a valid pointer.

@@ -27,8 +27,7 @@ std::string_view to_string(CkrClass c) noexcept {
 
 CkrClass ckr_class(CK_RV rv) noexcept {
   switch (rv) {
-    case CKR_OK:
-      return CkrClass::Ok;
+    case CKR_OK: return CkrClass::Ok;
 
     // About the request: the data, the ciphertext, the key object or its usage.
     // A key handle that went stale is Data too: the backend looks the label up
@@ -50,8 +49,7 @@ CkrClass ckr_class(CK_RV rv) noexcept {
     case CKR_ATTRIBUTE_TYPE_INVALID:
     case CKR_SIGNATURE_INVALID:
     case CKR_SIGNATURE_LEN_RANGE:
-    case CKR_BUFFER_TOO_SMALL:
-      return CkrClass::Data;
+    case CKR_BUFFER_TOO_SMALL: return CkrClass::Data;
 
     // The session is dead or in a state we cannot trust (an operation left
     // active by an interrupted call): a fresh session cures these.
@@ -59,8 +57,7 @@ CkrClass ckr_class(CK_RV rv) noexcept {
     case CKR_SESSION_CLOSED:
     case CKR_USER_NOT_LOGGED_IN:
     case CKR_OPERATION_ACTIVE:
-    case CKR_OPERATION_NOT_INITIALIZED:
-      return CkrClass::Session;
+    case CKR_OPERATION_NOT_INITIALIZED: return CkrClass::Session;
 
     // The token, slot, device or library: a fresh session on this HSM will not help.
     case CKR_GENERAL_ERROR:
@@ -78,8 +75,7 @@ CkrClass ckr_class(CK_RV rv) noexcept {
     case CKR_SESSION_COUNT:
     case CKR_FIPS_SELF_TEST_FAILED:
     case CKR_LIBRARY_LOAD_FAILED:
-    case CKR_RANDOM_NO_RNG:
-      return CkrClass::Device;
+    case CKR_RANDOM_NO_RNG: return CkrClass::Device;
 
     // Retrying these locks the user out (CloudHSM: five wrong logins).
     case CKR_PIN_INCORRECT:
@@ -87,40 +83,33 @@ CkrClass ckr_class(CK_RV rv) noexcept {
     case CKR_PIN_LEN_RANGE:
     case CKR_PIN_EXPIRED:
     case CKR_PIN_LOCKED:
-    case CKR_USER_PIN_NOT_INITIALIZED:
-      return CkrClass::Pin;
+    case CKR_USER_PIN_NOT_INITIALIZED: return CkrClass::Pin;
 
-    default:
-      return CkrClass::Other;
+    default: return CkrClass::Other;
   }
 }
 
 ErrorName ckr_error_name(CK_RV rv) noexcept {
   switch (rv) {
     case CKR_ENCRYPTED_DATA_INVALID:
-    case CKR_ENCRYPTED_DATA_LEN_RANGE:
-      return ErrorName::InvalidCiphertextException;
+    case CKR_ENCRYPTED_DATA_LEN_RANGE: return ErrorName::InvalidCiphertextException;
 
     case CKR_KEY_FUNCTION_NOT_PERMITTED:
     case CKR_KEY_TYPE_INCONSISTENT:
     case CKR_KEY_SIZE_RANGE:
-    case CKR_KEY_INDIGESTIBLE:
-      return ErrorName::InvalidKeyUsageException;
+    case CKR_KEY_INDIGESTIBLE: return ErrorName::InvalidKeyUsageException;
 
     case CKR_OBJECT_HANDLE_INVALID:
-    case CKR_KEY_HANDLE_INVALID:
-      return ErrorName::KeyNotFoundException;
+    case CKR_KEY_HANDLE_INVALID: return ErrorName::KeyNotFoundException;
 
     // Input the token will not take (e.g. a plaintext over its size limit).
-    case CKR_DATA_INVALID:
-      return ErrorName::ValidationException;
+    case CKR_DATA_INVALID: return ErrorName::ValidationException;
     case CKR_DATA_LEN_RANGE:
       return ErrorName::UnsupportedOperationException;  // spec: "value beyond supported size"
 
     // The HSM gave up on the call: KMS may retry, as for a timeout.
     case CKR_FUNCTION_CANCELED:
-    case CKR_CANCEL:
-      return ErrorName::DependencyTimeoutException;
+    case CKR_CANCEL: return ErrorName::DependencyTimeoutException;
 
     default:
       // Device, session, login, PIN, mechanism and everything unknown: a key
@@ -137,16 +126,12 @@ std::string_view public_message(ErrorName name) {
       return "The ciphertext, IV, authentication tag, AAD or metadata do not verify";
     case ErrorName::InvalidKeyUsageException:
       return "The HSM key does not permit this operation (check its attributes)";
-    case ErrorName::KeyNotFoundException:
-      return "The HSM key no longer exists";
-    case ErrorName::ValidationException:
-      return "The HSM rejected the input";
+    case ErrorName::KeyNotFoundException: return "The HSM key no longer exists";
+    case ErrorName::ValidationException: return "The HSM rejected the input";
     case ErrorName::UnsupportedOperationException:
       return "The input is larger than the HSM supports";
-    case ErrorName::DependencyTimeoutException:
-      return "The HSM cancelled the operation";
-    default:
-      return "The HSM failed the operation";
+    case ErrorName::DependencyTimeoutException: return "The HSM cancelled the operation";
+    default: return "The HSM failed the operation";
   }
 }
 

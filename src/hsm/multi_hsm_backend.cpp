@@ -50,12 +50,10 @@ Result<std::unique_ptr<MultiHsmBackend>> MultiHsmBackend::open_fleet(
       continue;
     }
     if (!transient) return std::move(b).error();
-    auto deferred = std::make_unique<DeferredHsm>(c, b.error(), opener, options.on_event,
-                                                  options.reinit_backoff_initial,
-                                                  options.reinit_backoff_max,
-                                                  options.clock != nullptr
-                                                      ? *options.clock
-                                                      : core::steady_clock());
+    auto deferred = std::make_unique<DeferredHsm>(
+        c, b.error(), opener, options.on_event, options.reinit_backoff_initial,
+        options.reinit_backoff_max,
+        options.clock != nullptr ? *options.clock : core::steady_clock());
     if (options.on_event) {
       HsmEvent e;
       e.kind = HsmEvent::Kind::OpenDeferred;
@@ -110,8 +108,8 @@ Result<GcmCiphertext> DeferredHsm::encrypt(std::string_view label, ByteView plai
   return not_open_error();
 }
 
-Result<SecureBytes> DeferredHsm::decrypt(std::string_view label, ByteView ciphertext,
-                                         ByteView iv, ByteView tag, ByteView aad) {
+Result<SecureBytes> DeferredHsm::decrypt(std::string_view label, ByteView ciphertext, ByteView iv,
+                                         ByteView tag, ByteView aad) {
   if (auto r = real()) return r->decrypt(label, ciphertext, iv, tag, aad);
   return not_open_error();
 }

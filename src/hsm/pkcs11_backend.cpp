@@ -99,7 +99,8 @@ Pkcs11Backend::Pkcs11Backend(const config::HsmConfig& config, Options options,
       health_key_(config.health_key),
       on_login_(std::move(options.on_login)),
       on_event_(std::move(options.on_event)),
-      device_errors_to_fail_(options.device_errors_to_fail == 0 ? 1 : options.device_errors_to_fail),
+      device_errors_to_fail_(options.device_errors_to_fail == 0 ? 1
+                                                                : options.device_errors_to_fail),
       backoff_(options.clock != nullptr ? *options.clock : core::steady_clock(),
                options.reinit_backoff_initial, options.reinit_backoff_max),
       pool_(config.name, config.sessions, options.lease_timeout,
@@ -203,8 +204,8 @@ void Pkcs11Backend::note_device_error(CK_RV rv, std::string_view call) {
     if (down_.load()) return;
     if (++consecutive_device_errors_ < device_errors_to_fail_) return;
     down_rv_ = rv;
-    down_reason_ = std::to_string(consecutive_device_errors_) + " device errors in a row, last: " +
-                   what;
+    down_reason_ =
+        std::to_string(consecutive_device_errors_) + " device errors in a row, last: " + what;
     retry_in = backoff_.failed();
     down_.store(true);
   }
@@ -328,9 +329,8 @@ bool Pkcs11Backend::try_recover() {
 
 // ---------------------------------------------------------------- key handles
 
-Result<CK_OBJECT_HANDLE> Pkcs11Backend::find_key(CK_SESSION_HANDLE session,
-                                                 std::string_view label, CK_RV& rv_out,
-                                                 bool was_cached) {
+Result<CK_OBJECT_HANDLE> Pkcs11Backend::find_key(CK_SESSION_HANDLE session, std::string_view label,
+                                                 CK_RV& rv_out, bool was_cached) {
   {
     std::shared_lock lock(keys_mutex_);
     if (auto it = keys_.find(label); it != keys_.end()) return it->second;
@@ -365,14 +365,12 @@ Result<CK_OBJECT_HANDLE> Pkcs11Backend::find_key(CK_SESSION_HANDLE session,
       rv_out = CKR_USER_NOT_LOGGED_IN;
       return ckr_to_error(CKR_USER_NOT_LOGGED_IN, context);
     }
-    Error e = make_error(ErrorName::KeyNotFoundException,
-                         "No key labelled " + q(label) + " on HSM " + q(name_),
-                         "key label " + q(label) + ": C_FindObjects(CKO_SECRET_KEY, CKA_LABEL=" +
-                             q(label) + ") on HSM " + q(name_) + " token " + q(identity_.label) +
-                             " serial " + identity_.serial + ": no match" +
-                             (was_cached
-                                  ? " (the key was there before: its cached handle went invalid)"
-                                  : ""));
+    Error e = make_error(
+        ErrorName::KeyNotFoundException, "No key labelled " + q(label) + " on HSM " + q(name_),
+        "key label " + q(label) + ": C_FindObjects(CKO_SECRET_KEY, CKA_LABEL=" + q(label) +
+            ") on HSM " + q(name_) + " token " + q(identity_.label) + " serial " +
+            identity_.serial + ": no match" +
+            (was_cached ? " (the key was there before: its cached handle went invalid)" : ""));
     emit(HsmEvent::Kind::KeyNotFound, e.detail);
     return e;
   }
@@ -475,8 +473,8 @@ Result<KeyAttributes> Pkcs11Backend::key_attributes(std::string_view label) {
     return Step::ok();
   };
   auto map = [&](const Step& step) {
-    return ckr_to_error(step.rv, std::string{step.call} + " for key " + q(label) +
-                                     " on HSM " + q(name_));
+    return ckr_to_error(step.rv,
+                        std::string{step.call} + " for key " + q(label) + " on HSM " + q(name_));
   };
   if (Result<void> r = with_key(label, op, map); !r) return std::move(r).error();
   return attrs;
@@ -516,8 +514,8 @@ Result<GcmCiphertext> Pkcs11Backend::encrypt(std::string_view label, ByteView pl
       rv = fn_->C_Encrypt(session, in_ptr(plaintext), plaintext.size(), out.data(), &out_len);
     }
     if (rv != CKR_OK) return Step::failed(rv, "C_Encrypt");
-    const bool length_ok = appended ? out_len >= sealed && is_gcm_iv_size(out_len - sealed)
-                                    : out_len == sealed;
+    const bool length_ok =
+        appended ? out_len >= sealed && is_gcm_iv_size(out_len - sealed) : out_len == sealed;
     if (!length_ok) {
       return Step::fail(internal(
           appended ? "HSM " + q(name_) + " did not append a GCM IV; check hsm.iv and hsm.vendor"
@@ -534,10 +532,10 @@ Result<GcmCiphertext> Pkcs11Backend::encrypt(std::string_view label, ByteView pl
         std::all_of(iv.begin(), iv.end(), [](std::uint8_t b) { return b == 0; })) {
       // An all-zero IV means the module did not generate one; encrypting twice
       // would reuse it, which breaks GCM. Refuse rather than answer.
-      return Step::fail(internal(
-          "HSM " + q(name_) + " did not generate a GCM IV; check hsm.iv and hsm.vendor",
-          "C_Encrypt left the IV all zero (iv mode " + std::string(config::to_string(iv_mode_)) +
-              ")"));
+      return Step::fail(
+          internal("HSM " + q(name_) + " did not generate a GCM IV; check hsm.iv and hsm.vendor",
+                   "C_Encrypt left the IV all zero (iv mode " +
+                       std::string(config::to_string(iv_mode_)) + ")"));
     }
     const auto split = static_cast<std::ptrdiff_t>(plaintext.size());
     result.ciphertext.assign(out.begin(), out.begin() + split);
@@ -554,8 +552,8 @@ Result<GcmCiphertext> Pkcs11Backend::encrypt(std::string_view label, ByteView pl
   return result;
 }
 
-Result<SecureBytes> Pkcs11Backend::decrypt(std::string_view label, ByteView ciphertext,
-                                           ByteView iv, ByteView tag, ByteView aad) {
+Result<SecureBytes> Pkcs11Backend::decrypt(std::string_view label, ByteView ciphertext, ByteView iv,
+                                           ByteView tag, ByteView aad) {
   if (!is_gcm_iv_size(iv.size()) || tag.size() != kGcmTagBytes) {
     // The spec's sizes: anything else cannot be a ciphertext of an XKS proxy.
     return make_error(ErrorName::InvalidCiphertextException,
@@ -570,8 +568,8 @@ Result<SecureBytes> Pkcs11Backend::decrypt(std::string_view label, ByteView ciph
 
   SecureBytes plaintext;
   auto op = [&](CK_SESSION_HANDLE session, CK_OBJECT_HANDLE key) -> Step {
-    CK_GCM_PARAMS params{const_cast<unsigned char*>(iv.data()), iv.size(), iv.size() * 8,
-                         aad.empty() ? nullptr : in_ptr(aad), aad.size(), kTagBits};
+    CK_GCM_PARAMS params{const_cast<unsigned char*>(iv.data()), iv.size(),  iv.size() * 8,
+                         aad.empty() ? nullptr : in_ptr(aad),   aad.size(), kTagBits};
     CK_MECHANISM mechanism{CKM_AES_GCM, &params, sizeof params};
     CK_RV rv = fn_->C_DecryptInit(session, &mechanism, key);
     if (rv != CKR_OK) return Step::failed(rv, "C_DecryptInit");
@@ -588,8 +586,8 @@ Result<SecureBytes> Pkcs11Backend::decrypt(std::string_view label, ByteView ciph
     return Step::ok();
   };
   auto map = [&](const Step& step) {
-    const std::string context = std::string{step.call} + " (AES-GCM) with key " + q(label) +
-                                " on HSM " + q(name_);
+    const std::string context =
+        std::string{step.call} + " (AES-GCM) with key " + q(label) + " on HSM " + q(name_);
     Error e = ckr_to_error(step.rv, context);
     if (std::strcmp(step.call, "C_Decrypt") == 0 && is_auth_failure(step.rv)) {
       e.name = ErrorName::InvalidCiphertextException;
@@ -638,9 +636,9 @@ std::vector<EkmHealth> Pkcs11Backend::check_health() {
   static constexpr std::string_view kProbeAad = "xks-proxy health";
   const auto start = std::chrono::steady_clock::now();
   Result<GcmCiphertext> ct = encrypt(health_key_, as_bytes(kProbe), as_bytes(kProbeAad));
-  Result<SecureBytes> pt = ct ? decrypt(health_key_, ct->ciphertext, ct->iv, ct->tag,
-                                        as_bytes(kProbeAad))
-                              : Result<SecureBytes>{ct.error()};
+  Result<SecureBytes> pt =
+      ct ? decrypt(health_key_, ct->ciphertext, ct->iv, ct->tag, as_bytes(kProbeAad))
+         : Result<SecureBytes>{ct.error()};
   h.latency = std::chrono::duration_cast<std::chrono::microseconds>(
       std::chrono::steady_clock::now() - start);
 

@@ -47,7 +47,11 @@ CK_RV initialize(CK_FUNCTION_LIST* fn, const Pkcs11Module::InitOptions& init) {
 
 Pkcs11Module::Pkcs11Module(Token, std::filesystem::path path, void* handle, CK_FUNCTION_LIST* fn,
                            bool finalize, InitOptions init)
-    : path_(std::move(path)), handle_(handle), fn_(fn), finalize_(finalize), init_(std::move(init)) {
+    : path_(std::move(path)),
+      handle_(handle),
+      fn_(fn),
+      finalize_(finalize),
+      init_(std::move(init)) {
   CK_INFO info{};
   if (fn_->C_GetInfo(&info) == CKR_OK) {
     description_ = detail::padded_field(info.manufacturerID) + " " +
@@ -80,8 +84,7 @@ CK_RV Pkcs11Module::reinitialize() {
 }
 
 Result<std::shared_ptr<Pkcs11Module>> Pkcs11Module::load(const std::filesystem::path& path,
-                                                         const InitOptions& init,
-                                                         CK_RV* init_rv) {
+                                                         const InitOptions& init, CK_RV* init_rv) {
   if (init_rv != nullptr) *init_rv = CKR_OK;
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec)) {

@@ -49,9 +49,8 @@ Result<SessionPool::Lease> SessionPool::lease_fresh() { return lease(true); }
 
 Result<SessionPool::Lease> SessionPool::lease(bool fresh) {
   std::unique_lock lock(mutex_);
-  const bool ready = available_.wait_for(lock, lease_timeout_, [this] {
-    return !idle_.empty() || open_ < capacity_;
-  });
+  const bool ready = available_.wait_for(lock, lease_timeout_,
+                                         [this] { return !idle_.empty() || open_ < capacity_; });
   if (!ready) {
     return make_error(ErrorName::ThrottlingException,
                       "All " + std::to_string(capacity_) + " sessions of HSM '" + name_ +

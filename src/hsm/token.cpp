@@ -42,7 +42,8 @@ std::string initialize_fix(CK_RV rv, const config::HsmConfig& hsm) {
              "xks-proxy project";
     default: {
       std::string fix = "the module could not start: check its own configuration and logs";
-      if (!profile.token_source_hint.empty()) fix += " (" + std::string(profile.token_source_hint) + ")";
+      if (!profile.token_source_hint.empty())
+        fix += " (" + std::string(profile.token_source_hint) + ")";
       if (!hsm.environment.empty()) fix += "; hsm.environment is applied before it loads";
       return fix;
     }
@@ -84,8 +85,8 @@ bool padded_equals(const unsigned char (&field)[N], const std::string& value) {
 }  // namespace
 
 std::string TokenIdentity::describe() const {
-  return q(label) + " (slot " + std::to_string(slot) + ", serial " + serial + ", " +
-         manufacturer + " " + model + ")";
+  return q(label) + " (slot " + std::to_string(slot) + ", serial " + serial + ", " + manufacturer +
+         " " + model + ")";
 }
 
 Result<std::shared_ptr<Pkcs11Module>> load_module(const config::HsmConfig& hsm, CK_RV* init_rv) {
@@ -135,13 +136,15 @@ Result<TokenIdentity> find_token(CK_FUNCTION_LIST* fn, const config::HsmConfig& 
   const int selectors = int{hsm.token_label.has_value()} + int{hsm.token_serial.has_value()} +
                         int{hsm.slot_id.has_value()};
   if (selectors != 1) {
-    return internal(where(hsm) + ": set exactly one of hsm.token_label, hsm.token_serial and "
-                                 "hsm.slot_id");
+    return internal(where(hsm) +
+                    ": set exactly one of hsm.token_label, hsm.token_serial and "
+                    "hsm.slot_id");
   }
   if ((hsm.token_label && hsm.token_label->size() > kTokenLabelBytes) ||
       (hsm.token_serial && hsm.token_serial->size() > kTokenSerialBytes)) {
-    return internal(where(hsm) + ": hsm.token_label is at most 32 and hsm.token_serial at most "
-                                 "16 characters");
+    return internal(where(hsm) +
+                    ": hsm.token_label is at most 32 and hsm.token_serial at most "
+                    "16 characters");
   }
   Result<std::vector<TokenIdentity>> tokens = list_tokens(fn, hsm, rv);
   if (!tokens) return std::move(tokens).error();
@@ -167,19 +170,23 @@ Result<TokenIdentity> find_token(CK_FUNCTION_LIST* fn, const config::HsmConfig& 
     std::string message = where(hsm) + ": " + wanted + " not found in " + hsm.module.string() +
                           "; " + describe_tokens(*tokens);
     // With no token at all the selector is not what is wrong: the module looks elsewhere.
-    std::string fix = "fix: set hsm.token_label, hsm.token_serial or hsm.slot_id to a token the "
-                      "module shows";
+    std::string fix =
+        "fix: set hsm.token_label, hsm.token_serial or hsm.slot_id to a token the "
+        "module shows";
     if (tokens->empty()) {
       const std::string note = environment_note(hsm);
       if (!note.empty()) message += " (" + note + ")";
-      fix = "fix: point the module at its tokens (hsm.environment, or the vendor client's "
-            "configuration), or initialize the token";
+      fix =
+          "fix: point the module at its tokens (hsm.environment, or the vendor client's "
+          "configuration), or initialize the token";
     }
     return internal(std::move(message), std::move(fix));
   }
   if (matches.size() > 1) {
-    return internal(where(hsm) + ": " + wanted + " is ambiguous; use hsm.token_serial or "
-                                                 "hsm.slot_id; " + describe_tokens(matches));
+    return internal(where(hsm) + ": " + wanted +
+                    " is ambiguous; use hsm.token_serial or "
+                    "hsm.slot_id; " +
+                    describe_tokens(matches));
   }
   return matches.front();
 }
@@ -271,13 +278,20 @@ KeyTemplate safe_aes256_template(std::string label, std::vector<std::uint8_t> id
   s.encrypt = encrypt ? CK_TRUE : CK_FALSE;
   s.decrypt = decrypt ? CK_TRUE : CK_FALSE;
   t.attributes = {
-      {CKA_CLASS, &s.cls, sizeof s.cls},         {CKA_KEY_TYPE, &s.type, sizeof s.type},
-      {CKA_VALUE_LEN, &s.len, sizeof s.len},     {CKA_TOKEN, &s.yes, sizeof s.yes},
-      {CKA_PRIVATE, &s.yes, sizeof s.yes},       {CKA_SENSITIVE, &s.yes, sizeof s.yes},
-      {CKA_EXTRACTABLE, &s.no, sizeof s.no},     {CKA_ENCRYPT, &s.encrypt, sizeof s.encrypt},
-      {CKA_DECRYPT, &s.decrypt, sizeof s.decrypt}, {CKA_WRAP, &s.no, sizeof s.no},
-      {CKA_UNWRAP, &s.no, sizeof s.no},          {CKA_SIGN, &s.no, sizeof s.no},
-      {CKA_VERIFY, &s.no, sizeof s.no},          {CKA_DERIVE, &s.no, sizeof s.no},
+      {CKA_CLASS, &s.cls, sizeof s.cls},
+      {CKA_KEY_TYPE, &s.type, sizeof s.type},
+      {CKA_VALUE_LEN, &s.len, sizeof s.len},
+      {CKA_TOKEN, &s.yes, sizeof s.yes},
+      {CKA_PRIVATE, &s.yes, sizeof s.yes},
+      {CKA_SENSITIVE, &s.yes, sizeof s.yes},
+      {CKA_EXTRACTABLE, &s.no, sizeof s.no},
+      {CKA_ENCRYPT, &s.encrypt, sizeof s.encrypt},
+      {CKA_DECRYPT, &s.decrypt, sizeof s.decrypt},
+      {CKA_WRAP, &s.no, sizeof s.no},
+      {CKA_UNWRAP, &s.no, sizeof s.no},
+      {CKA_SIGN, &s.no, sizeof s.no},
+      {CKA_VERIFY, &s.no, sizeof s.no},
+      {CKA_DERIVE, &s.no, sizeof s.no},
       {CKA_LABEL, s.label.data(), s.label.size()},
       {CKA_ID, s.id.data(), s.id.size()},
   };

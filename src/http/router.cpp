@@ -173,8 +173,8 @@ std::string message(const Parsed& p) {
       return "the URI must not contain a query string ('?' at position " +
              std::to_string(p.position) + ")";
     case Problem::Fragment:
-      return "the URI must not contain a fragment ('#' at position " +
-             std::to_string(p.position) + ")";
+      return "the URI must not contain a fragment ('#' at position " + std::to_string(p.position) +
+             ")";
     case Problem::PercentEncoded:
       return "the URI must not contain percent-encoded characters ('%' at position " +
              std::to_string(p.position) + ")";
@@ -184,8 +184,7 @@ std::string message(const Parsed& p) {
     case Problem::EmptySegment:
       return "the URI contains an empty path segment ('//' at position " +
              std::to_string(p.position - 1) + ")";
-    case Problem::TrailingSlash:
-      return "the URI must not end with '/'";
+    case Problem::TrailingSlash: return "the URI must not end with '/'";
     case Problem::DotSegment:
       return "the URI must not contain '.' or '..' path segments (at position " +
              std::to_string(p.position) + ")";
@@ -205,8 +204,7 @@ std::string message(const Parsed& p) {
     case Problem::ExtraSegments:
       return "unexpected path segments after the key id: " + quoted(p.detail) +
              "; expected one of metadata, encrypt, decrypt";
-    case Problem::EmptyKeyId:
-      return "the externalKeyId in the URI is empty";
+    case Problem::EmptyKeyId: return "the externalKeyId in the URI is empty";
     case Problem::KeyIdTooLong:
       return "the externalKeyId in the URI is " + std::to_string(p.position) +
              " characters long; at most " + std::to_string(kMaxKeyIdChars) + " are allowed";

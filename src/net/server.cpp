@@ -1,5 +1,7 @@
 #include "xks/net/server.hpp"
 
+#include <algorithm>
+#include <array>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -14,8 +16,6 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/serializer.hpp>
 #include <boost/beast/http/write.hpp>
-#include <algorithm>
-#include <array>
 #include <cstring>
 #include <functional>
 #include <limits>
@@ -81,9 +81,8 @@ TlsHandshakeResult classify_handshake(SSL* ssl, const boost::system::error_code&
   if (ec == beast::error::timeout) return TlsHandshakeResult::Timeout;
   if (SSL_get_verify_result(ssl) != X509_V_OK) return TlsHandshakeResult::Certificate;
   if (ec.category() == asio::error::get_ssl_category()) {
-    return ec.message().find("certificate") != std::string::npos
-               ? TlsHandshakeResult::Certificate
-               : TlsHandshakeResult::Protocol;
+    return ec.message().find("certificate") != std::string::npos ? TlsHandshakeResult::Certificate
+                                                                 : TlsHandshakeResult::Protocol;
   }
   return TlsHandshakeResult::Other;
 }
@@ -225,16 +224,16 @@ Server::Server(asio::io_context& ioc, ConnectionSettingsSource settings, Request
 struct Server::Connection {
   asio::any_io_executor executor;
   asio::ip::address source;
-  std::string peer;                        // "ip:port", for log lines
+  std::string peer;  // "ip:port", for log lines
   std::atomic<Trust> trust{Trust::Handshake};
-  std::atomic<bool> busy{false};           // a request is being handled or answered
-  std::atomic<std::int64_t> idle_since{0}; // steady-clock ticks: accept or last response
-  std::atomic<bool> evicting{false};       // chosen for eviction; not chosen again
-  bool open = false;                      // the stream exists and `close` may be called
-  bool evicted = false;                   // closed to make room
-  bool between_requests = false;          // waiting for a request head
-  std::function<bool()> input_pending;    // bytes received but not yet parsed
-  std::function<void()> close;            // ends the pending operation
+  std::atomic<bool> busy{false};            // a request is being handled or answered
+  std::atomic<std::int64_t> idle_since{0};  // steady-clock ticks: accept or last response
+  std::atomic<bool> evicting{false};        // chosen for eviction; not chosen again
+  bool open = false;                        // the stream exists and `close` may be called
+  bool evicted = false;                     // closed to make room
+  bool between_requests = false;            // waiting for a request head
+  std::function<bool()> input_pending;      // bytes received but not yet parsed
+  std::function<void()> close;              // ends the pending operation
 };
 
 void Server::begin_drain() {
@@ -286,12 +285,13 @@ bool Server::evict_idlest_unauthenticated() {
       return;
     }
     victim->evicted = true;
-    record_drop(DropCause::Evicted, obs::Level::Info, "connection_evicted",
-                {{"peer", victim->peer},
-                 {"stage", victim->trust.load() == Trust::Handshake ? "tls_handshake"
-                                                                     : "unauthenticated"},
-                 {"reason", "server.limits.max_connections reached; the idlest connection "
-                            "without a verified request makes room"}});
+    record_drop(
+        DropCause::Evicted, obs::Level::Info, "connection_evicted",
+        {{"peer", victim->peer},
+         {"stage", victim->trust.load() == Trust::Handshake ? "tls_handshake" : "unauthenticated"},
+         {"reason",
+          "server.limits.max_connections reached; the idlest connection "
+          "without a verified request makes room"}});
     victim->close();
   });
   return true;
@@ -319,14 +319,14 @@ asio::awaitable<void> Server::summary_loop() {
     summary_timer_.expires_after(log_limiter_.period());
     auto [ec] = co_await summary_timer_.async_wait(kTuple);
     for (const auto& [cause, count] : log_limiter_.take_suppressed()) {
-      obs::warn("log_lines_suppressed",
-                {{"cause", to_string(static_cast<DropCause>(cause))},
-                 {"suppressed", count},
-                 {"periodMs", std::chrono::duration_cast<std::chrono::milliseconds>(
-                                  log_limiter_.period())
-                                  .count()},
-                 {"reason", "more than " + std::to_string(kLogBurst) +
-                                " lines of this cause in one period"}});
+      obs::warn(
+          "log_lines_suppressed",
+          {{"cause", to_string(static_cast<DropCause>(cause))},
+           {"suppressed", count},
+           {"periodMs",
+            std::chrono::duration_cast<std::chrono::milliseconds>(log_limiter_.period()).count()},
+           {"reason",
+            "more than " + std::to_string(kLogBurst) + " lines of this cause in one period"}});
     }
     if (ec || !acceptor_.is_open()) co_return;
   }
@@ -446,18 +446,17 @@ asio::awaitable<void> Server::accept_loop() {
     auto executor = socket.get_executor();
     asio::co_spawn(executor, run_connection(std::move(socket), std::move(self)),
                    [](std::exception_ptr e) {
-      if (!e) return;
-      try {
-        std::rethrow_exception(e);
-      } catch (const std::exception& ex) {
-        obs::error("connection_failed", {{"error", ex.what()}});
-      }
-    });
+                     if (!e) return;
+                     try {
+                       std::rethrow_exception(e);
+                     } catch (const std::exception& ex) {
+                       obs::error("connection_failed", {{"error", ex.what()}});
+                     }
+                   });
   }
 }
 
-asio::awaitable<void> Server::run_connection(tcp::socket socket,
-                                             std::shared_ptr<Connection> self) {
+asio::awaitable<void> Server::run_connection(tcp::socket socket, std::shared_ptr<Connection> self) {
   // Leaves the registry (and the per-source count) however the coroutine ends.
   struct Unregister {
     Server& server;
@@ -533,9 +532,10 @@ asio::awaitable<void> Server::run_connection(tcp::socket socket,
   if (events_) events_->on_tls_handshake(classify_handshake(tls_stream.native_handle(), ec));
   if (ec) {
     if (ec == beast::error::timeout) {
-      record_drop(DropCause::HandshakeTimeout, obs::Level::Info, "tls_handshake_failed",
-                  {{"peer", ctx.peer},
-                   {"reason", "handshake not completed within server.limits.handshake_timeout_ms"}});
+      record_drop(
+          DropCause::HandshakeTimeout, obs::Level::Info, "tls_handshake_failed",
+          {{"peer", ctx.peer},
+           {"reason", "handshake not completed within server.limits.handshake_timeout_ms"}});
     } else if (!is_quiet_disconnect(ec)) {
       record_drop(DropCause::HandshakeFailed, obs::Level::Info, "tls_handshake_failed",
                   {{"peer", ctx.peer},
@@ -554,8 +554,7 @@ asio::awaitable<void> Server::run_connection(tcp::socket socket,
 
 template <class Stream>
 asio::awaitable<void> Server::reject_and_close(Stream& stream, const Error& error,
-                                               unsigned http_version,
-                                               const Limits& limits) {
+                                               unsigned http_version, const Limits& limits) {
   if (log_client_faults_) {
     obs::info("request_rejected",
               {{"outcome", to_string(error.name)}, {"errorMessage", error.message}});
@@ -569,8 +568,8 @@ asio::awaitable<void> Server::reject_and_close(Stream& stream, const Error& erro
 }
 
 template <class Stream>
-asio::awaitable<void> Server::serve_http(Stream& stream, const Limits& limits,
-                                         RequestContext ctx, Connection& self) {
+asio::awaitable<void> Server::serve_http(Stream& stream, const Limits& limits, RequestContext ctx,
+                                         Connection& self) {
   auto& tcp_layer = beast::get_lowest_layer(stream);
   ConnectionBuffer buffer;
   unsigned served = 0;
@@ -636,8 +635,9 @@ asio::awaitable<void> Server::serve_http(Stream& stream, const Limits& limits,
         const auto expected = parser.content_length();
         record_drop(DropCause::ClientSlow, obs::Level::Warn, "client_slow",
                     {{"peer", ctx.peer},
-                     {"reason", "request body not received within server.limits.body_timeout_ms; "
-                                "the client was slow, the HSM was not called"},
+                     {"reason",
+                      "request body not received within server.limits.body_timeout_ms; "
+                      "the client was slow, the HSM was not called"},
                      {"bodyTimeoutMs", limits.body_timeout.count()},
                      {"receivedBytes", parser.get().body().size()},
                      {"expectedBytes", expected ? *expected : 0}});
@@ -687,10 +687,9 @@ asio::awaitable<void> Server::serve_http(Stream& stream, const Limits& limits,
     secure_wipe(request.body().data(), request.body().size());
     wipe_consumed(buffer);
     ++served;
-    const bool keep_alive = request.keep_alive() && !draining_.load() &&
-                            handler_.keep_connections() &&
-                            (limits.max_requests_per_connection == 0 ||
-                             served < limits.max_requests_per_connection);
+    const bool keep_alive =
+        request.keep_alive() && !draining_.load() && handler_.keep_connections() &&
+        (limits.max_requests_per_connection == 0 || served < limits.max_requests_per_connection);
     response.keep_alive(keep_alive);
     response.prepare_payload();
     tcp_layer.expires_after(limits.write_timeout);

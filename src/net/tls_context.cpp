@@ -32,7 +32,8 @@ std::string openssl_reason() {
 
 [[noreturn]] void fail(const std::filesystem::path& config_file, const std::string& setting,
                        const std::string& problem, const std::string& fix) {
-  throw std::runtime_error(config_file.string() + ": " + setting + ": " + problem + "; fix: " + fix);
+  throw std::runtime_error(config_file.string() + ": " + setting + ": " + problem +
+                           "; fix: " + fix);
 }
 
 // HTTP/1.1 only: an ALPN-capable client offering h2 falls back to http/1.1.
@@ -71,8 +72,7 @@ int rejection_index() {
 }
 
 bool equals_ignore_case(std::string_view a, std::string_view b) {
-  return a.size() == b.size() &&
-         std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
            return std::tolower(static_cast<unsigned char>(x)) ==
                   std::tolower(static_cast<unsigned char>(y));
          });
@@ -116,8 +116,8 @@ bool name_accepted(X509* cert, const ClientNamePolicy& policy) {
 // certificate_expired, ...) tells a prober what to fix, and the public AWS test
 // client expects handshake_failure.
 int verify_client(int preverify_ok, X509_STORE_CTX* store) {
-  SSL* ssl = static_cast<SSL*>(
-      X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx()));
+  SSL* ssl =
+      static_cast<SSL*>(X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx()));
   int error = X509_STORE_CTX_get_error(store);
   if (preverify_ok == 1 && X509_STORE_CTX_get_error_depth(store) == 0 && ssl != nullptr) {
     const auto* policy = static_cast<const ClientNamePolicy*>(
@@ -148,8 +148,8 @@ void configure_client_auth(SSL_CTX* native, const config::TlsConfig& tls,
                            const std::filesystem::path& config_file) {
   if (SSL_CTX_load_verify_locations(native, tls.client_ca.c_str(), nullptr) != 1) {
     fail(config_file, "tls.client_ca",
-         "cannot load CA certificates from '" + tls.client_ca.string() + "' (" +
-             openssl_reason() + ")",
+         "cannot load CA certificates from '" + tls.client_ca.string() + "' (" + openssl_reason() +
+             ")",
          "point it at a PEM file with the CA(s) that issue the clients' certificates");
   }
   // The CA names sent in the CertificateRequest help clients pick a certificate.
@@ -183,11 +183,12 @@ std::string describe_handshake_failure(SSL* ssl, const boost::system::error_code
     verify = static_cast<long>(reinterpret_cast<std::intptr_t>(rejected) - 1);
   }
   if (verify == X509_V_ERR_HOSTNAME_MISMATCH) {
-    reason += "; client certificate rejected: hostname mismatch (its name is not in "
-              "tls.client_names)";
+    reason +=
+        "; client certificate rejected: hostname mismatch (its name is not in "
+        "tls.client_names)";
   } else if (verify != X509_V_OK) {
-    reason += std::string("; client certificate rejected: ") +
-              X509_verify_cert_error_string(verify);
+    reason +=
+        std::string("; client certificate rejected: ") + X509_verify_cert_error_string(verify);
   } else if (ec.category() == boost::asio::error::get_ssl_category() &&
              SSL_get_verify_mode(ssl) & SSL_VERIFY_FAIL_IF_NO_PEER_CERT) {
     // OpenSSL reports a missing certificate as a handshake error, not a
@@ -237,8 +238,8 @@ std::shared_ptr<ssl::context> make_server_tls_context(const config::TlsConfig& t
   SSL_CTX_set_min_proto_version(native, TLS1_2_VERSION);
   // OpenSSL 3 refuses client-initiated renegotiation unless
   // SSL_OP_ALLOW_CLIENT_RENEGOTIATION is set; NO_RENEGOTIATION covers the rest.
-  SSL_CTX_set_options(native, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
-                                  SSL_OP_CIPHER_SERVER_PREFERENCE);
+  SSL_CTX_set_options(
+      native, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
   if (SSL_CTX_set_ciphersuites(native, kTls13Suites) != 1 ||
       SSL_CTX_set_cipher_list(native, kTls12Ciphers) != 1) {
     throw std::runtime_error("TLS: cannot set the cipher suites: " + openssl_reason());
@@ -257,8 +258,9 @@ std::shared_ptr<ssl::context> make_server_tls_context(const config::TlsConfig& t
   }
 
   if (SSL_CTX_use_certificate_chain_file(native, tls.certificate.c_str()) != 1) {
-    fail(config_file, "tls.certificate", "cannot load certificate chain '" +
-         tls.certificate.string() + "' (" + openssl_reason() + ")",
+    fail(config_file, "tls.certificate",
+         "cannot load certificate chain '" + tls.certificate.string() + "' (" + openssl_reason() +
+             ")",
          "point it at a PEM file holding the server certificate followed by its intermediates");
   }
   if (SSL_CTX_use_PrivateKey_file(native, tls.private_key.c_str(), SSL_FILETYPE_PEM) != 1) {

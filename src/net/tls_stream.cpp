@@ -6,10 +6,10 @@
 #include <openssl/err.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <boost/asio/error.hpp>
 #include <boost/asio/ssl/error.hpp>
 #include <boost/system/system_error.hpp>
-#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -76,8 +76,7 @@ long bio_ctrl(BIO* bio, int cmd, long, void*) {
   switch (cmd) {
     case BIO_CTRL_FLUSH:  // nothing is buffered here; OpenSSL fails a handshake on 0
       return 1;
-    case BIO_CTRL_EOF:
-      return static_cast<BioFd*>(BIO_get_data(bio))->eof ? 1 : 0;
+    case BIO_CTRL_EOF: return static_cast<BioFd*>(BIO_get_data(bio))->eof ? 1 : 0;
     default:  // no kTLS, no pending data, no push/pop
       return 0;
   }
@@ -193,8 +192,7 @@ void TlsStream::on_deadline() {
 
 error_code TlsStream::map_failure(int ssl_error) const {
   switch (ssl_error) {
-    case SSL_ERROR_ZERO_RETURN:
-      return asio::error::eof;  // close_notify: a clean end of the stream
+    case SSL_ERROR_ZERO_RETURN: return asio::error::eof;  // close_notify: a clean end of the stream
     case SSL_ERROR_SSL: {
       const unsigned long code = ERR_get_error();
       if (ERR_GET_LIB(code) == ERR_LIB_SSL &&
@@ -212,8 +210,7 @@ error_code TlsStream::map_failure(int ssl_error) const {
       // No errno and no OpenSSL reason: EOF without close_notify.
       return asio::ssl::error::stream_truncated;
     }
-    default:
-      return asio::ssl::error::unexpected_result;
+    default: return asio::ssl::error::unexpected_result;
   }
 }
 

@@ -164,14 +164,23 @@ thread_local bool t_line_taken = false;
 
 bool parse_level(std::string_view text, Level& out, bool& off) {
   off = false;
-  if (text == "trace") out = Level::Trace;
-  else if (text == "debug") out = Level::Debug;
-  else if (text == "info") out = Level::Info;
-  else if (text == "warn" || text == "warning") out = Level::Warn;
-  else if (text == "error") out = Level::Error;
-  else if (text == "critical") out = Level::Critical;
-  else if (text == "off") { out = Level::Critical; off = true; }
-  else return false;
+  if (text == "trace")
+    out = Level::Trace;
+  else if (text == "debug")
+    out = Level::Debug;
+  else if (text == "info")
+    out = Level::Info;
+  else if (text == "warn" || text == "warning")
+    out = Level::Warn;
+  else if (text == "error")
+    out = Level::Error;
+  else if (text == "critical")
+    out = Level::Critical;
+  else if (text == "off") {
+    out = Level::Critical;
+    off = true;
+  } else
+    return false;
   return true;
 }
 
@@ -205,8 +214,7 @@ void init_logging(const LoggingConfig& config) {
   logger->set_level(off ? spdlog::level::off : to_spdlog(level));
   // Warnings and errors are always written at once; the rest too unless the
   // operator chose to buffer for at most flush_interval.
-  logger->flush_on(config.flush_interval.count() == 0 ? spdlog::level::trace
-                                                      : spdlog::level::warn);
+  logger->flush_on(config.flush_interval.count() == 0 ? spdlog::level::trace : spdlog::level::warn);
   s.set_flush_interval(config.flush_interval);
 }
 

@@ -75,8 +75,8 @@ Histogram::Histogram(std::span<const double> upper_bounds)
 void Histogram::observe(double value) noexcept {
   // First bound >= value: `le` is inclusive. NaN compares false everywhere and
   // would land in the first bucket; +Inf is where Prometheus clients put it.
-  const auto it = std::isnan(value) ? bounds_.end()
-                                    : std::lower_bound(bounds_.begin(), bounds_.end(), value);
+  const auto it =
+      std::isnan(value) ? bounds_.end() : std::lower_bound(bounds_.begin(), bounds_.end(), value);
   const auto index = static_cast<std::size_t>(std::distance(bounds_.begin(), it));
   buckets_[index].fetch_add(1, std::memory_order_relaxed);
   sum_.fetch_add(value, std::memory_order_relaxed);
@@ -225,8 +225,8 @@ void CallbackGaugeFamily::set(std::span<const std::string> values, Callback call
   std::vector<std::string> key(values.begin(), values.end());
   Callback old;  // destroyed after the lock is released, outside render()
   std::lock_guard lock(mutex_);
-  const auto it =
-      std::find_if(entries_.begin(), entries_.end(), [&](const Entry& e) { return e.values == key; });
+  const auto it = std::find_if(entries_.begin(), entries_.end(),
+                               [&](const Entry& e) { return e.values == key; });
   if (it == entries_.end()) {
     if (callback) entries_.push_back(Entry{std::move(key), std::move(callback)});
   } else if (callback) {
@@ -247,8 +247,8 @@ void CallbackGaugeFamily::render(std::string& out) const {
   if (entries_.empty()) return;
   render_header(out, "gauge");
   for (const auto& e : entries_) {
-    out += name_ + close_labels(label_prefix(e.values), {}) + ' ' + format_value(e.callback()) +
-           '\n';
+    out +=
+        name_ + close_labels(label_prefix(e.values), {}) + ' ' + format_value(e.callback()) + '\n';
   }
 }
 
@@ -261,7 +261,8 @@ T& Registry::add(Args&&... args) {
   T& ref = *collector;
   std::lock_guard lock(mutex_);
   for (const auto& c : collectors_) {
-    if (c->name() == ref.name()) throw std::invalid_argument("metric registered twice: " + ref.name());
+    if (c->name() == ref.name())
+      throw std::invalid_argument("metric registered twice: " + ref.name());
   }
   collectors_.push_back(std::move(collector));
   return ref;

@@ -40,9 +40,9 @@ PolicyPtr load_or_report(std::string_view path, std::ostream& err) {
 std::string api_list(std::uint8_t mask) {
   if (mask == kAllApis) return "*";
   std::string s;
-  for (const auto& [api, name] : {std::pair{Api::GetKeyMetadata, "GetKeyMetadata"},
-                                  std::pair{Api::Encrypt, "Encrypt"},
-                                  std::pair{Api::Decrypt, "Decrypt"}}) {
+  for (const auto& [api, name] :
+       {std::pair{Api::GetKeyMetadata, "GetKeyMetadata"}, std::pair{Api::Encrypt, "Encrypt"},
+        std::pair{Api::Decrypt, "Decrypt"}}) {
     if ((mask & static_cast<std::uint8_t>(api)) == 0) continue;
     if (!s.empty()) s += ',';
     s += name;
@@ -62,8 +62,14 @@ struct OwnedRequest {
       if (!s) return std::nullopt;
       return std::string_view(*s);
     };
-    return RequestAttributes{api, key_id, opt(principal_arn), opt(kms_key_arn), opt(kms_operation),
-                             opt(via_service), opt(source_vpc), opt(source_vpce)};
+    return RequestAttributes{api,
+                             key_id,
+                             opt(principal_arn),
+                             opt(kms_key_arn),
+                             opt(kms_operation),
+                             opt(via_service),
+                             opt(source_vpc),
+                             opt(source_vpce)};
   }
 };
 

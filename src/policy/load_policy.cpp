@@ -50,7 +50,9 @@ struct FieldRule {
 FieldRule rule_for(Field f) {
   switch (f) {
     case Field::Key:
-      return {[](char c) noexcept { return is_alnum(c) || c == '.' || c == '-' || c == '_' || is_wild(c); },
+      return {[](char c) noexcept {
+                return is_alnum(c) || c == '.' || c == '-' || c == '_' || is_wild(c);
+              },
               "an externalKeyId is 1-128 of A-Z a-z 0-9 . - _"};
     case Field::Account:
     case Field::KeyAccount:
@@ -62,8 +64,7 @@ FieldRule rule_for(Field f) {
               },
               "a region is lower-case letters, digits and '-', e.g. eu-west-1"};
     default:
-      return {[](char c) noexcept { return c >= 0x20 && c <= 0x7e; },
-              "values are printable ASCII"};
+      return {[](char c) noexcept { return c >= 0x20 && c <= 0x7e; }, "values are printable ASCII"};
   }
 }
 
@@ -123,8 +124,7 @@ class Loader {
         }
         for (std::size_t i = 0; i < value.size(); ++i) statements.push_back(statement(value[i], i));
       } else {
-        fail(kv.first, key, "unknown key \"" + key + "\"",
-             "use one of " + std::string(kTopKeys));
+        fail(kv.first, key, "unknown key \"" + key + "\"", "use one of " + std::string(kTopKeys));
       }
     }
     if (!have_statements) {
@@ -205,11 +205,11 @@ class Loader {
     // Cheapest and most selective first: a key id or an account is a short compare
     // that rejects most statements; ARNs are long. The verdict does not depend on
     // the order (AND), only the condition named in a near-miss explanation does.
-    std::stable_sort(s.conditions.begin(), s.conditions.end(),
-                     [](const Condition& a, const Condition& b) { return cost(a.field) < cost(b.field); });
+    std::stable_sort(
+        s.conditions.begin(), s.conditions.end(),
+        [](const Condition& a, const Condition& b) { return cost(a.field) < cost(b.field); });
     if (sid_.empty()) {
-      fail(node, "sid", "missing",
-           "add `sid: <name>`; deny logs name the statement by its sid");
+      fail(node, "sid", "missing", "add `sid: <name>`; deny logs name the statement by its sid");
     }
     if (!have_effect) fail(node, "effect", "missing", "add `effect: allow` or `effect: deny`");
     if (!have_apis && s.conditions.empty()) {

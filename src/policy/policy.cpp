@@ -212,10 +212,10 @@ Decision Policy::evaluate(const RequestAttributes& request, EvalOptions options)
 }
 
 Error to_error(const Decision& decision) {
-  return make_error(ErrorName::AccessDeniedException,
-                    "The request was denied by the proxy's authorization policy",
-                    decision.explanation.empty() ? std::string(decision.deciding_sid)
-                                                 : decision.explanation);
+  return make_error(
+      ErrorName::AccessDeniedException,
+      "The request was denied by the proxy's authorization policy",
+      decision.explanation.empty() ? std::string(decision.deciding_sid) : decision.explanation);
 }
 
 }  // namespace xks::policy

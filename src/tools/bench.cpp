@@ -13,6 +13,7 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <openssl/rand.h>
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -20,7 +21,6 @@
 #include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
-#include <openssl/rand.h>
 #include <string>
 #include <thread>
 #include <vector>
@@ -66,8 +66,8 @@ struct Template {
 
 constexpr const char* kIdPlaceholder = "kmsRequestId-placeholder-0000000000000";
 
-Template make_template(Api api, const std::string& uri_path, const std::string& key, nlohmann::json body,
-                       const std::string& region) {
+Template make_template(Api api, const std::string& uri_path, const std::string& key,
+                       nlohmann::json body, const std::string& region) {
   nlohmann::json rm = request_metadata(api, region);
   rm["kmsRequestId"] = kIdPlaceholder;
   body["requestMetadata"] = rm;
@@ -116,8 +116,9 @@ asio::awaitable<void> drive(Shared& sh, Connection& conn, ConnStats& st) {
     if (ticket >= sh.max_tickets) break;
     Clock::time_point intended;
     if (open_loop) {
-      intended = sh.start + std::chrono::duration_cast<Clock::duration>(
-                                std::chrono::duration<double>(static_cast<double>(ticket) / sh.rate));
+      intended =
+          sh.start + std::chrono::duration_cast<Clock::duration>(
+                         std::chrono::duration<double>(static_cast<double>(ticket) / sh.rate));
       if (intended >= sh.end) break;
       if (intended > Clock::now()) {
         timer.expires_at(intended);
@@ -127,8 +128,8 @@ asio::awaitable<void> drive(Shared& sh, Connection& conn, ConnStats& st) {
       break;
     }
     const Template& tpl = *sh.schedule[ticket % sh.schedule.size()];
-    auto req = signed_post(sh.endpoint, tpl.target, tpl.before_id + uuid4() + tpl.after_id, sh.signer,
-                           std::chrono::system_clock::now());
+    auto req = signed_post(sh.endpoint, tpl.target, tpl.before_id + uuid4() + tpl.after_id,
+                           sh.signer, std::chrono::system_clock::now());
     const auto t0 = open_loop ? intended : Clock::now();
     const bool was_open = conn.is_open();
     bool failed = false;
@@ -139,7 +140,8 @@ asio::awaitable<void> drive(Shared& sh, Connection& conn, ConnStats& st) {
       st.last_done = done;
       if (!was_open) ++st.reconnects;
       const auto us = std::chrono::duration_cast<std::chrono::microseconds>(done - t0).count();
-      const auto us32 = static_cast<std::uint32_t>(std::min<long long>(us, std::numeric_limits<std::uint32_t>::max()));
+      const auto us32 = static_cast<std::uint32_t>(
+          std::min<long long>(us, std::numeric_limits<std::uint32_t>::max()));
       st.latency_us.push_back(us32);
       if (static_cast<double>(us) > kKmsBudgetMs * 1000.0) ++st.over_budget;
       if (reply.status == 429 || reply.status == 503) st.refused_latency_us.push_back(us32);
@@ -149,7 +151,8 @@ asio::awaitable<void> drive(Shared& sh, Connection& conn, ConnStats& st) {
       } else {
         const auto j = nlohmann::json::parse(reply.body, nullptr, false);
         std::string name = "HTTP " + std::to_string(reply.status);
-        if (j.is_object() && j.contains("errorName") && j["errorName"].is_string()) name = j["errorName"].get<std::string>();
+        if (j.is_object() && j.contains("errorName") && j["errorName"].is_string())
+          name = j["errorName"].get<std::string>();
         ++st.errors[name];
       }
     } catch (const TransportError& e) {
@@ -173,32 +176,37 @@ asio::awaitable<void> drive(Shared& sh, Connection& conn, ConnStats& st) {
 // large part of the generator's CPU, taken from the proxy it measures).
 void run_each_on_own_thread(std::vector<std::unique_ptr<asio::io_context>>& contexts) {
   std::vector<std::thread> pool;
-  for (std::size_t i = 1; i < contexts.size(); ++i) pool.emplace_back([&ctx = *contexts[i]] { ctx.run(); });
+  for (std::size_t i = 1; i < contexts.size(); ++i)
+    pool.emplace_back([&ctx = *contexts[i]] { ctx.run(); });
   contexts.front()->run();
   for (auto& t : pool) t.join();
 }
 
 double percentile(const std::vector<std::uint32_t>& sorted, double p) {
   if (sorted.empty()) return 0;
-  const auto rank = static_cast<std::size_t>(std::ceil(p / 100.0 * static_cast<double>(sorted.size())));
+  const auto rank =
+      static_cast<std::size_t>(std::ceil(p / 100.0 * static_cast<double>(sorted.size())));
   return static_cast<double>(sorted[std::clamp<std::size_t>(rank, 1, sorted.size()) - 1]) / 1000.0;
 }
 
 }  // namespace
 
 int bench_main(int argc, char** argv) {
-  const Args args(argc, argv, 2,
-                  {"--config", "--keystore", "--key", "--api", "--connections", "--duration", "--requests", "--rate",
-                   "--size", "--threads", "--endpoint", "--cacert", "--region", "--timeout-ms"},
-                  {"--cdiv", "--json"}, "bench");
+  const Args args(
+      argc, argv, 2,
+      {"--config", "--keystore", "--key", "--api", "--connections", "--duration", "--requests",
+       "--rate", "--size", "--threads", "--endpoint", "--cacert", "--region", "--timeout-ms"},
+      {"--cdiv", "--json"}, "bench");
   if (args.help()) return std::fputs(kBenchHelp, stdout), 0;
-  if (!args.positional().empty()) throw UsageError("unexpected argument '" + args.positional()[0] + "'");
+  if (!args.positional().empty())
+    throw UsageError("unexpected argument '" + args.positional()[0] + "'");
 
-  const config::Config cfg = config::load_config(args.require("--config", "the proxy's configuration file"));
+  const config::Config cfg =
+      config::load_config(args.require("--config", "the proxy's configuration file"));
   const config::KeyStore& ks = pick_keystore(cfg, args.get_or("--keystore", ""));
   const std::string api_name = args.require("--api", "encrypt, decrypt, health, metadata or mix");
-  if (api_name != "encrypt" && api_name != "decrypt" && api_name != "health" && api_name != "metadata" &&
-      api_name != "mix") {
+  if (api_name != "encrypt" && api_name != "decrypt" && api_name != "health" &&
+      api_name != "metadata" && api_name != "mix") {
     throw UsageError("--api '" + api_name + "': use encrypt, decrypt, health, metadata or mix");
   }
   (void)args.require("--connections", "how many concurrent keep-alive connections");
@@ -206,15 +214,18 @@ int bench_main(int argc, char** argv) {
   const auto duration = args.decimal("--duration", 0.001, 86400);
   const auto requests = args.number("--requests", 1, 1000000000ULL);
   if (duration.has_value() == requests.has_value()) {
-    throw UsageError("give exactly one of --duration SECONDS or --requests COUNT; see xksctl bench --help");
+    throw UsageError(
+        "give exactly one of --duration SECONDS or --requests COUNT; see xksctl bench --help");
   }
   const double rate = args.decimal("--rate", 0.001, 10000000).value_or(0);
   const auto size = static_cast<std::size_t>(args.number("--size", 0, 4300 * 4).value_or(32));
-  const unsigned threads = static_cast<unsigned>(args.number("--threads", 1, 2).value_or(connections > 1 ? 2 : 1));
+  const unsigned threads =
+      static_cast<unsigned>(args.number("--threads", 1, 2).value_or(connections > 1 ? 2 : 1));
   const bool json_out = args.flag("--json");
 
   Shared sh;
-  sh.endpoint = args.get("--endpoint") ? parse_endpoint(*args.get("--endpoint")) : default_endpoint(cfg);
+  sh.endpoint =
+      args.get("--endpoint") ? parse_endpoint(*args.get("--endpoint")) : default_endpoint(cfg);
   sh.timeout = std::chrono::milliseconds(args.number("--timeout-ms", 1, 600000).value_or(10000));
   sh.signer = Signer{ks.credentials.front().access_key_id, ks.credentials.front().secret,
                      args.get_or("--region", "us-east-1")};
@@ -225,19 +236,23 @@ int bench_main(int argc, char** argv) {
 
   // Request templates; decrypt needs one real ciphertext, made by one encrypt first.
   SecureBytes plaintext(size);
-  if (size > 0 && RAND_bytes(plaintext.data(), static_cast<int>(size)) != 1) throw std::runtime_error("RAND_bytes failed");
-  nlohmann::json enc_body = {{"plaintext", crypto::base64_encode(plaintext)}, {"encryptionAlgorithm", "AES_GCM"}};
+  if (size > 0 && RAND_bytes(plaintext.data(), static_cast<int>(size)) != 1)
+    throw std::runtime_error("RAND_bytes failed");
+  nlohmann::json enc_body = {{"plaintext", crypto::base64_encode(plaintext)},
+                             {"encryptionAlgorithm", "AES_GCM"}};
   if (args.flag("--cdiv")) enc_body["ciphertextDataIntegrityValueAlgorithm"] = "SHA_256";
   const Template enc = make_template(Api::Encrypt, ks.uri_path, key, enc_body, region);
-  const Template health = make_template(Api::Health, ks.uri_path, key, nlohmann::json::object(), region);
-  const Template meta = make_template(Api::Metadata, ks.uri_path, key, nlohmann::json::object(), region);
+  const Template health =
+      make_template(Api::Health, ks.uri_path, key, nlohmann::json::object(), region);
+  const Template meta =
+      make_template(Api::Metadata, ks.uri_path, key, nlohmann::json::object(), region);
   Template dec = enc;
   if (api_name == "decrypt" || api_name == "mix") {
     Reply sealed = run_sync([&]() -> asio::awaitable<Reply> {
       Connection conn(sh.endpoint, sh.tls, sh.timeout);
       Timing t;
-      auto req = signed_post(sh.endpoint, enc.target, enc.before_id + uuid4() + enc.after_id, sh.signer,
-                             std::chrono::system_clock::now());
+      auto req = signed_post(sh.endpoint, enc.target, enc.before_id + uuid4() + enc.after_id,
+                             sh.signer, std::chrono::system_clock::now());
       co_return co_await conn.send(req, t);
     }());
     const auto j = nlohmann::json::parse(sealed.body, nullptr, false);
@@ -270,7 +285,8 @@ int bench_main(int argc, char** argv) {
   std::vector<std::string> connect_errors(connections);
   for (unsigned i = 0; i < connections; ++i) {
     conns.push_back(std::make_unique<Connection>(sh.endpoint, sh.tls, sh.timeout));
-    asio::co_spawn(*contexts[i % threads], open_connection(*conns.back(), connect_errors[i]), asio::detached);
+    asio::co_spawn(*contexts[i % threads], open_connection(*conns.back(), connect_errors[i]),
+                   asio::detached);
   }
   run_each_on_own_thread(contexts);
   for (const auto& e : connect_errors) {
@@ -283,7 +299,9 @@ int bench_main(int argc, char** argv) {
   if (requests) sh.max_tickets = *requests;
   sh.rate = rate;
   sh.start = Clock::now();
-  if (duration) sh.end = sh.start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(*duration));
+  if (duration)
+    sh.end = sh.start +
+             std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(*duration));
   for (unsigned i = 0; i < connections; ++i) {
     asio::co_spawn(*contexts[i % threads], drive(sh, *conns[i], stats[i]), asio::detached);
   }
@@ -322,49 +340,58 @@ int bench_main(int argc, char** argv) {
   const std::string mode = rate > 0 ? "open loop" : "closed loop";
 
   if (json_out) {
-    nlohmann::json j = {
-        {"api", api_name},
-        {"endpoint", sh.endpoint.url() + ks.uri_path},
-        {"key", key},
-        {"connections", connections},
-        {"threads", threads},
-        {"mode", rate > 0 ? "open" : "closed"},
-        {"elapsed_s", elapsed},
-        {"requests", all.size()},
-        {"ok", ok},
-        {"errors", errors},
-        {"transport_errors", transport},
-        {"reconnects", reconnects},
-        {"requests_per_second", rps},
-        {"latency_ms",
-         {{"p50", percentile(all, 50)}, {"p90", percentile(all, 90)}, {"p99", percentile(all, 99)},
-          {"p99.9", percentile(all, 99.9)}, {"max", all.empty() ? 0.0 : static_cast<double>(all.back()) / 1000.0}}},
-        {"ok_per_second", static_cast<double>(ok) / elapsed},
-        {"latency_ms_ok", latency_json(all_ok)},
-        {"latency_ms_refused", latency_json(all_refused)},
-        {"over_250ms", over},
-        {"size", size}};
+    nlohmann::json j = {{"api", api_name},
+                        {"endpoint", sh.endpoint.url() + ks.uri_path},
+                        {"key", key},
+                        {"connections", connections},
+                        {"threads", threads},
+                        {"mode", rate > 0 ? "open" : "closed"},
+                        {"elapsed_s", elapsed},
+                        {"requests", all.size()},
+                        {"ok", ok},
+                        {"errors", errors},
+                        {"transport_errors", transport},
+                        {"reconnects", reconnects},
+                        {"requests_per_second", rps},
+                        {"latency_ms",
+                         {{"p50", percentile(all, 50)},
+                          {"p90", percentile(all, 90)},
+                          {"p99", percentile(all, 99)},
+                          {"p99.9", percentile(all, 99.9)},
+                          {"max", all.empty() ? 0.0 : static_cast<double>(all.back()) / 1000.0}}},
+                        {"ok_per_second", static_cast<double>(ok) / elapsed},
+                        {"latency_ms_ok", latency_json(all_ok)},
+                        {"latency_ms_refused", latency_json(all_refused)},
+                        {"over_250ms", over},
+                        {"size", size}};
     if (rate > 0) j["rate"] = rate;
     std::printf("%s\n", j.dump().c_str());
   } else {
-    std::printf("bench: %s on %s%s key %s, %u connection(s), %u thread(s), %s%s, %.2f s, %zu-byte plaintext\n",
-                api_name.c_str(), sh.endpoint.url().c_str(), ks.uri_path.c_str(), key.c_str(), connections, threads,
-                mode.c_str(), rate > 0 ? (" at " + std::to_string(static_cast<long long>(rate)) + " req/s").c_str() : "",
-                elapsed, size);
+    std::printf(
+        "bench: %s on %s%s key %s, %u connection(s), %u thread(s), %s%s, %.2f s, %zu-byte "
+        "plaintext\n",
+        api_name.c_str(), sh.endpoint.url().c_str(), ks.uri_path.c_str(), key.c_str(), connections,
+        threads, mode.c_str(),
+        rate > 0 ? (" at " + std::to_string(static_cast<long long>(rate)) + " req/s").c_str() : "",
+        elapsed, size);
     std::printf("%.1f requests/s\n", rps);
-    std::printf("requests: %zu completed, %llu ok, %llu errors (%llu transport), %llu reconnects\n", all.size(),
-                static_cast<unsigned long long>(ok), static_cast<unsigned long long>(error_count),
-                static_cast<unsigned long long>(transport), static_cast<unsigned long long>(reconnects));
+    std::printf("requests: %zu completed, %llu ok, %llu errors (%llu transport), %llu reconnects\n",
+                all.size(), static_cast<unsigned long long>(ok),
+                static_cast<unsigned long long>(error_count),
+                static_cast<unsigned long long>(transport),
+                static_cast<unsigned long long>(reconnects));
     std::printf("latency ms%s: p50 %.2f  p90 %.2f  p99 %.2f  p99.9 %.2f  max %.2f\n",
-                rate > 0 ? " (from intended send time)" : "", percentile(all, 50), percentile(all, 90),
-                percentile(all, 99), percentile(all, 99.9), all.empty() ? 0.0 : static_cast<double>(all.back()) / 1000.0);
+                rate > 0 ? " (from intended send time)" : "", percentile(all, 50),
+                percentile(all, 90), percentile(all, 99), percentile(all, 99.9),
+                all.empty() ? 0.0 : static_cast<double>(all.back()) / 1000.0);
     std::printf("over KMS's 250 ms budget: %llu\n", static_cast<unsigned long long>(over));
     if (!all_refused.empty()) {
-      std::printf("refused (429/503): %zu, latency ms p50 %.2f  p99 %.2f  max %.2f\n", all_refused.size(),
-                  percentile(all_refused, 50), percentile(all_refused, 99),
+      std::printf("refused (429/503): %zu, latency ms p50 %.2f  p99 %.2f  max %.2f\n",
+                  all_refused.size(), percentile(all_refused, 50), percentile(all_refused, 99),
                   static_cast<double>(all_refused.back()) / 1000.0);
     }
-    for (const auto& [n, c] : errors) std::printf("error %s: %llu\n", n.c_str(), static_cast<unsigned long long>(c));
+    for (const auto& [n, c] : errors)
+      std::printf("error %s: %llu\n", n.c_str(), static_cast<unsigned long long>(c));
   }
   return ok > 0 ? 0 : 1;
 }

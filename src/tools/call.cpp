@@ -38,7 +38,8 @@ Api parse_api(std::string_view s) {
   if (s == "metadata") return Api::Metadata;
   if (s == "encrypt") return Api::Encrypt;
   if (s == "decrypt") return Api::Decrypt;
-  throw UsageError("unknown API '" + std::string(s) + "'; use health, metadata, encrypt or decrypt");
+  throw UsageError("unknown API '" + std::string(s) +
+                   "'; use health, metadata, encrypt or decrypt");
 }
 
 std::string b64_of_text(const std::string& text) { return crypto::base64_encode(as_bytes(text)); }
@@ -55,14 +56,17 @@ int call_main(int argc, char** argv) {
     return argc < 3 ? 2 : 0;
   }
   const Api api = parse_api(argv[2]);
-  const Args args(argc, argv, 3,
-                  {"--config", "--keystore", "--access-key-id", "--key", "--plaintext", "--plaintext-b64",
-                   "--aad", "--ciphertext-json", "--endpoint", "--cacert", "--region", "--timeout-ms"},
-                  {"--cdiv"}, std::string("call ") + argv[2]);
+  const Args args(
+      argc, argv, 3,
+      {"--config", "--keystore", "--access-key-id", "--key", "--plaintext", "--plaintext-b64",
+       "--aad", "--ciphertext-json", "--endpoint", "--cacert", "--region", "--timeout-ms"},
+      {"--cdiv"}, std::string("call ") + argv[2]);
   if (args.help()) return std::fputs(kCallHelp, stdout), 0;
-  if (!args.positional().empty()) throw UsageError("unexpected argument '" + args.positional()[0] + "'");
+  if (!args.positional().empty())
+    throw UsageError("unexpected argument '" + args.positional()[0] + "'");
 
-  const config::Config cfg = config::load_config(args.require("--config", "the proxy's configuration file"));
+  const config::Config cfg =
+      config::load_config(args.require("--config", "the proxy's configuration file"));
   const config::KeyStore& ks = pick_keystore(cfg, args.get_or("--keystore", ""));
   const config::Credential* cred = &ks.credentials.front();
   if (const auto id = args.get("--access-key-id")) {
@@ -70,11 +74,14 @@ int call_main(int argc, char** argv) {
     for (const auto& c : ks.credentials) {
       if (c.access_key_id == *id) cred = &c;
     }
-    if (cred == nullptr) throw UsageError("--access-key-id " + *id + " is not a credential of " + ks.uri_path);
+    if (cred == nullptr)
+      throw UsageError("--access-key-id " + *id + " is not a credential of " + ks.uri_path);
   }
   Signer signer{cred->access_key_id, cred->secret, args.get_or("--region", "us-east-1")};
-  const Endpoint ep = args.get("--endpoint") ? parse_endpoint(*args.get("--endpoint")) : default_endpoint(cfg);
-  const auto timeout = std::chrono::milliseconds(args.number("--timeout-ms", 1, 600000).value_or(10000));
+  const Endpoint ep =
+      args.get("--endpoint") ? parse_endpoint(*args.get("--endpoint")) : default_endpoint(cfg);
+  const auto timeout =
+      std::chrono::milliseconds(args.number("--timeout-ms", 1, 600000).value_or(10000));
 
   nlohmann::json body = {{"requestMetadata", request_metadata(api, signer.region)}};
   std::string key = args.get_or("--key", "");
@@ -96,12 +103,15 @@ int call_main(int argc, char** argv) {
     if (args.flag("--cdiv")) body["ciphertextDataIntegrityValueAlgorithm"] = "SHA_256";
   } else if (api == Api::Decrypt) {
     const auto file = args.get("--ciphertext-json");
-    if (!file) throw UsageError("call decrypt needs --ciphertext-json FILE (the output of call encrypt, or - for stdin)");
+    if (!file)
+      throw UsageError(
+          "call decrypt needs --ciphertext-json FILE (the output of call encrypt, or - for stdin)");
     nlohmann::json in;
     try {
       in = nlohmann::json::parse(read_file_or_stdin(*file));
     } catch (const nlohmann::json::exception&) {
-      throw UsageError("--ciphertext-json " + *file + " is not JSON; give it the output of xksctl call encrypt");
+      throw UsageError("--ciphertext-json " + *file +
+                       " is not JSON; give it the output of xksctl call encrypt");
     }
     for (const char* field : {"ciphertext", "initializationVector", "authenticationTag"}) {
       if (!in.contains(field) || !in[field].is_string()) {
@@ -118,7 +128,8 @@ int call_main(int argc, char** argv) {
     }
     if (!aad_b64.empty()) body["additionalAuthenticatedData"] = aad_b64;
     body["encryptionAlgorithm"] = "AES_GCM";
-    if (key.empty() && in.contains("keyId") && in["keyId"].is_string()) key = in["keyId"].get<std::string>();
+    if (key.empty() && in.contains("keyId") && in["keyId"].is_string())
+      key = in["keyId"].get<std::string>();
   }
   if (api != Api::Health && key.empty()) key = ks.keys.front().id;
 
@@ -135,10 +146,12 @@ int call_main(int argc, char** argv) {
       Connection conn(ep, tls, timeout);
       const auto t0 = std::chrono::steady_clock::now();
       co_await conn.connect(timing);
-      auto req = signed_post(ep, target, std::move(payload), signer, std::chrono::system_clock::now());
+      auto req =
+          signed_post(ep, target, std::move(payload), signer, std::chrono::system_clock::now());
       Reply r = co_await conn.send(req, timing);
       secure_wipe(req.body().data(), req.body().size());
-      timing.total_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      timing.total_ms =
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
       co_return r;
     }());
   } catch (const TransportError& e) {
@@ -150,7 +163,8 @@ int call_main(int argc, char** argv) {
   if (out.is_discarded()) {
     std::fwrite(reply.body.data(), 1, reply.body.size(), stdout);
     std::fputs("\n", stdout);
-    std::fprintf(stderr, "HTTP %u (body is not JSON) POST %s%s\n", reply.status, ep.url().c_str(), target.c_str());
+    std::fprintf(stderr, "HTTP %u (body is not JSON) POST %s%s\n", reply.status, ep.url().c_str(),
+                 target.c_str());
   } else {
     if (reply.status == 200 && api == Api::Encrypt && out.is_object()) {
       // Makes the output a complete --ciphertext-json for `call decrypt`.

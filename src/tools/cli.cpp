@@ -96,8 +96,8 @@ std::optional<double> Args::decimal(std::string_view name, double min, double ma
   char* end = nullptr;
   const double out = std::strtod(v->c_str(), &end);
   if (v->empty() || end != v->c_str() + v->size() || !(out >= min && out <= max)) {
-    throw UsageError(std::string(name) + " '" + *v + "' is not a number in " +
-                     std::to_string(min) + ".." + std::to_string(max));
+    throw UsageError(std::string(name) + " '" + *v + "' is not a number in " + std::to_string(min) +
+                     ".." + std::to_string(max));
   }
   return out;
 }

@@ -47,7 +47,8 @@ int credentials_main(int argc, char** argv) {
     std::fputs(kCredentialsHelp, stdout);
     return 0;
   }
-  if (!args.positional().empty()) throw UsageError("unexpected argument '" + args.positional()[0] + "'");
+  if (!args.positional().empty())
+    throw UsageError("unexpected argument '" + args.positional()[0] + "'");
 
   const std::string id = new_access_key_id();
   const SecureString secret = new_secret();
@@ -82,10 +83,12 @@ int kms_config_main(int argc, char** argv) {
     std::fputs(kKmsConfigHelp, stdout);
     return 0;
   }
-  if (!args.positional().empty()) throw UsageError("unexpected argument '" + args.positional()[0] + "'");
-  const config::Config cfg = config::load_config(args.require("--config", "the proxy's configuration file"));
-  const config::KeyStore& ks =
-      pick_keystore(cfg, args.require("--keystore", "the key store's uri_path, e.g. /demo/kms/xks/v1"));
+  if (!args.positional().empty())
+    throw UsageError("unexpected argument '" + args.positional()[0] + "'");
+  const config::Config cfg =
+      config::load_config(args.require("--config", "the proxy's configuration file"));
+  const config::KeyStore& ks = pick_keystore(
+      cfg, args.require("--keystore", "the key store's uri_path, e.g. /demo/kms/xks/v1"));
   const config::Credential* cred = &ks.credentials.front();
   if (const auto id = args.get("--access-key-id")) {
     cred = nullptr;
@@ -93,13 +96,14 @@ int kms_config_main(int argc, char** argv) {
       if (c.access_key_id == *id) cred = &c;
     }
     if (cred == nullptr) {
-      throw UsageError("--access-key-id " + *id + " is not a credential of key store " + ks.uri_path);
+      throw UsageError("--access-key-id " + *id + " is not a credential of key store " +
+                       ks.uri_path);
     }
   }
-  nlohmann::json j = {
-      {"XksProxyUriPath", ks.uri_path},
-      {"XksProxyAuthenticationCredential",
-       {{"AccessKeyId", cred->access_key_id}, {"RawSecretAccessKey", std::string(cred->secret.view())}}}};
+  nlohmann::json j = {{"XksProxyUriPath", ks.uri_path},
+                      {"XksProxyAuthenticationCredential",
+                       {{"AccessKeyId", cred->access_key_id},
+                        {"RawSecretAccessKey", std::string(cred->secret.view())}}}};
   std::string text = j.dump() + "\n";
   if (const auto out = args.get("--out")) {
     write_private_file(*out, text, /*exclusive=*/false);

@@ -11,8 +11,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
-#include <optional>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -29,7 +29,8 @@ namespace xks::tools {
 namespace {
 
 constexpr const char* kDoctorHelp =
-    "usage: xksctl doctor [--config FILE] [--endpoint https://host[:port]] [--cacert PEM] [--region R]\n"
+    "usage: xksctl doctor [--config FILE] [--endpoint https://host[:port]] [--cacert PEM] "
+    "[--region R]\n"
     "\n"
     "Checks what KMS will trip over and prints PASS / WARN / FAIL lines; each FAIL names the\n"
     "KMS connection error code or exception the customer would see, and the fix:\n"
@@ -114,20 +115,23 @@ std::string name_of(const X509_NAME* name) {
 
 std::string subject_names(X509* cert) {
   std::string out;
-  auto* sans = static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
+  auto* sans =
+      static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
   if (sans != nullptr) {
     for (int i = 0; i < sk_GENERAL_NAME_num(sans); ++i) {
       const GENERAL_NAME* g = sk_GENERAL_NAME_value(sans, i);
       if (g->type == GEN_DNS) {
         const auto* s = ASN1_STRING_get0_data(g->d.dNSName);
         out += (out.empty() ? "DNS:" : ", DNS:") +
-               std::string(reinterpret_cast<const char*>(s), static_cast<std::size_t>(ASN1_STRING_length(g->d.dNSName)));
+               std::string(reinterpret_cast<const char*>(s),
+                           static_cast<std::size_t>(ASN1_STRING_length(g->d.dNSName)));
       } else if (g->type == GEN_IPADD) {
         const int n = ASN1_STRING_length(g->d.iPAddress);
         const unsigned char* p = ASN1_STRING_get0_data(g->d.iPAddress);
         std::string ip;
         if (n == 4) {
-          ip = std::to_string(p[0]) + "." + std::to_string(p[1]) + "." + std::to_string(p[2]) + "." + std::to_string(p[3]);
+          ip = std::to_string(p[0]) + "." + std::to_string(p[1]) + "." + std::to_string(p[2]) +
+               "." + std::to_string(p[3]);
         } else {
           ip = "(IPv6)";
         }
@@ -136,7 +140,8 @@ std::string subject_names(X509* cert) {
     }
     GENERAL_NAMES_free(sans);
   }
-  return out.empty() ? "no subjectAltName (subject " + name_of(X509_get_subject_name(cert)) + ")" : out;
+  return out.empty() ? "no subjectAltName (subject " + name_of(X509_get_subject_name(cert)) + ")"
+                     : out;
 }
 
 bool is_ip_literal(const std::string& host) {
@@ -157,7 +162,8 @@ void check_leaf(Report& r, X509* leaf, const std::string& what, const std::strin
   ASN1_TIME_diff(&days, &secs, nullptr, X509_get0_notAfter(leaf));
   if (days < 0 || (days == 0 && secs < 0)) {
     r.fail(what + ": " + subject + " expired " + std::to_string(-days) + " day(s) ago", kInvalidTls,
-           "renew the certificate from a public CA, install it in tls.certificate and reload (SIGHUP)");
+           "renew the certificate from a public CA, install it in tls.certificate and reload "
+           "(SIGHUP)");
   } else if (days < kCertWarnDays) {
     r.warn(what + ": " + subject + " expires in " + std::to_string(days) + " day(s)",
            "renew it before it expires (KMS then fails with " + std::string(kInvalidTls) + ")");
@@ -169,14 +175,16 @@ void check_leaf(Report& r, X509* leaf, const std::string& what, const std::strin
   const bool match = ip ? X509_check_ip_asc(leaf, host.c_str(), 0) == 1
                         : X509_check_host(leaf, host.c_str(), host.size(), 0, nullptr) == 1;
   if (!match) {
-    r.fail(what + ": name mismatch: the endpoint host " + host + " is not among the certificate's names (" +
-               subject_names(leaf) + ")",
+    r.fail(what + ": name mismatch: the endpoint host " + host +
+               " is not among the certificate's names (" + subject_names(leaf) + ")",
            kInvalidTls,
-           "issue the certificate for the DNS name in the key store's proxy URI endpoint, or pass that name as --endpoint");
+           "issue the certificate for the DNS name in the key store's proxy URI endpoint, or pass "
+           "that name as --endpoint");
   } else {
     r.pass(what + ": matches the endpoint host " + host);
     if (ip) {
-      r.warn(what + ": the endpoint " + host + " is an IP address, but KMS connects to a DNS name on port 443",
+      r.warn(what + ": the endpoint " + host +
+                 " is an IP address, but KMS connects to a DNS name on port 443",
              "run doctor with --endpoint https://<the proxy URI endpoint's DNS name>");
     }
   }
@@ -190,16 +198,19 @@ void check_chain(Report& r, const std::vector<X509Ptr>& chain, const std::string
   for (std::size_t i = 0; i + 1 < chain.size(); ++i) {
     X509* child = chain[i].get();
     X509* parent = chain[i + 1].get();
-    if (X509_check_issued(parent, child) != X509_V_OK || X509_verify(child, X509_get0_pubkey(parent)) != 1) {
-      r.fail(what + ": chain is out of order or broken: certificate " + std::to_string(i + 2) + " (" +
-                 name_of(X509_get_subject_name(parent)) + ") did not issue certificate " + std::to_string(i + 1),
+    if (X509_check_issued(parent, child) != X509_V_OK ||
+        X509_verify(child, X509_get0_pubkey(parent)) != 1) {
+      r.fail(what + ": chain is out of order or broken: certificate " + std::to_string(i + 2) +
+                 " (" + name_of(X509_get_subject_name(parent)) + ") did not issue certificate " +
+                 std::to_string(i + 1),
              kInvalidTls, "put the server certificate first, then each intermediate in order");
       linked = false;
       break;
     }
     path += " <- " + name_of(X509_get_subject_name(parent));
   }
-  if (linked) r.pass(what + ": chain of " + std::to_string(chain.size()) + " linked in order: " + path);
+  if (linked)
+    r.pass(what + ": chain of " + std::to_string(chain.size()) + " linked in order: " + path);
 
   X509_STORE* store = X509_STORE_new();
   X509_STORE_set_default_paths(store);
@@ -219,9 +230,11 @@ void check_chain(Report& r, const std::vector<X509Ptr>& chain, const std::string
     // Reported by check_leaf (or an intermediate: same fix).
     r.warn(what + ": chain does not verify: " + X509_verify_cert_error_string(err));
   } else {
-    r.warn(what + ": chain does not verify against this system's CA store (" + X509_verify_cert_error_string(err) +
-               "; top issuer " + issuer + "): KMS requires a certificate from a public CA and the complete chain, "
-               "or it fails with " + kInvalidTls,
+    r.warn(what + ": chain does not verify against this system's CA store (" +
+               X509_verify_cert_error_string(err) + "; top issuer " + issuer +
+               "): KMS requires a certificate from a public CA and the complete chain, "
+               "or it fails with " +
+               kInvalidTls,
            "use a certificate from a public CA and include every intermediate in tls.certificate "
            "(a private CA is fine for tests only)");
   }
@@ -230,27 +243,31 @@ void check_chain(Report& r, const std::vector<X509Ptr>& chain, const std::string
 void check_tls_files(Report& r, const config::Config& cfg, const std::string& endpoint_host) {
   const auto& tls = cfg.tls;
   if (!tls.enabled) {
-    r.warn("tls: disabled: KMS only speaks HTTPS, so something in front of the proxy must terminate TLS",
-           "enable tls, or check the TLS terminator with --endpoint");
+    r.warn(
+        "tls: disabled: KMS only speaks HTTPS, so something in front of the proxy must terminate "
+        "TLS",
+        "enable tls, or check the TLS terminator with --endpoint");
     return;
   }
   BioPtr bio(BIO_new_file(tls.certificate.c_str(), "r"));
   std::vector<X509Ptr> chain;
   if (bio) chain = read_chain(bio.get());
   if (chain.empty()) {
-    r.fail("tls.certificate: " + tls.certificate.string() + " holds no PEM certificate", kInvalidTls,
-           "point tls.certificate at the PEM chain, server certificate first");
+    r.fail("tls.certificate: " + tls.certificate.string() + " holds no PEM certificate",
+           kInvalidTls, "point tls.certificate at the PEM chain, server certificate first");
     return;
   }
   check_leaf(r, chain.front().get(), "tls.certificate", endpoint_host);
   check_chain(r, chain, "tls.certificate");
 
   BioPtr kbio(BIO_new_file(tls.private_key.c_str(), "r"));
-  std::unique_ptr<EVP_PKEY, PkeyFree> key(kbio ? PEM_read_bio_PrivateKey(kbio.get(), nullptr, nullptr, nullptr) : nullptr);
+  std::unique_ptr<EVP_PKEY, PkeyFree> key(
+      kbio ? PEM_read_bio_PrivateKey(kbio.get(), nullptr, nullptr, nullptr) : nullptr);
   ERR_clear_error();
   if (!key) {
-    r.fail("tls.private_key: " + tls.private_key.string() + " is not an unencrypted PEM private key", kInvalidTls,
-           "point tls.private_key at the key of tls.certificate (PEM, no passphrase)");
+    r.fail(
+        "tls.private_key: " + tls.private_key.string() + " is not an unencrypted PEM private key",
+        kInvalidTls, "point tls.private_key at the key of tls.certificate (PEM, no passphrase)");
   } else if (X509_check_private_key(chain.front().get(), key.get()) != 1) {
     ERR_clear_error();
     r.fail("tls.private_key: does not match tls.certificate", kInvalidTls,
@@ -260,7 +277,9 @@ void check_tls_files(Report& r, const config::Config& cfg, const std::string& en
   }
   if (!tls.client_ca.empty()) {
     r.pass("tls.client_ca: mTLS on, accepting " +
-           (tls.client_names.empty() ? std::string("any name from that CA") : std::to_string(tls.client_names.size()) + " client name(s)"));
+           (tls.client_names.empty()
+                ? std::string("any name from that CA")
+                : std::to_string(tls.client_names.size()) + " client name(s)"));
   }
 }
 
@@ -270,8 +289,8 @@ void check_uri_path(Report& r, const config::KeyStore& ks) {
   std::string problem;
   if (u.size() > 128) problem = "is longer than 128 characters";
   for (const char c : u) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '/' ||
-                    c == '-' || c == '_';
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '/' || c == '-' || c == '_';
     if (!ok) problem = "has characters other than a-z A-Z 0-9 / - _";
   }
   if (!u.ends_with("/kms/xks/v1")) problem = "does not end with /kms/xks/v1";
@@ -280,7 +299,8 @@ void check_uri_path(Report& r, const config::KeyStore& ks) {
     r.pass("keystore " + u + ": URI path follows the spec");
   } else {
     r.fail("keystore " + u + ": URI path " + problem, kInvalidConfig,
-           "use [/<prefix>]/kms/xks/v1, at most 128 of a-z A-Z 0-9 / - _, and the same XksProxyUriPath in KMS");
+           "use [/<prefix>]/kms/xks/v1, at most 128 of a-z A-Z 0-9 / - _, and the same "
+           "XksProxyUriPath in KMS");
   }
 }
 
@@ -294,10 +314,12 @@ void check_credentials(Report& r, const config::KeyStore& ks) {
       r.fail(who + ": access key id " + id_problem, kInvalidCredentials,
              "generate a compliant pair with xksctl credentials new and set it in KMS too");
     } else if (!secret_problem_text.empty()) {
-      r.fail(who + ": secret (" + c.secret_source.describe() + ") " + secret_problem_text, kInvalidCredentials,
+      r.fail(who + ": secret (" + c.secret_source.describe() + ") " + secret_problem_text,
+             kInvalidCredentials,
              "generate a compliant pair with xksctl credentials new and set it in KMS too");
     } else if (c.not_after && *c.not_after < now) {
-      r.fail(who + ": expired (not_after is in the past), the proxy refuses it", kInvalidCredentials,
+      r.fail(who + ": expired (not_after is in the past), the proxy refuses it",
+             kInvalidCredentials,
              "rotate: add a new credential, update the key store in KMS, then remove this one");
     } else if (c.not_after && *c.not_after < now + std::chrono::hours(24 * kCertWarnDays)) {
       r.warn(who + ": expires within " + std::to_string(kCertWarnDays) + " days (not_after)",
@@ -318,26 +340,31 @@ std::string usage_list(const config::KeyEntry::Usage& u) {
 
 void check_key(Report& r, const std::vector<TokenKey>& on_token, const std::string& hsm_name,
                const std::string& who, const std::string& label, const std::string& missing_code,
-               const std::string& invalid_code, const std::optional<config::KeyEntry::Usage>& expect = {}) {
+               const std::string& invalid_code,
+               const std::optional<config::KeyEntry::Usage>& expect = {}) {
   std::vector<const TokenKey*> found;
   for (const auto& k : on_token) {
     if (k.label == label) found.push_back(&k);
   }
   if (found.empty()) {
     r.fail(who + ": no secret key labelled '" + label + "' on hsm " + hsm_name, missing_code,
-           "create it (xksctl keys create --label " + label + ") or fix the key's label in the configuration");
+           "create it (xksctl keys create --label " + label +
+               ") or fix the key's label in the configuration");
     return;
   }
   if (found.size() > 1) {
-    r.fail(who + ": " + std::to_string(found.size()) + " keys are labelled '" + label + "' on hsm " + hsm_name,
+    r.fail(who + ": " + std::to_string(found.size()) + " keys are labelled '" + label +
+               "' on hsm " + hsm_name,
            invalid_code, "give each key a unique label");
     return;
   }
   const TokenKey& k = *found.front();
   bool bad = false;
   if (!k.is_aes_256()) {
-    r.fail(who + ": key '" + label + "' is " + k.type_name() + ", not AES-256 (KMS needs keySpec AES_256)",
-           invalid_code, "create an AES-256 key with xksctl keys create and point the configuration at it");
+    r.fail(who + ": key '" + label + "' is " + k.type_name() +
+               ", not AES-256 (KMS needs keySpec AES_256)",
+           invalid_code,
+           "create an AES-256 key with xksctl keys create and point the configuration at it");
     bad = true;
   }
   // expect_usage documents a restriction made on purpose: the HSM key matching it is
@@ -349,14 +376,18 @@ void check_key(Report& r, const std::vector<TokenKey>& on_token, const std::stri
   if ((want.encrypt && !k.encrypt) || (want.decrypt && !k.decrypt)) {
     if (!expect) {
       r.fail(who + ": key '" + label + "' has usages " + k.usages() +
-                 "; a key store key needs ENCRYPT and DECRYPT (KMS CreateKey refuses it, existing KMS keys fail)",
+                 "; a key store key needs ENCRYPT and DECRYPT (KMS CreateKey refuses it, existing "
+                 "KMS keys fail)",
              invalid_code,
-             "create a key with both usages (xksctl keys create --label NEW) and point the configuration at it, "
+             "create a key with both usages (xksctl keys create --label NEW) and point the "
+             "configuration at it, "
              "or, if the restriction is deliberate, say so with expect_usage");
     } else {
-      r.fail(who + ": key '" + label + "' has usages " + k.usages() + " but expect_usage is " + usage_list(want),
+      r.fail(who + ": key '" + label + "' has usages " + k.usages() + " but expect_usage is " +
+                 usage_list(want),
              invalid_code,
-             "create a key with the expected usages (xksctl keys create --label NEW --usage ...) and point the "
+             "create a key with the expected usages (xksctl keys create --label NEW --usage ...) "
+             "and point the "
              "configuration at it, or correct expect_usage");
     }
     bad = true;
@@ -366,25 +397,27 @@ void check_key(Report& r, const std::vector<TokenKey>& on_token, const std::stri
            "restrict the key in the HSM as intended, or correct expect_usage");
     bad = true;
   } else if (restricted) {
-    restricted_note = " as expect_usage says (restricted on purpose: KMS gets " + std::string(kKeyInvalid) +
-                      " for it)";
+    restricted_note = " as expect_usage says (restricted on purpose: KMS gets " +
+                      std::string(kKeyInvalid) + " for it)";
   }
   // Decision (docs/xksctl.md): FAIL. KMS cannot see these attributes and would
   // accept the key, but an external key store's promise is that the key
   // material never leaves the HSM.
   if (k.extractable || !k.sensitive) {
-    r.fail(who + ": key '" + label + "' is " +
-               (k.extractable && !k.sensitive ? std::string("extractable and not sensitive")
-                : k.extractable             ? std::string("extractable")
-                                            : std::string("not sensitive")) +
-               ": its key material can leave the HSM (KMS cannot see this and would accept the key)",
-           std::string(kKeyInvalid) + " class of problem",
-           "create a sensitive, non-extractable key (xksctl keys create), re-encrypt, retire this one");
+    r.fail(
+        who + ": key '" + label + "' is " +
+            (k.extractable && !k.sensitive ? std::string("extractable and not sensitive")
+             : k.extractable               ? std::string("extractable")
+                                           : std::string("not sensitive")) +
+            ": its key material can leave the HSM (KMS cannot see this and would accept the key)",
+        std::string(kKeyInvalid) + " class of problem",
+        "create a sensitive, non-extractable key (xksctl keys create), re-encrypt, retire this "
+        "one");
     bad = true;
   }
   if (!bad) {
-    r.pass(who + ": key '" + label + "' (id " + (k.id_hex.empty() ? "-" : k.id_hex) + ") is AES-256, " +
-           k.usages() + restricted_note + ", sensitive, not extractable");
+    r.pass(who + ": key '" + label + "' (id " + (k.id_hex.empty() ? "-" : k.id_hex) +
+           ") is AES-256, " + k.usages() + restricted_note + ", sensitive, not extractable");
   }
 }
 
@@ -394,7 +427,8 @@ void check_hsms(Report& r, const config::Config& cfg) {
     ToolToken token(hsm);
     try {
       token.load_module();
-      r.pass(who + ": module " + hsm.module.string() + " loads (" + token.module_description() + ")");
+      r.pass(who + ": module " + hsm.module.string() + " loads (" + token.module_description() +
+             ")");
     } catch (const std::exception& e) {
       r.fail(e.what(), kNotReachable + std::string(" (the proxy cannot start)"), "");
       continue;
@@ -417,7 +451,9 @@ void check_hsms(Report& r, const config::Config& cfg) {
     const CK_RV rv = token.login();
     if (rv != CKR_OK) {
       const bool pin = hsm::ckr_class(rv) == hsm::CkrClass::Pin;
-      r.fail(who + ": hsm.pin: login refused with " + ckr_text(rv) + " (one attempt made, never retried)", kHsmUnavailable,
+      r.fail(who + ": hsm.pin: login refused with " + ckr_text(rv) +
+                 " (one attempt made, never retried)",
+             kHsmUnavailable,
              pin ? "put the token's user PIN in hsm.pin (" + hsm.pin_source.describe() +
                        "); after repeated failures the security officer must unlock or reset it"
                  : "check the HSM user's state and role");
@@ -434,15 +470,18 @@ void check_hsms(Report& r, const config::Config& cfg) {
     }
     for (const auto& ks : cfg.keystores) {
       for (const auto& k : ks.keys) {
-        const std::string kwho = "keystore " + ks.uri_path + " key " + k.id + (k.enabled ? "" : " (disabled)");
+        const std::string kwho =
+            "keystore " + ks.uri_path + " key " + k.id + (k.enabled ? "" : " (disabled)");
         if (!k.versions_listed) {
           check_key(r, keys, hsm.name, kwho, k.label, kKeyNotFound, kKeyInvalid, k.expect_usage);
           continue;
         }
         for (const auto& v : k.versions) {
           const std::string vwho = kwho + " version " + std::to_string(v.number) +
-                                   (v.number == k.current ? " (current)" : !v.enabled ? " (retired)"
-                                                                          : v.decrypt_only ? " (decrypt_only)" : "");
+                                   (v.number == k.current ? " (current)"
+                                    : !v.enabled          ? " (retired)"
+                                    : v.decrypt_only      ? " (decrypt_only)"
+                                                          : "");
           bool present = false;
           for (const auto& t : keys) present |= t.label == v.label;
           if (!v.enabled && !present) {
@@ -452,17 +491,20 @@ void check_hsms(Report& r, const config::Config& cfg) {
             continue;
           }
           check_key(r, keys, hsm.name, vwho, v.label,
-                    v.number == k.current ? kKeyNotFound
-                                          : "InvalidCiphertextException on Decrypt of its ciphertexts",
+                    v.number == k.current
+                        ? kKeyNotFound
+                        : "InvalidCiphertextException on Decrypt of its ciphertexts",
                     kKeyInvalid, k.expect_usage);
         }
       }
     }
     if (hsm.health_key.empty()) {
-      r.warn(who + ": no health_key: GetHealthStatus cannot prove the HSM works", "set hsm.health_key to a dedicated test key");
+      r.warn(who + ": no health_key: GetHealthStatus cannot prove the HSM works",
+             "set hsm.health_key to a dedicated test key");
       continue;
     }
-    check_key(r, keys, hsm.name, who + " health_key", hsm.health_key, kHsmUnavailable, kHsmUnavailable);
+    check_key(r, keys, hsm.name, who + " health_key", hsm.health_key, kHsmUnavailable,
+              kHsmUnavailable);
     for (const auto& k : keys) {
       if (k.label != hsm.health_key || !k.encrypt || !k.decrypt) continue;
       try {
@@ -471,15 +513,18 @@ void check_hsms(Report& r, const config::Config& cfg) {
         char buf[64];
         std::snprintf(buf, sizeof buf, "%.2f ms", ms);
         if (ms > kKmsBudgetMs) {
-          r.fail(who + ": health key AES-GCM round trip took " + buf, kTimedOut, "the HSM is too slow or too far away");
+          r.fail(who + ": health key AES-GCM round trip took " + buf, kTimedOut,
+                 "the HSM is too slow or too far away");
         } else if (took > cfg.health.degraded_latency) {
-          r.warn(who + ": health key AES-GCM round trip took " + buf + ", over health.degraded_latency_ms",
+          r.warn(who + ": health key AES-GCM round trip took " + buf +
+                     ", over health.degraded_latency_ms",
                  "health reports DEGRADED; check the HSM's load and network");
         } else {
           r.pass(who + ": health key AES-GCM encrypt+decrypt round trip " + buf);
         }
       } catch (const std::exception& e) {
-        r.fail(who + ": health key round trip failed: " + e.what(), kHsmUnavailable, "check the HSM and the key");
+        r.fail(who + ": health key round trip failed: " + e.what(), kHsmUnavailable,
+               "check the HSM and the key");
       }
       break;
     }
@@ -499,9 +544,11 @@ void check_version_use(Report& r, const config::Config& cfg) {
   }
   if (!any) return;
   if (!cfg.metrics.enabled) {
-    r.warn("key versions: some are decrypt_only or retired, but the metrics listener is off, so "
-           "doctor cannot tell whether they are still used",
-           "enable metrics and watch xks_proxy_key_version_operations_total before retiring a version");
+    r.warn(
+        "key versions: some are decrypt_only or retired, but the metrics listener is off, so "
+        "doctor cannot tell whether they are still used",
+        "enable metrics and watch xks_proxy_key_version_operations_total before retiring a "
+        "version");
     return;
   }
   Endpoint ep;
@@ -515,13 +562,14 @@ void check_version_use(Report& r, const config::Config& cfg) {
     reply = run_sync([&]() -> boost::asio::awaitable<Reply> {
       Connection conn(ep, nullptr, std::chrono::seconds(3));
       Timing t;
-      boost::beast::http::request<boost::beast::http::string_body> req{boost::beast::http::verb::get,
-                                                                      "/metrics", 11};
+      boost::beast::http::request<boost::beast::http::string_body> req{
+          boost::beast::http::verb::get, "/metrics", 11};
       req.set(boost::beast::http::field::host, ep.host_header());
       co_return co_await conn.send(req, t);
     }());
   } catch (const std::exception& e) {
-    r.warn("key versions: cannot read the proxy's metrics at " + ep.url() + "/metrics (" + e.what() +
+    r.warn("key versions: cannot read the proxy's metrics at " + ep.url() + "/metrics (" +
+               e.what() +
                "), so doctor cannot tell whether decrypt_only or retired versions are still used",
            "run doctor where the metrics listener is reachable");
     return;
@@ -530,12 +578,15 @@ void check_version_use(Report& r, const config::Config& cfg) {
     r.warn("key versions: " + ep.url() + "/metrics answered HTTP " + std::to_string(reply.status));
     return;
   }
-  // xks_proxy_key_version_operations_total{keystore="..",key="..",version="N",operation="decrypt",outcome="ok"} V
+  // xks_proxy_key_version_operations_total{keystore="..",key="..",version="N",operation="decrypt",outcome="ok"}
+  // V
   auto count = [&](const std::string& uri, const std::string& key, std::uint32_t version) {
-    const std::string needle = "xks_proxy_key_version_operations_total{keystore=\"" + uri + "\",key=\"" + key +
-                               "\",version=\"" + std::to_string(version) + "\",operation=\"decrypt\",outcome=\"";
+    const std::string needle = "xks_proxy_key_version_operations_total{keystore=\"" + uri +
+                               "\",key=\"" + key + "\",version=\"" + std::to_string(version) +
+                               "\",operation=\"decrypt\",outcome=\"";
     double total = 0;
-    for (std::size_t at = reply.body.find(needle); at != std::string::npos; at = reply.body.find(needle, at + 1)) {
+    for (std::size_t at = reply.body.find(needle); at != std::string::npos;
+         at = reply.body.find(needle, at + 1)) {
       const auto sp = reply.body.find("} ", at);
       if (sp == std::string::npos) break;
       total += std::strtod(reply.body.c_str() + sp + 2, nullptr);
@@ -547,19 +598,24 @@ void check_version_use(Report& r, const config::Config& cfg) {
       for (const auto& v : k.versions) {
         if (!v.decrypt_only && v.enabled) continue;
         const double n = count(ks.uri_path, k.id, v.number);
-        const std::string who = "keystore " + ks.uri_path + " key " + k.id + " version " + std::to_string(v.number);
+        const std::string who =
+            "keystore " + ks.uri_path + " key " + k.id + " version " + std::to_string(v.number);
         char num[32];
         std::snprintf(num, sizeof num, "%.0f", n);
         if (n > 0 && v.enabled) {
           r.warn(who + " is decrypt_only (about to be retired) but served " + num +
                      " Decrypt request(s) since the proxy started",
-                 "keep it enabled until xks_proxy_key_version_last_used_timestamp_seconds stops moving "
+                 "keep it enabled until xks_proxy_key_version_last_used_timestamp_seconds stops "
+                 "moving "
                  "(re-encrypt or wait for those data keys to age out)");
         } else if (n > 0) {
-          r.warn(who + " is retired but " + num + " Decrypt request(s) for it were refused since the proxy started",
-                 "someone still needs it: re-enable it (enabled: true) and reload, or accept the loss");
+          r.warn(who + " is retired but " + num +
+                     " Decrypt request(s) for it were refused since the proxy started",
+                 "someone still needs it: re-enable it (enabled: true) and reload, or accept the "
+                 "loss");
         } else {
-          r.pass(who + (v.enabled ? " (decrypt_only)" : " (retired)") + ": no Decrypt since the proxy started");
+          r.pass(who + (v.enabled ? " (decrypt_only)" : " (retired)") +
+                 ": no Decrypt since the proxy started");
         }
       }
     }
@@ -578,7 +634,8 @@ struct Probe {
 void probe_protocols(Report& r, const Endpoint& ep) {
   static const Probe kProbes[] = {
       {"TLSv1.3 TLS_AES_256_GCM_SHA384", TLS1_3_VERSION, "TLS_AES_256_GCM_SHA384", "", true},
-      {"TLSv1.3 TLS_CHACHA20_POLY1305_SHA256", TLS1_3_VERSION, "TLS_CHACHA20_POLY1305_SHA256", "", true},
+      {"TLSv1.3 TLS_CHACHA20_POLY1305_SHA256", TLS1_3_VERSION, "TLS_CHACHA20_POLY1305_SHA256", "",
+       true},
       {"TLSv1.2 ECDHE-ECDSA/RSA-AES256-GCM-SHA384", TLS1_2_VERSION, "", net::kTls12Ciphers, true},
       {"TLSv1.2 AES128-SHA (weak, should be refused)", TLS1_2_VERSION, "", "AES128-SHA", false},
   };
@@ -601,18 +658,22 @@ void probe_protocols(Report& r, const Endpoint& ep) {
         co_return true;
       }());
     } catch (const TransportError& e) {
-      if (e.stage() != TransportError::Stage::Tls) return;  // unreachable: reported by the health call
+      if (e.stage() != TransportError::Stage::Tls)
+        return;  // unreachable: reported by the health call
     }
     if (ok && p.required) {
       ++required_ok;
       offered += (offered.empty() ? "" : ", ") + std::string(p.name);
     } else if (ok) {
-      r.warn("tls at " + ep.url() + ": accepts " + p.name, "offer only the spec's suites (net::kTls12Ciphers)");
+      r.warn("tls at " + ep.url() + ": accepts " + p.name,
+             "offer only the spec's suites (net::kTls12Ciphers)");
     }
   }
   if (required_ok == 0) {
-    r.fail("tls at " + ep.url() + ": offers none of the spec's suites (TLS 1.3 AES-256-GCM or ChaCha20, "
-           "TLS 1.2 ECDHE AES-256-GCM)", kInvalidTls, "enable TLS 1.2/1.3 with those suites on the proxy or load balancer");
+    r.fail("tls at " + ep.url() +
+               ": offers none of the spec's suites (TLS 1.3 AES-256-GCM or ChaCha20, "
+               "TLS 1.2 ECDHE AES-256-GCM)",
+           kInvalidTls, "enable TLS 1.2/1.3 with those suites on the proxy or load balancer");
   } else {
     r.pass("tls at " + ep.url() + ": offers " + offered);
   }
@@ -649,19 +710,24 @@ void end_to_end(Report& r, const config::Config& cfg, const Endpoint& ep, const 
         nlohmann::json body = {{"requestMetadata", request_metadata(Api::Health, region)}};
         auto req = signed_post(ep, target, body.dump(), signer, std::chrono::system_clock::now());
         Reply rep = co_await conn.send(req, timing);
-        timing.total_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+        timing.total_ms =
+            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                .count();
         co_return rep;
       }());
     } catch (const TransportError& e) {
       if (e.stage() == TransportError::Stage::Tls) {
-        r.fail(who + ": " + e.what(), kInvalidTls,
-               "serve a certificate for the endpoint's name from a CA KMS trusts, with the full chain "
-               "(or pass --cacert for a private test CA)");
+        r.fail(
+            who + ": " + e.what(), kInvalidTls,
+            "serve a certificate for the endpoint's name from a CA KMS trusts, with the full chain "
+            "(or pass --cacert for a private test CA)");
       } else if (e.stage() == TransportError::Stage::Http) {
-        r.fail(who + ": " + e.what(), kInvalidResponse, "check the proxy's log for this connection");
+        r.fail(who + ": " + e.what(), kInvalidResponse,
+               "check the proxy's log for this connection");
       } else {
         r.fail(who + ": " + e.what(), kNotReachable,
-               "start xks-proxy, check server.listen, DNS, firewalls and that port 443 of the endpoint reaches it");
+               "start xks-proxy, check server.listen, DNS, firewalls and that port 443 of the "
+               "endpoint reaches it");
       }
       return;
     } catch (const std::exception& e) {
@@ -673,25 +739,31 @@ void end_to_end(Report& r, const config::Config& cfg, const Endpoint& ep, const 
       if (check_served && !served.empty()) {
         BioPtr bio(BIO_new_mem_buf(served.data(), static_cast<int>(served.size())));
         auto chain = read_chain(bio.get());
-        if (!chain.empty()) check_leaf(r, chain.front().get(), "certificate served by " + ep.url(), ep.host);
+        if (!chain.empty())
+          check_leaf(r, chain.front().get(), "certificate served by " + ep.url(), ep.host);
       }
       probe_protocols(r, ep);
     }
     const nlohmann::json j = nlohmann::json::parse(reply.body, nullptr, false);
-    const std::string status = "HTTP " + std::to_string(reply.status) +
-                               (j.is_object() && j.contains("errorName") && j["errorName"].is_string()
-                                    ? " " + j["errorName"].get<std::string>()
-                                    : std::string{});
+    const std::string status =
+        "HTTP " + std::to_string(reply.status) +
+        (j.is_object() && j.contains("errorName") && j["errorName"].is_string()
+             ? " " + j["errorName"].get<std::string>()
+             : std::string{});
     if (reply.status == 401) {
-      r.fail(who + ": " + status + ": the proxy rejects the signature of credential " + signer.access_key_id,
+      r.fail(who + ": " + status + ": the proxy rejects the signature of credential " +
+                 signer.access_key_id,
              kInvalidCredentials,
              "make KMS's proxy authentication credential equal a credential of this key store "
              "(xksctl kms-config), and reload the proxy if this file changed");
     } else if (reply.status == 404) {
-      r.fail(who + ": " + status + ": the proxy does not serve URI path " + ks.uri_path, kInvalidConfig,
-             "make the key store's XksProxyUriPath equal keystores[].uri_path and reload the proxy");
+      r.fail(
+          who + ": " + status + ": the proxy does not serve URI path " + ks.uri_path,
+          kInvalidConfig,
+          "make the key store's XksProxyUriPath equal keystores[].uri_path and reload the proxy");
     } else if (reply.status == 403) {
-      r.fail(who + ": " + status, "XKS_PROXY_ACCESS_DENIED", "health is never subject to authorization: check the proxy");
+      r.fail(who + ": " + status, "XKS_PROXY_ACCESS_DENIED",
+             "health is never subject to authorization: check the proxy");
     } else if (j.is_discarded() || !j.is_object()) {
       r.fail(who + ": " + status + " with a body that is not JSON", kInvalidResponse,
              "make sure the endpoint reaches xks-proxy and not another web server");
@@ -709,14 +781,17 @@ void end_to_end(Report& r, const config::Config& cfg, const Endpoint& ep, const 
         r.fail(who + ": the response lacks xksProxyFleetSize or ekmFleetDetails", kInvalidResponse,
                "make sure the endpoint reaches xks-proxy");
       } else if (unavailable == static_cast<int>(fleet.size())) {
-        r.fail(who + ": every HSM reports UNAVAILABLE", kHsmUnavailable, "see the HSM checks above and the proxy's log");
+        r.fail(who + ": every HSM reports UNAVAILABLE", kHsmUnavailable,
+               "see the HSM checks above and the proxy's log");
       } else if (unavailable + degraded > 0) {
-        r.warn(who + ": " + std::to_string(unavailable) + " HSM(s) UNAVAILABLE, " + std::to_string(degraded) +
-               " DEGRADED", "see the proxy's log");
+        r.warn(who + ": " + std::to_string(unavailable) + " HSM(s) UNAVAILABLE, " +
+                   std::to_string(degraded) + " DEGRADED",
+               "see the proxy's log");
       }
       if (timing.total_ms > kKmsBudgetMs) {
         r.fail(who + ": " + timing.line(), kTimedOut,
-               "bring the proxy closer to the AWS region (<= 35 ms round trip) and check the HSM latency");
+               "bring the proxy closer to the AWS region (<= 35 ms round trip) and check the HSM "
+               "latency");
       } else {
         r.pass(who + ": HTTP 200 on a new connection; " + timing.line());
       }
@@ -729,7 +804,8 @@ void end_to_end(Report& r, const config::Config& cfg, const Endpoint& ep, const 
 int doctor_main(int argc, char** argv) {
   const Args args(argc, argv, 2, {"--config", "--endpoint", "--cacert", "--region"}, {}, "doctor");
   if (args.help()) return std::fputs(kDoctorHelp, stdout), 0;
-  if (!args.positional().empty()) throw UsageError("unexpected argument '" + args.positional()[0] + "'");
+  if (!args.positional().empty())
+    throw UsageError("unexpected argument '" + args.positional()[0] + "'");
   const std::string file = args.get_or("--config", "/etc/xks-proxy/xks-proxy.yaml");
   std::optional<Endpoint> endpoint;
   if (const auto e = args.get("--endpoint")) endpoint = parse_endpoint(*e);
@@ -741,21 +817,23 @@ int doctor_main(int argc, char** argv) {
   } catch (const config::ConfigError& e) {
     const std::string& s = e.setting();
     const char* code = kInvalidConfig;
-    if (s.find("credentials") != std::string::npos || s.ends_with(".access_key_id") || s.ends_with(".secret")) {
+    if (s.find("credentials") != std::string::npos || s.ends_with(".access_key_id") ||
+        s.ends_with(".secret")) {
       code = kInvalidCredentials;
     } else if (s.starts_with("tls")) {
       code = kInvalidTls;
     }
     // what() already names the file, the setting and the fix.
-    std::printf("FAIL  config: %s [KMS: %s; the proxy refuses to start with this file]\n", e.what(), code);
+    std::printf("FAIL  config: %s [KMS: %s; the proxy refuses to start with this file]\n", e.what(),
+                code);
     std::printf("doctor: 1 FAIL, 0 WARN, 0 PASS (fix the configuration first)\n");
     return 1;
   }
   std::size_t creds = 0, keys = 0;
   for (const auto& ks : cfg.keystores) creds += ks.credentials.size(), keys += ks.keys.size();
-  r.pass("config: " + file + " is valid (" + std::to_string(cfg.keystores.size()) + " key store(s), " +
-         std::to_string(creds) + " credential(s), " + std::to_string(keys) + " key(s), " +
-         std::to_string(cfg.hsms.size()) + " HSM(s))");
+  r.pass("config: " + file + " is valid (" + std::to_string(cfg.keystores.size()) +
+         " key store(s), " + std::to_string(creds) + " credential(s), " + std::to_string(keys) +
+         " key(s), " + std::to_string(cfg.hsms.size()) + " HSM(s))");
   for (const auto& w : config::config_warnings(cfg)) r.warn("config: " + w);
   for (const auto& ks : cfg.keystores) check_uri_path(r, ks);
   for (const auto& ks : cfg.keystores) check_credentials(r, ks);
@@ -764,7 +842,8 @@ int doctor_main(int argc, char** argv) {
   check_tls_files(r, cfg, ep.host);
   check_hsms(r, cfg);
   check_version_use(r, cfg);
-  end_to_end(r, cfg, ep, args.get_or("--cacert", ""), args.get_or("--region", "us-east-1"), endpoint.has_value());
+  end_to_end(r, cfg, ep, args.get_or("--cacert", ""), args.get_or("--region", "us-east-1"),
+             endpoint.has_value());
   return r.finish();
 }
 

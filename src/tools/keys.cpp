@@ -19,9 +19,11 @@ namespace xks::tools {
 namespace {
 
 constexpr const char* kKeysHelp =
-    "usage: xksctl keys create --config FILE [--hsm NAME] --label LABEL [--usage encrypt,decrypt] [--id HEX]\n"
+    "usage: xksctl keys create --config FILE [--hsm NAME] --label LABEL [--usage encrypt,decrypt] "
+    "[--id HEX]\n"
     "       xksctl keys list   --config FILE [--hsm NAME]\n"
-    "       xksctl keys rotate --config FILE --key ID [--keystore URI_PATH] [--label LABEL] [--hsm NAME] [--write]\n"
+    "       xksctl keys rotate --config FILE --key ID [--keystore URI_PATH] [--label LABEL] [--hsm "
+    "NAME] [--write]\n"
     "\n"
     "create  generates an AES-256 token key (CKM_AES_KEY_GEN) that is private, sensitive,\n"
     "        not extractable, cannot wrap/unwrap/sign/verify/derive, with the usages given\n"
@@ -36,9 +38,11 @@ constexpr const char* kKeysHelp =
     "        change that lists it under versions and makes it current; --write makes the change\n"
     "        (the old file is kept as FILE.<UTC time>.bak). The edited file is loaded and checked\n"
     "        before the key is created. Reload the proxy (SIGHUP) to start using it.\n"
-    "  --hsm NAME   the configured HSM (hsm.name) to use; default: the first (create, rotate) or all (list)\n";
+    "  --hsm NAME   the configured HSM (hsm.name) to use; default: the first (create, rotate) or "
+    "all (list)\n";
 
-const config::HsmConfig& pick_hsm(const config::Config& cfg, const std::optional<std::string>& name) {
+const config::HsmConfig& pick_hsm(const config::Config& cfg,
+                                  const std::optional<std::string>& name) {
   if (!name) return cfg.hsms.front();
   std::string known;
   for (const auto& h : cfg.hsms) {
@@ -58,7 +62,10 @@ std::map<std::string, std::vector<std::string>> users_by_label(const config::Con
         std::string who = ks.uri_path + " key " + k.id;
         if (k.versions_listed) {
           who += " v" + std::to_string(v.number) +
-                 (v.number == k.current ? " (current)" : !v.enabled ? " (retired)" : v.decrypt_only ? " (decrypt_only)" : "");
+                 (v.number == k.current ? " (current)"
+                  : !v.enabled          ? " (retired)"
+                  : v.decrypt_only      ? " (decrypt_only)"
+                                        : "");
         }
         out[v.label].push_back(who + (k.enabled ? "" : " (disabled)"));
       }
@@ -69,7 +76,8 @@ std::map<std::string, std::vector<std::string>> users_by_label(const config::Con
 }
 
 int keys_create(const Args& args) {
-  const config::Config cfg = config::load_config(args.require("--config", "the proxy's configuration file"));
+  const config::Config cfg =
+      config::load_config(args.require("--config", "the proxy's configuration file"));
   const config::HsmConfig& hsm = pick_hsm(cfg, args.get("--hsm"));
   const std::string label = args.require("--label", "the new key's CKA_LABEL");
   if (label.size() > 128) throw UsageError("--label is longer than 128 characters");
@@ -91,23 +99,31 @@ int keys_create(const Args& args) {
   std::vector<std::uint8_t> id;
   if (const auto hex = args.get("--id")) {
     auto decoded = crypto::hex_decode(*hex);
-    if (!decoded || decoded->empty()) throw UsageError("--id '" + *hex + "' is not hex (e.g. 0a1b2c)");
+    if (!decoded || decoded->empty())
+      throw UsageError("--id '" + *hex + "' is not hex (e.g. 0a1b2c)");
     id.assign(decoded->begin(), decoded->end());
   } else {
     id.resize(16);
-    if (RAND_bytes(id.data(), static_cast<int>(id.size())) != 1) throw std::runtime_error("RAND_bytes failed");
+    if (RAND_bytes(id.data(), static_cast<int>(id.size())) != 1)
+      throw std::runtime_error("RAND_bytes failed");
   }
 
   create_key(hsm, label, id, encrypt, decrypt);
   if (!(encrypt && decrypt)) {
-    std::printf("WARN  key '%s' lacks %s: KMS CreateKey on it fails (XksKeyInvalidConfigurationException)\n",
-                label.c_str(), !encrypt && !decrypt ? "ENCRYPT and DECRYPT" : !encrypt ? "ENCRYPT" : "DECRYPT");
+    std::printf(
+        "WARN  key '%s' lacks %s: KMS CreateKey on it fails "
+        "(XksKeyInvalidConfigurationException)\n",
+        label.c_str(),
+        !encrypt && !decrypt ? "ENCRYPT and DECRYPT"
+        : !encrypt           ? "ENCRYPT"
+                             : "DECRYPT");
   }
   return 0;
 }
 
 int keys_list(const Args& args) {
-  const config::Config cfg = config::load_config(args.require("--config", "the proxy's configuration file"));
+  const config::Config cfg =
+      config::load_config(args.require("--config", "the proxy's configuration file"));
   std::vector<const config::HsmConfig*> hsms;
   if (const auto name = args.get("--hsm")) {
     hsms.push_back(&pick_hsm(cfg, name));
@@ -127,10 +143,10 @@ int keys_list(const Args& args) {
       }
     }
     std::vector<TokenKey> keys = token.secret_keys();
-    std::printf("hsm %s: %s, %zu secret key(s)\n", hsm->name.c_str(), token.token_description().c_str(),
-                keys.size());
-    std::printf("  %-24s %-34s %-10s %-18s %-9s %-11s %s\n", "LABEL", "ID", "TYPE", "USAGES", "SENSITIVE",
-                "EXTRACTABLE", "USED BY");
+    std::printf("hsm %s: %s, %zu secret key(s)\n", hsm->name.c_str(),
+                token.token_description().c_str(), keys.size());
+    std::printf("  %-24s %-34s %-10s %-18s %-9s %-11s %s\n", "LABEL", "ID", "TYPE", "USAGES",
+                "SENSITIVE", "EXTRACTABLE", "USED BY");
     std::vector<std::string> warns;
     std::map<std::string, int> seen;
     for (const auto& k : keys) {
@@ -141,8 +157,9 @@ int keys_list(const Args& args) {
         for (const auto& s : u->second) used += (used.empty() ? "" : "; ") + s;
       }
       std::printf("  %-24s %-34s %-10s %-18s %-9s %-11s %s\n", k.label.c_str(),
-                  k.id_hex.empty() ? "-" : k.id_hex.c_str(), k.type_name().c_str(), k.usages().c_str(),
-                  k.sensitive ? "yes" : "no", k.extractable ? "yes" : "no", used.empty() ? "-" : used.c_str());
+                  k.id_hex.empty() ? "-" : k.id_hex.c_str(), k.type_name().c_str(),
+                  k.usages().c_str(), k.sensitive ? "yes" : "no", k.extractable ? "yes" : "no",
+                  used.empty() ? "-" : used.c_str());
       if (u == users.end()) continue;
       for (const auto& why : k.unsafe()) {
         warns.push_back("key '" + k.label + "' (" + used + ") is " + why);
@@ -152,10 +169,11 @@ int keys_list(const Args& args) {
       const bool as_expected = ex != expected.end() && ex->second.encrypt == k.encrypt &&
                                ex->second.decrypt == k.decrypt;
       if ((!k.encrypt || !k.decrypt) && !as_expected) {
-        warns.push_back("key '" + k.label + "' (" + used + ") lacks " +
-                        (!k.encrypt && !k.decrypt ? "ENCRYPT and DECRYPT"
-                                                  : (!k.encrypt ? "ENCRYPT" : "DECRYPT")) +
-                        ": a key store key needs both for KMS CreateKey (XksKeyInvalidConfigurationException)");
+        warns.push_back(
+            "key '" + k.label + "' (" + used + ") lacks " +
+            (!k.encrypt && !k.decrypt ? "ENCRYPT and DECRYPT"
+                                      : (!k.encrypt ? "ENCRYPT" : "DECRYPT")) +
+            ": a key store key needs both for KMS CreateKey (XksKeyInvalidConfigurationException)");
       }
     }
     for (const auto& [label, who] : users) {
@@ -163,11 +181,13 @@ int keys_list(const Args& args) {
       std::string used;
       for (const auto& s : who) used += (used.empty() ? "" : "; ") + s;
       if (n == 0) {
-        warns.push_back("key label '" + label + "' (" + used + ") is not on this token: " +
-                        "KMS sees XksKeyNotFoundException; create it with xksctl keys create --label " + label);
+        warns.push_back(
+            "key label '" + label + "' (" + used + ") is not on this token: " +
+            "KMS sees XksKeyNotFoundException; create it with xksctl keys create --label " + label);
       } else if (n > 1) {
-        warns.push_back("key label '" + label + "' (" + used + ") names " + std::to_string(n) +
-                        " keys: the proxy cannot tell which to use; delete or relabel the extra ones");
+        warns.push_back(
+            "key label '" + label + "' (" + used + ") names " + std::to_string(n) +
+            " keys: the proxy cannot tell which to use; delete or relabel the extra ones");
       }
     }
     for (const auto& w : warns) std::printf("WARN  hsm %s: %s\n", hsm->name.c_str(), w.c_str());
@@ -186,13 +206,14 @@ int keys_main(int argc, char** argv) {
   }
   const std::string_view sub = argv[2];
   if (sub == "create") {
-    const Args args(argc, argv, 3, {"--config", "--hsm", "--label", "--usage", "--id"}, {}, "keys create");
+    const Args args(argc, argv, 3, {"--config", "--hsm", "--label", "--usage", "--id"}, {},
+                    "keys create");
     if (args.help()) return std::fputs(kKeysHelp, stdout), 0;
     return keys_create(args);
   }
   if (sub == "rotate") {
-    const Args args(argc, argv, 3, {"--config", "--key", "--keystore", "--label", "--hsm"}, {"--write"},
-                    "keys rotate");
+    const Args args(argc, argv, 3, {"--config", "--key", "--keystore", "--label", "--hsm"},
+                    {"--write"}, "keys rotate");
     if (args.help()) return std::fputs(kKeysHelp, stdout), 0;
     return keys_rotate(args);
   }
@@ -201,7 +222,8 @@ int keys_main(int argc, char** argv) {
     if (args.help()) return std::fputs(kKeysHelp, stdout), 0;
     return keys_list(args);
   }
-  throw UsageError("unknown keys subcommand '" + std::string(sub) + "'; use keys create, keys list or keys rotate");
+  throw UsageError("unknown keys subcommand '" + std::string(sub) +
+                   "'; use keys create, keys list or keys rotate");
 }
 
 }  // namespace xks::tools

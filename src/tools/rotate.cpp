@@ -49,7 +49,9 @@ class TextEdit {
   std::string scalar(std::string_view v) const {
     return json_ || !is_plain_safe(v) ? json_quote(v) : std::string(v);
   }
-  std::string name(std::string_view n) const { return json_ ? "\"" + std::string(n) + "\"" : std::string(n); }
+  std::string name(std::string_view n) const {
+    return json_ ? "\"" + std::string(n) + "\"" : std::string(n);
+  }
   std::string version_item(std::uint32_t number, std::string_view label) const {
     return "{ " + name("version") + ": " + std::to_string(number) + ", " + name("label") + ": " +
            scalar(label) + " }";
@@ -123,7 +125,8 @@ class TextEdit {
 
 // The key node of `key` in `map` (and its value), or nullopt. A default YAML::Node
 // is a valid null node, not "absent", hence the optional.
-std::optional<YAML::Node> child_key(const YAML::Node& map, std::string_view key, YAML::Node* value) {
+std::optional<YAML::Node> child_key(const YAML::Node& map, std::string_view key,
+                                    YAML::Node* value) {
   for (const auto& kv : map) {
     if (kv.first.IsScalar() && kv.first.Scalar() == key) {
       *value = kv.second;
@@ -168,7 +171,8 @@ std::string rotate_config_text(const std::string& text, std::size_t keystore_ind
       std::string tail = ", " + current + ", " + ed.name("versions") + ": [" + v1 + ", " + v2 + "]";
       // Insert before the closing brace first (later in the text), then drop the label pair.
       std::size_t insert_at = close;
-      while (insert_at > entry_pos + 1 && (t[insert_at - 1] == ' ' || t[insert_at - 1] == '\n')) --insert_at;
+      while (insert_at > entry_pos + 1 && (t[insert_at - 1] == ' ' || t[insert_at - 1] == '\n'))
+        --insert_at;
       t.insert(insert_at, tail);
       if (label_key) {
         std::size_t from = static_cast<std::size_t>(label_key->Mark().pos);
@@ -225,9 +229,11 @@ std::string rotate_config_text(const std::string& text, std::size_t keystore_ind
     const std::size_t first = static_cast<std::size_t>(versions[0].Mark().pos);
     const std::size_t ls = ed.line_start(first);
     const std::size_t dash = t.find('-', ls);
-    if (dash == std::string::npos || dash > first) throw std::runtime_error("unexpected list layout");
+    if (dash == std::string::npos || dash > first)
+      throw std::runtime_error("unexpected list layout");
     const std::size_t dash_col = dash - ls;
-    std::size_t pos = ed.line_end(static_cast<std::size_t>(versions[versions.size() - 1].Mark().pos));
+    std::size_t pos =
+        ed.line_end(static_cast<std::size_t>(versions[versions.size() - 1].Mark().pos));
     std::size_t insert_at = t.size();
     while (pos < t.size()) {
       const std::size_t start = pos + 1;
@@ -253,7 +259,10 @@ std::string rotate_config_text(const std::string& text, std::size_t keystore_ind
     if (flow) {
       edits.push_back({at, 0, current + ", "});
     } else {
-      edits.push_back({at, 0, current + "\n" + std::string(static_cast<std::size_t>(versions_key->Mark().column), ' ')});
+      edits.push_back(
+          {at, 0,
+           current + "\n" +
+               std::string(static_cast<std::size_t>(versions_key->Mark().column), ' ')});
     }
   }
   std::sort(edits.begin(), edits.end(), [](const Edit& a, const Edit& b) { return a.pos > b.pos; });
@@ -261,7 +270,8 @@ std::string rotate_config_text(const std::string& text, std::size_t keystore_ind
   return t;
 }
 
-std::string unified_change(const std::string& file, const std::string& before, const std::string& after) {
+std::string unified_change(const std::string& file, const std::string& before,
+                           const std::string& after) {
   auto lines = [](const std::string& s) {
     std::vector<std::string> out;
     std::istringstream in(s);
@@ -308,7 +318,8 @@ int keys_rotate(const Args& args) {
     for (std::size_t j = 0; j < cfg.keystores[i].keys.size(); ++j) {
       if (cfg.keystores[i].keys[j].id != key_id) continue;
       if (key != nullptr) {
-        throw UsageError("key '" + key_id + "' is in more than one key store; name one with --keystore URI_PATH");
+        throw UsageError("key '" + key_id +
+                         "' is in more than one key store; name one with --keystore URI_PATH");
       }
       key = &cfg.keystores[i].keys[j];
       ks_index = i;
@@ -316,14 +327,17 @@ int keys_rotate(const Args& args) {
     }
   }
   if (key == nullptr) {
-    throw UsageError("no key '" + key_id + "' in " + file + (ks_filter ? " key store " + *ks_filter : std::string()) +
+    throw UsageError("no key '" + key_id + "' in " + file +
+                     (ks_filter ? " key store " + *ks_filter : std::string()) +
                      "; add it first ({ id: " + key_id + ", label: ... })");
   }
   const std::uint32_t version = key->versions.back().number + 1;
-  if (key->versions.back().number == 4294967295U) throw std::runtime_error("no version number left");
+  if (key->versions.back().number == 4294967295U)
+    throw std::runtime_error("no version number left");
   const std::string label = args.get_or("--label", next_label(*key, version));
   for (const auto& v : key->versions) {
-    if (v.label == label) throw UsageError("--label " + label + " is already version " + std::to_string(v.number));
+    if (v.label == label)
+      throw UsageError("--label " + label + " is already version " + std::to_string(v.number));
   }
 
   std::ifstream in(file, std::ios::binary);
@@ -332,14 +346,17 @@ int keys_rotate(const Args& args) {
   try {
     after = rotate_config_text(before, ks_index, key_index, *key, version, label);
   } catch (const std::exception& e) {
-    throw std::runtime_error(std::string("cannot edit ") + file + " (" + e.what() + "); nothing was created. Add by hand: "
-                             "keys[].versions: { version: " + std::to_string(version) + ", label: " + label +
+    throw std::runtime_error(std::string("cannot edit ") + file + " (" + e.what() +
+                             "); nothing was created. Add by hand: "
+                             "keys[].versions: { version: " +
+                             std::to_string(version) + ", label: " + label +
                              " } and current: " + std::to_string(version));
   }
   // Check the edited text by loading it next to the original (relative paths
   // resolve the same way) before the HSM key is made.
   const fs::path path(file);
-  const fs::path candidate = path.parent_path() / ("." + path.filename().string() + ".rotate-" + std::to_string(::getpid()));
+  const fs::path candidate = path.parent_path() / ("." + path.filename().string() + ".rotate-" +
+                                                   std::to_string(::getpid()));
   struct Remove {
     fs::path p;
     ~Remove() {
@@ -357,10 +374,11 @@ int keys_rotate(const Args& args) {
   }
   const config::KeyEntry& edited = next.keystores.at(ks_index).keys.at(key_index);
   if (edited.id != key_id || edited.current != version || edited.label != label) {
-    throw std::runtime_error("the edited configuration does not make version " + std::to_string(version) +
-                             " current; nothing was created or written");
+    throw std::runtime_error("the edited configuration does not make version " +
+                             std::to_string(version) + " current; nothing was created or written");
   }
-  if (auto ok = config::check_version_continuity(cfg, next); !ok) throw std::runtime_error(ok.error().message);
+  if (auto ok = config::check_version_continuity(cfg, next); !ok)
+    throw std::runtime_error(ok.error().message);
 
   const config::HsmConfig& hsm = [&]() -> const config::HsmConfig& {
     const auto name = args.get("--hsm");
@@ -384,19 +402,23 @@ int keys_rotate(const Args& args) {
     write_private_file(backup, before, /*exclusive=*/true);
   }
   std::vector<std::uint8_t> id(16);
-  if (RAND_bytes(id.data(), static_cast<int>(id.size())) != 1) throw std::runtime_error("RAND_bytes failed");
+  if (RAND_bytes(id.data(), static_cast<int>(id.size())) != 1)
+    throw std::runtime_error("RAND_bytes failed");
   create_key(hsm, label, id, /*encrypt=*/true, /*decrypt=*/true);
   if (cfg.hsms.size() > 1) {
-    std::printf("WARN  the configuration lists %zu HSMs: version %u's key must exist on each "
-                "(replicate it with the HSM's own tools) before the reload\n",
-                cfg.hsms.size(), version);
+    std::printf(
+        "WARN  the configuration lists %zu HSMs: version %u's key must exist on each "
+        "(replicate it with the HSM's own tools) before the reload\n",
+        cfg.hsms.size(), version);
   }
   const std::string change = unified_change(file, before, after);
   if (!args.flag("--write")) {
-    std::printf("configuration change for key %s (version %u current), not written (--write writes it):\n%s",
-                key_id.c_str(), version, change.c_str());
+    std::printf(
+        "configuration change for key %s (version %u current), not written (--write writes "
+        "it):\n%s",
+        key_id.c_str(), version, change.c_str());
   } else {
-    struct stat st{};
+    struct stat st {};
     const ::mode_t mode = ::stat(file.c_str(), &st) == 0 ? (st.st_mode & 07777) : 0600;
     ::chmod(backup.c_str(), mode);
     ::chmod(candidate.c_str(), mode);
@@ -408,8 +430,10 @@ int keys_rotate(const Args& args) {
     remove_candidate.p.clear();
     std::printf("wrote %s (backup %s):\n%s", file.c_str(), backup.c_str(), change.c_str());
   }
-  std::printf("next: reload the proxy (systemctl reload xks-proxy, or kill -HUP its pid); new ciphertexts "
-              "then name version %u, older ones keep decrypting with their version\n", version);
+  std::printf(
+      "next: reload the proxy (systemctl reload xks-proxy, or kill -HUP its pid); new ciphertexts "
+      "then name version %u, older ones keep decrypting with their version\n",
+      version);
   return 0;
 }
 

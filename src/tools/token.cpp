@@ -68,8 +68,10 @@ std::string TokenKey::usages() const {
 
 std::vector<std::string> TokenKey::unsafe() const {
   std::vector<std::string> out;
-  if (extractable) out.emplace_back("extractable (CKA_EXTRACTABLE=true: the key can be exported wrapped)");
-  if (!sensitive) out.emplace_back("not sensitive (CKA_SENSITIVE=false: the key value can be read in clear)");
+  if (extractable)
+    out.emplace_back("extractable (CKA_EXTRACTABLE=true: the key can be exported wrapped)");
+  if (!sensitive)
+    out.emplace_back("not sensitive (CKA_SENSITIVE=false: the key value can be read in clear)");
   if (!type || *type != CKK_AES) out.emplace_back("not AES (" + type_name() + ")");
   if (!value_len || *value_len != 32) out.emplace_back("not 32 bytes (" + type_name() + ")");
   return out;
@@ -118,8 +120,9 @@ void ToolToken::open_session(bool read_write) {
   const CK_RV rv = fn_->C_OpenSession(*slot_, flags, nullptr, nullptr, &h);
   if (rv != CKR_OK) {
     throw std::runtime_error("hsm " + q(hsm_.name) + ": C_OpenSession failed with " + ckr_text(rv) +
-                             (rv == CKR_TOKEN_WRITE_PROTECTED ? "; fix: the token is write protected"
-                                                              : "; fix: check the HSM's session limits"));
+                             (rv == CKR_TOKEN_WRITE_PROTECTED
+                                  ? "; fix: the token is write protected"
+                                  : "; fix: check the HSM's session limits"));
   }
   session_ = h;
 }
@@ -146,11 +149,12 @@ void ToolToken::open_and_login(bool read_write) {
   const CK_RV rv = login();
   if (rv != CKR_OK) {
     const bool pin = hsm::ckr_class(rv) == hsm::CkrClass::Pin;
-    throw std::runtime_error(
-        "hsm " + q(hsm_.name) + ": login refused with " + ckr_text(rv) + " (one attempt, not retried)" +
-        (pin ? "; fix: put the token's user PIN in hsm.pin (" + hsm_.pin_source.describe() +
-                   "); a locked PIN needs the security officer to reset it"
-             : "; fix: check the HSM's state and the user's role"));
+    throw std::runtime_error("hsm " + q(hsm_.name) + ": login refused with " + ckr_text(rv) +
+                             " (one attempt, not retried)" +
+                             (pin ? "; fix: put the token's user PIN in hsm.pin (" +
+                                        hsm_.pin_source.describe() +
+                                        "); a locked PIN needs the security officer to reset it"
+                                  : "; fix: check the HSM's state and the user's role"));
   }
 }
 
@@ -205,7 +209,8 @@ TokenKey ToolToken::read_key(CK_OBJECT_HANDLE handle) {
 std::vector<TokenKey> ToolToken::secret_keys() {
   CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
   std::vector<TokenKey> out;
-  for (const CK_OBJECT_HANDLE h : find_objects({{CKA_CLASS, &cls, sizeof cls}})) out.push_back(read_key(h));
+  for (const CK_OBJECT_HANDLE h : find_objects({{CKA_CLASS, &cls, sizeof cls}}))
+    out.push_back(read_key(h));
   return out;
 }
 
@@ -225,11 +230,11 @@ TokenKey ToolToken::generate_aes256(const std::string& label, const std::vector<
   hsm::KeyTemplate tmpl = hsm::safe_aes256_template(label, id, encrypt, decrypt);
   CK_MECHANISM mech{CKM_AES_KEY_GEN, nullptr, 0};
   CK_OBJECT_HANDLE h = 0;
-  const CK_RV rv = fn_->C_GenerateKey(*session_, &mech, tmpl.attributes.data(),
-                                      tmpl.attributes.size(), &h);
+  const CK_RV rv =
+      fn_->C_GenerateKey(*session_, &mech, tmpl.attributes.data(), tmpl.attributes.size(), &h);
   if (rv != CKR_OK) {
-    throw std::runtime_error("hsm " + q(hsm_.name) + ": C_GenerateKey(CKM_AES_KEY_GEN) failed with " +
-                             ckr_text(rv));
+    throw std::runtime_error("hsm " + q(hsm_.name) +
+                             ": C_GenerateKey(CKM_AES_KEY_GEN) failed with " + ckr_text(rv));
   }
   return read_key(h);
 }
@@ -237,7 +242,8 @@ TokenKey ToolToken::generate_aes256(const std::string& label, const std::vector<
 std::chrono::microseconds ToolToken::gcm_round_trip(CK_OBJECT_HANDLE key) {
   std::array<std::uint8_t, 32> plaintext{};
   std::array<std::uint8_t, 12> iv{};
-  if (RAND_bytes(plaintext.data(), plaintext.size()) != 1 || RAND_bytes(iv.data(), iv.size()) != 1) {
+  if (RAND_bytes(plaintext.data(), plaintext.size()) != 1 ||
+      RAND_bytes(iv.data(), iv.size()) != 1) {
     throw std::runtime_error("RAND_bytes failed");
   }
   const auto start = std::chrono::steady_clock::now();
@@ -246,15 +252,19 @@ std::chrono::microseconds ToolToken::gcm_round_trip(CK_OBJECT_HANDLE key) {
   std::array<std::uint8_t, 48> sealed{};
   CK_ULONG sealed_len = sealed.size();
   CK_RV rv = fn_->C_EncryptInit(*session_, &mech, key);
-  if (rv == CKR_OK) rv = fn_->C_Encrypt(*session_, plaintext.data(), plaintext.size(), sealed.data(), &sealed_len);
+  if (rv == CKR_OK)
+    rv = fn_->C_Encrypt(*session_, plaintext.data(), plaintext.size(), sealed.data(), &sealed_len);
   if (rv != CKR_OK) throw std::runtime_error("C_Encrypt (AES-GCM) failed with " + ckr_text(rv));
   std::array<std::uint8_t, 48> opened{};
   CK_ULONG opened_len = opened.size();
   rv = fn_->C_DecryptInit(*session_, &mech, key);
-  if (rv == CKR_OK) rv = fn_->C_Decrypt(*session_, sealed.data(), sealed_len, opened.data(), &opened_len);
+  if (rv == CKR_OK)
+    rv = fn_->C_Decrypt(*session_, sealed.data(), sealed_len, opened.data(), &opened_len);
   if (rv != CKR_OK) throw std::runtime_error("C_Decrypt (AES-GCM) failed with " + ckr_text(rv));
-  const auto took = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start);
-  if (opened_len != plaintext.size() || std::memcmp(opened.data(), plaintext.data(), plaintext.size()) != 0) {
+  const auto took = std::chrono::duration_cast<std::chrono::microseconds>(
+      std::chrono::steady_clock::now() - start);
+  if (opened_len != plaintext.size() ||
+      std::memcmp(opened.data(), plaintext.data(), plaintext.size()) != 0) {
     throw std::runtime_error("AES-GCM round trip returned different bytes");
   }
   return took;
@@ -269,10 +279,11 @@ TokenKey create_key(const config::HsmConfig& hsm, const std::string& label,
                              "' already exists; choose another --label (keys are never replaced)");
   }
   TokenKey k = token.generate_aes256(label, id, encrypt, decrypt);
-  std::printf("created key label=%s id=%s %s usages=%s sensitive=%s extractable=%s on hsm %s (%s)\n",
-              k.label.c_str(), k.id_hex.c_str(), k.type_name().c_str(), k.usages().c_str(),
-              k.sensitive ? "yes" : "no", k.extractable ? "yes" : "no", hsm.name.c_str(),
-              token.token_description().c_str());
+  std::printf(
+      "created key label=%s id=%s %s usages=%s sensitive=%s extractable=%s on hsm %s (%s)\n",
+      k.label.c_str(), k.id_hex.c_str(), k.type_name().c_str(), k.usages().c_str(),
+      k.sensitive ? "yes" : "no", k.extractable ? "yes" : "no", hsm.name.c_str(),
+      token.token_description().c_str());
   return k;
 }
 

@@ -66,19 +66,23 @@ Endpoint parse_endpoint(const std::string& url) {
     ep.port = 80;
     rest = url.substr(7);
   } else {
-    throw UsageError("--endpoint '" + url + "' must start with https:// (or http:// for a proxy without TLS)");
+    throw UsageError("--endpoint '" + url +
+                     "' must start with https:// (or http:// for a proxy without TLS)");
   }
   if (!rest.empty() && rest.back() == '/') rest.pop_back();
   if (rest.find('/') != std::string::npos) {
-    throw UsageError("--endpoint '" + url + "' must be just scheme://host[:port]; the URI path comes from --keystore");
+    throw UsageError("--endpoint '" + url +
+                     "' must be just scheme://host[:port]; the URI path comes from --keystore");
   }
   std::string port;
   if (rest.starts_with("[")) {
     const auto close = rest.find(']');
-    if (close == std::string::npos) throw UsageError("--endpoint '" + url + "' has an unclosed [IPv6]");
+    if (close == std::string::npos)
+      throw UsageError("--endpoint '" + url + "' has an unclosed [IPv6]");
     ep.host = rest.substr(1, close - 1);
     if (close + 1 < rest.size()) {
-      if (rest[close + 1] != ':') throw UsageError("--endpoint '" + url + "': expected :port after ]");
+      if (rest[close + 1] != ':')
+        throw UsageError("--endpoint '" + url + "': expected :port after ]");
       port = rest.substr(close + 2);
     }
   } else if (const auto colon = rest.rfind(':'); colon != std::string::npos) {
@@ -97,7 +101,8 @@ Endpoint parse_endpoint(const std::string& url) {
     } catch (const std::exception&) {
       p = 0;
     }
-    if (p == 0 || p > 65535) throw UsageError("--endpoint '" + url + "' has a bad port '" + port + "'");
+    if (p == 0 || p > 65535)
+      throw UsageError("--endpoint '" + url + "' has a bad port '" + port + "'");
     ep.port = static_cast<std::uint16_t>(p);
   }
   return ep;
@@ -163,15 +168,17 @@ bool describes_endpoint(const config::Config& cfg, const Endpoint& ep) {
   BIO_free(bio);
   bool match = false;
   if (leaf != nullptr) {
-    match = is_ip_literal(ep.host) ? X509_check_ip_asc(leaf, ep.host.c_str(), 0) == 1
-                                   : X509_check_host(leaf, ep.host.c_str(), ep.host.size(), 0, nullptr) == 1;
+    match = is_ip_literal(ep.host)
+                ? X509_check_ip_asc(leaf, ep.host.c_str(), 0) == 1
+                : X509_check_host(leaf, ep.host.c_str(), ep.host.size(), 0, nullptr) == 1;
     X509_free(leaf);
   }
   ERR_clear_error();
   return match;
 }
 
-ClientTlsOptions client_trust(const config::Config& cfg, const Endpoint& ep, const std::string& cacert) {
+ClientTlsOptions client_trust(const config::Config& cfg, const Endpoint& ep,
+                              const std::string& cacert) {
   ClientTlsOptions o;
   o.cacert = cacert;
   if (cacert.empty() && describes_endpoint(cfg, ep)) o.extra_anchor = cfg.tls.certificate.string();
@@ -182,10 +189,11 @@ ClientTlsOptions client_trust(const config::Config& cfg, const Endpoint& ep, con
 
 std::string Timing::line() const {
   char buf[256];
-  std::snprintf(buf, sizeof buf,
-                "dns %.1f ms, connect %.1f ms, tls %.1f ms, request->response %.1f ms, total %.1f ms: %s",
-                dns_ms, connect_ms, tls_ms, request_ms, total_ms,
-                total_ms <= kKmsBudgetMs ? "within KMS's 250 ms budget" : "OVER KMS's 250 ms budget");
+  std::snprintf(
+      buf, sizeof buf,
+      "dns %.1f ms, connect %.1f ms, tls %.1f ms, request->response %.1f ms, total %.1f ms: %s",
+      dns_ms, connect_ms, tls_ms, request_ms, total_ms,
+      total_ms <= kKmsBudgetMs ? "within KMS's 250 ms budget" : "OVER KMS's 250 ms budget");
   return buf;
 }
 
@@ -244,8 +252,11 @@ asio::awaitable<void> Connection::connect(Timing& timing) {
 
   auto t0 = Clock::now();
   tcp::resolver resolver(ex);
-  auto [rec, results] = co_await resolver.async_resolve(c.endpoint.host, std::to_string(c.endpoint.port), kAwait);
-  if (rec) throw TransportError(TransportError::Stage::Dns, "cannot resolve " + c.endpoint.host + ": " + rec.message());
+  auto [rec, results] =
+      co_await resolver.async_resolve(c.endpoint.host, std::to_string(c.endpoint.port), kAwait);
+  if (rec)
+    throw TransportError(TransportError::Stage::Dns,
+                         "cannot resolve " + c.endpoint.host + ": " + rec.message());
   timing.dns_ms = ms_since(t0);
 
   if (c.endpoint.tls) {
@@ -259,7 +270,8 @@ asio::awaitable<void> Connection::connect(Timing& timing) {
   auto [cec, peer] = co_await c.lowest().async_connect(results, kAwait);
   if (cec) {
     close();
-    throw TransportError(TransportError::Stage::Connect, "cannot connect to " + where + ": " + cec.message());
+    throw TransportError(TransportError::Stage::Connect,
+                         "cannot connect to " + where + ": " + cec.message());
   }
   (void)peer;
   boost::system::error_code ignored;  // Nagle only costs latency; failing to disable it is harmless
@@ -273,7 +285,8 @@ asio::awaitable<void> Connection::connect(Timing& timing) {
       X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host.c_str());
     } else {
       // SNI (KMS always sends it) and the name the certificate must match.
-      SSL_ctrl(ssl, SSL_CTRL_SET_TLSEXT_HOSTNAME, TLSEXT_NAMETYPE_host_name, const_cast<char*>(host.c_str()));
+      SSL_ctrl(ssl, SSL_CTRL_SET_TLSEXT_HOSTNAME, TLSEXT_NAMETYPE_host_name,
+               const_cast<char*>(host.c_str()));
       SSL_set1_host(ssl, host.c_str());
     }
     t0 = Clock::now();
@@ -282,9 +295,11 @@ asio::awaitable<void> Connection::connect(Timing& timing) {
     if (hec) {
       std::string why = hec.message();
       const long vr = SSL_get_verify_result(ssl);
-      if (vr != X509_V_OK) why = std::string("certificate verification failed: ") + X509_verify_cert_error_string(vr);
+      if (vr != X509_V_OK)
+        why = std::string("certificate verification failed: ") + X509_verify_cert_error_string(vr);
       close();
-      throw TransportError(TransportError::Stage::Tls, "TLS handshake with " + where + " failed: " + why);
+      throw TransportError(TransportError::Stage::Tls,
+                           "TLS handshake with " + where + " failed: " + why);
     }
     timing.tls_ms = ms_since(t0);
   }
@@ -306,7 +321,8 @@ asio::awaitable<Reply> Connection::send(http::request<http::string_body>& req, T
   }
   if (ec) {
     close();
-    throw TransportError(TransportError::Stage::Http, "sending the request failed: " + ec.message());
+    throw TransportError(TransportError::Stage::Http,
+                         "sending the request failed: " + ec.message());
   }
   http::response_parser<http::string_body> parser;
   parser.body_limit(16 * 1024 * 1024);
@@ -317,7 +333,8 @@ asio::awaitable<Reply> Connection::send(http::request<http::string_body>& req, T
   }
   if (ec) {
     close();
-    throw TransportError(TransportError::Stage::Http, "reading the response failed: " + ec.message());
+    throw TransportError(TransportError::Stage::Http,
+                         "reading the response failed: " + ec.message());
   }
   timing.request_ms = ms_since(t0);
   auto res = parser.release();
@@ -326,7 +343,8 @@ asio::awaitable<Reply> Connection::send(http::request<http::string_body>& req, T
   } else {
     c.lowest().expires_never();
   }
-  co_return Reply{res.result_int(), std::move(res.body()), std::string(res[http::field::content_type])};
+  co_return Reply{res.result_int(), std::move(res.body()),
+                  std::string(res[http::field::content_type])};
 }
 
 std::string Connection::negotiated() const {
@@ -366,12 +384,14 @@ std::string api_target(const std::string& uri_path, Api api, const std::string& 
 }
 
 nlohmann::json request_metadata(Api api, const std::string& region) {
-  static constexpr const char* kOperations[] = {"KmsHealthCheck", "DescribeKey", "Encrypt", "Decrypt"};
+  static constexpr const char* kOperations[] = {"KmsHealthCheck", "DescribeKey", "Encrypt",
+                                                "Decrypt"};
   nlohmann::json rm = {{"kmsRequestId", uuid4()},
                        {"kmsOperation", kOperations[static_cast<int>(api)]}};
   if (api != Api::Health) {
     rm["awsPrincipalArn"] = "arn:aws:iam::111122223333:user/xksctl";
-    rm["kmsKeyArn"] = "arn:aws:kms:" + region + ":111122223333:key/00000000-0000-4000-8000-000000000000";
+    rm["kmsKeyArn"] =
+        "arn:aws:kms:" + region + ":111122223333:key/00000000-0000-4000-8000-000000000000";
   }
   return rm;
 }

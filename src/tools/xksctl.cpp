@@ -48,8 +48,9 @@ int main(int argc, char** argv) {
       const std::string_view sub = argc > 2 ? argv[2] : "";
       if (sub == "check") return xks::policy::policy_check_main(argc - 2, argv + 2);
       if (sub == "test") return xks::policy::policy_test_main(argc - 2, argv + 2);
-      throw UsageError("policy needs a subcommand: policy check <policy.yaml> | "
-                       "policy test <policy.yaml> <request.json>");
+      throw UsageError(
+          "policy needs a subcommand: policy check <policy.yaml> | "
+          "policy test <policy.yaml> <request.json>");
     }
     if (command == "version" || command == "--version") {
       std::printf("xksctl %s\n", xks::api::kVersion.data());

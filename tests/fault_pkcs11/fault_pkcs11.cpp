@@ -116,29 +116,48 @@ namespace {
 enum class Arg { None, Slot, Session };  // what the first parameter is
 
 // Every function of CK_FUNCTION_LIST but C_GetFunctionList, in list order.
-#define XKS_FAULT_FUNCTIONS(X)                                                                   \
-  X(C_Initialize, None) X(C_Finalize, None) X(C_GetInfo, None) X(C_GetSlotList, None)           \
-  X(C_GetSlotInfo, Slot) X(C_GetTokenInfo, Slot) X(C_GetMechanismList, Slot)                    \
-  X(C_GetMechanismInfo, Slot) X(C_InitToken, Slot) X(C_InitPIN, Session) X(C_SetPIN, Session)  \
-  X(C_OpenSession, Slot) X(C_CloseSession, Session) X(C_CloseAllSessions, Slot)                 \
-  X(C_GetSessionInfo, Session) X(C_GetOperationState, Session)                                  \
-  X(C_SetOperationState, Session) X(C_Login, Session) X(C_Logout, Session)                      \
-  X(C_CreateObject, Session) X(C_CopyObject, Session) X(C_DestroyObject, Session)               \
-  X(C_GetObjectSize, Session) X(C_GetAttributeValue, Session) X(C_SetAttributeValue, Session)   \
-  X(C_FindObjectsInit, Session) X(C_FindObjects, Session) X(C_FindObjectsFinal, Session)        \
-  X(C_EncryptInit, Session) X(C_Encrypt, Session) X(C_EncryptUpdate, Session)                   \
-  X(C_EncryptFinal, Session) X(C_DecryptInit, Session) X(C_Decrypt, Session)                    \
-  X(C_DecryptUpdate, Session) X(C_DecryptFinal, Session) X(C_DigestInit, Session)               \
-  X(C_Digest, Session) X(C_DigestUpdate, Session) X(C_DigestKey, Session)                       \
-  X(C_DigestFinal, Session) X(C_SignInit, Session) X(C_Sign, Session) X(C_SignUpdate, Session)  \
-  X(C_SignFinal, Session) X(C_SignRecoverInit, Session) X(C_SignRecover, Session)               \
-  X(C_VerifyInit, Session) X(C_Verify, Session) X(C_VerifyUpdate, Session)                      \
-  X(C_VerifyFinal, Session) X(C_VerifyRecoverInit, Session) X(C_VerifyRecover, Session)         \
-  X(C_DigestEncryptUpdate, Session) X(C_DecryptDigestUpdate, Session)                           \
-  X(C_SignEncryptUpdate, Session) X(C_DecryptVerifyUpdate, Session) X(C_GenerateKey, Session)   \
-  X(C_GenerateKeyPair, Session) X(C_WrapKey, Session) X(C_UnwrapKey, Session)                   \
-  X(C_DeriveKey, Session) X(C_SeedRandom, Session) X(C_GenerateRandom, Session)                 \
-  X(C_GetFunctionStatus, Session) X(C_CancelFunction, Session) X(C_WaitForSlotEvent, None)
+#define XKS_FAULT_FUNCTIONS(X)                                                                     \
+  X(C_Initialize, None)                                                                            \
+  X(C_Finalize, None) X(C_GetInfo, None) X(C_GetSlotList, None) X(C_GetSlotInfo, Slot)             \
+      X(C_GetTokenInfo, Slot) X(C_GetMechanismList, Slot) X(C_GetMechanismInfo, Slot) X(           \
+          C_InitToken, Slot) X(C_InitPIN, Session) X(C_SetPIN, Session) X(C_OpenSession, Slot)     \
+          X(C_CloseSession, Session) X(C_CloseAllSessions, Slot) X(C_GetSessionInfo, Session) X(   \
+              C_GetOperationState, Session) X(C_SetOperationState, Session) X(C_Login, Session)    \
+              X(C_Logout, Session) X(C_CreateObject, Session) X(C_CopyObject, Session) X(          \
+                  C_DestroyObject, Session) X(C_GetObjectSize, Session)                            \
+                  X(C_GetAttributeValue, Session) X(C_SetAttributeValue, Session) X(               \
+                      C_FindObjectsInit, Session) X(C_FindObjects, Session)                        \
+                      X(C_FindObjectsFinal, Session) X(C_EncryptInit, Session) X(                  \
+                          C_Encrypt, Session) X(C_EncryptUpdate, Session)                          \
+                          X(C_EncryptFinal, Session) X(C_DecryptInit, Session) X(                  \
+                              C_Decrypt, Session) X(C_DecryptUpdate, Session)                      \
+                              X(C_DecryptFinal, Session) X(C_DigestInit, Session) X(               \
+                                  C_Digest,                                                        \
+                                  Session) X(C_DigestUpdate,                                       \
+                                             Session) X(C_DigestKey, Session)                      \
+                                  X(C_DigestFinal, Session) X(C_SignInit, Session)                 \
+                                      X(C_Sign, Session) X(C_SignUpdate, Session) X(               \
+                                          C_SignFinal, Session) X(C_SignRecoverInit, Session)      \
+                                          X(C_SignRecover, Session) X(C_VerifyInit, Session)       \
+                                              X(C_Verify, Session) X(C_VerifyUpdate, Session) X(   \
+                                                  C_VerifyFinal,                                   \
+                                                  Session) X(C_VerifyRecoverInit,                  \
+                                                             Session) X(C_VerifyRecover, Session)  \
+                                                  X(C_DigestEncryptUpdate, Session) X(             \
+                                                      C_DecryptDigestUpdate,                       \
+                                                      Session) X(C_SignEncryptUpdate, Session)     \
+                                                      X(C_DecryptVerifyUpdate, Session) X(         \
+                                                          C_GenerateKey,                           \
+                                                          Session) X(C_GenerateKeyPair, Session)   \
+                                                          X(C_WrapKey, Session) X(                 \
+                                                              C_UnwrapKey,                         \
+                                                              Session) X(C_DeriveKey, Session)     \
+                                                              X(C_SeedRandom, Session) X(          \
+                                                                  C_GenerateRandom, Session)       \
+                                                                  X(C_GetFunctionStatus, Session)  \
+                                                                      X(C_CancelFunction, Session) \
+                                                                          X(C_WaitForSlotEvent,    \
+                                                                            None)
 
 enum Fn : std::size_t {
 #define XKS_ENUM(name, kind) k_##name,
@@ -203,8 +222,8 @@ struct FileId {
   off_t size = -1;
   ino_t ino = 0;
   bool operator==(const FileId& o) const {
-    return mtime.tv_sec == o.mtime.tv_sec && mtime.tv_nsec == o.mtime.tv_nsec &&
-           size == o.size && ino == o.ino;
+    return mtime.tv_sec == o.mtime.tv_sec && mtime.tv_nsec == o.mtime.tv_nsec && size == o.size &&
+           ino == o.ino;
   }
 };
 
@@ -468,7 +487,8 @@ Decision decide(State& s, std::size_t fn, Arg kind, CK_ULONG first) {
     d.latency_ms = std::max(d.latency_ms, r.latency_ms);
     d.hang = d.hang || r.hang;
     if (r.rv && !d.rv && r.remaining != 0) {
-      const bool hit = r.prob >= 1.0 || std::uniform_real_distribution<double>(0, 1)(s.rng) < r.prob;
+      const bool hit =
+          r.prob >= 1.0 || std::uniform_real_distribution<double>(0, 1)(s.rng) < r.prob;
       if (hit) {
         d.rv = r.rv;
         d.logout = r.logout;
@@ -642,11 +662,11 @@ CK_RV forward(State& s, R real, A... a) {
 
 template <std::size_t I>
 struct Target;
-#define XKS_TARGET(name, kind)                                              \
-  template <>                                                               \
-  struct Target<k_##name> {                                                 \
-    static constexpr Arg kArg = Arg::kind;                                  \
-    static auto get(CK_FUNCTION_LIST* f) { return f->name; }                \
+#define XKS_TARGET(name, kind)                               \
+  template <>                                                \
+  struct Target<k_##name> {                                  \
+    static constexpr Arg kArg = Arg::kind;                   \
+    static auto get(CK_FUNCTION_LIST* f) { return f->name; } \
   };
 XKS_FAULT_FUNCTIONS(XKS_TARGET)
 #undef XKS_TARGET
@@ -702,7 +722,7 @@ struct Wrap<I, CK_RV (*)(A...)> {
     if constexpr (I == k_C_EncryptInit || I == k_C_DecryptInit || I == k_C_GetAttributeValue) {
       std::lock_guard lock(s.mutex);
       if (!s.hidden.empty()) {
-        const CK_OBJECT_HANDLE object = std::get<I == k_C_GetAttributeValue ? 1 : 2>(args);
+        const CK_OBJECT_HANDLE object = std::get < I == k_C_GetAttributeValue ? 1 : 2 > (args);
         if (s.hidden.count(object_label(s, first, object)) != 0) {
           return I == k_C_GetAttributeValue ? CKR_OBJECT_HANDLE_INVALID : CKR_KEY_HANDLE_INVALID;
         }
@@ -771,7 +791,8 @@ CK_RV load_target(State& s) {
     } else if (name == "nshield") {
       s.profile = Profile::NShield;
     } else {
-      note("unknown XKS_FAULT_PROFILE " + name + " (standard, luna, luna_fips16, cloudhsm, nshield)");
+      note("unknown XKS_FAULT_PROFILE " + name +
+           " (standard, luna, luna_fips16, cloudhsm, nshield)");
       return CKR_GENERAL_ERROR;
     }
   }

@@ -39,9 +39,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (size == 0) return 0;
   const std::string_view body(reinterpret_cast<const char*>(data) + 1, size - 1);  // NOLINT
   switch (data[0] % 4) {
-    case 0:
-      check(xks::api::parse_health_request(body));
-      break;
+    case 0: check(xks::api::parse_health_request(body)); break;
     case 1: {
       const auto r = xks::api::parse_key_metadata_request(body);
       check(r);

@@ -85,7 +85,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     case xks::http::Api::Encrypt:
     case xks::http::Api::Decrypt: {
       const std::string& id = r->key_id;
-      if (id.empty() || id.size() > xks::http::kMaxKeyIdChars || id == "." || id == "..") std::abort();
+      if (id.empty() || id.size() > xks::http::kMaxKeyIdChars || id == "." || id == "..")
+        std::abort();
       for (const char c : id) {
         if (!key_id_char(c)) std::abort();
       }

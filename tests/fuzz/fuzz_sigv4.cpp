@@ -43,7 +43,8 @@ void check_error(const xks::Error& e, std::string_view input) {
   for (const char c : e.message) {
     if (c < 0x20 || c > 0x7e) std::abort();
   }
-  if (e.message.find(kSecret) != std::string::npos && input.find(kSecret) == std::string_view::npos) {
+  if (e.message.find(kSecret) != std::string::npos &&
+      input.find(kSecret) == std::string_view::npos) {
     std::abort();
   }
 }

@@ -92,8 +92,8 @@ void run(const Bytes& input) {
 Bytes mutate(const Bytes& in, const std::vector<Bytes>& pool, std::mt19937_64& rng) {
   Bytes out = in;
   auto pick = [&](std::size_t n) { return n == 0 ? 0 : static_cast<std::size_t>(rng() % n); };
-  static constexpr std::uint8_t kInteresting[] = {0, 1, 0x7f, 0x80, 0xff, '"', '\\', '/', '.',
-                                                  '%', '=', '&', '{', '}', '\n', ' '};
+  static constexpr std::uint8_t kInteresting[] = {0,   1,   0x7f, 0x80, 0xff, '"', '\\', '/',
+                                                  '.', '%', '=',  '&',  '{',  '}', '\n', ' '};
   const int edits = 1 + static_cast<int>(rng() % 4);
   for (int i = 0; i < edits; ++i) {
     switch (rng() % 7) {
@@ -116,8 +116,8 @@ Bytes mutate(const Bytes& in, const std::vector<Bytes>& pool, std::mt19937_64& r
           const std::size_t len = 1 + pick(std::min<std::size_t>(out.size() - from, 64));
           const Bytes chunk(out.begin() + static_cast<std::ptrdiff_t>(from),
                             out.begin() + static_cast<std::ptrdiff_t>(from + len));
-          out.insert(out.begin() + static_cast<std::ptrdiff_t>(pick(out.size() + 1)),
-                     chunk.begin(), chunk.end());
+          out.insert(out.begin() + static_cast<std::ptrdiff_t>(pick(out.size() + 1)), chunk.begin(),
+                     chunk.end());
         }
         break;
       case 5:  // splice: a prefix of this input, a suffix of another
@@ -128,9 +128,7 @@ Bytes mutate(const Bytes& in, const std::vector<Bytes>& pool, std::mt19937_64& r
                      other.end());
         }
         break;
-      default:
-        out.resize(pick(out.size() + 1));
-        break;
+      default: out.resize(pick(out.size() + 1)); break;
     }
   }
   if (out.size() > kMaxLen) out.resize(kMaxLen);
@@ -185,8 +183,8 @@ int main(int argc, char** argv) {
       input = mutate(input, pool, rng);
     }
   }
-  std::printf("fuzz smoke: %zu inputs replayed, %llu mutations run in %g s (seed %llu)\n",
-              replayed, static_cast<unsigned long long>(execs), seconds,
+  std::printf("fuzz smoke: %zu inputs replayed, %llu mutations run in %g s (seed %llu)\n", replayed,
+              static_cast<unsigned long long>(execs), seconds,
               static_cast<unsigned long long>(seed));
   return 0;
 }

@@ -60,16 +60,16 @@ struct KeyMetadataRequest {
 
 struct EncryptRequest {
   RequestMetadata metadata;
-  SecureBytes plaintext;                // 0..kMaxPlaintextBytes
-  std::optional<Bytes> aad;             // additionalAuthenticatedData
-  bool want_cdiv = false;               // ciphertextDataIntegrityValueAlgorithm == SHA_256
+  SecureBytes plaintext;     // 0..kMaxPlaintextBytes
+  std::optional<Bytes> aad;  // additionalAuthenticatedData
+  bool want_cdiv = false;    // ciphertextDataIntegrityValueAlgorithm == SHA_256
 };
 
 struct DecryptRequest {
   RequestMetadata metadata;
-  Bytes ciphertext;                     // 0..kMaxCiphertextBytes
-  Bytes iv;                             // 12 or 16 bytes (the spec's two sizes)
-  Bytes tag;                            // 16 bytes
+  Bytes ciphertext;  // 0..kMaxCiphertextBytes
+  Bytes iv;          // 12 or 16 bytes (the spec's two sizes)
+  Bytes tag;         // 16 bytes
   std::optional<Bytes> aad;
   std::optional<Bytes> ciphertext_metadata;  // <= 20 bytes
 };
@@ -95,23 +95,22 @@ namespace detail {
 enum class Reader { Auto, Dom, Fast };
 }  // namespace detail
 Result<HealthRequest> parse_health_request(std::string_view body, detail::Reader reader);
-Result<KeyMetadataRequest> parse_key_metadata_request(std::string_view body,
-                                                      detail::Reader reader);
+Result<KeyMetadataRequest> parse_key_metadata_request(std::string_view body, detail::Reader reader);
 Result<EncryptRequest> parse_encrypt_request(std::string_view body, detail::Reader reader);
 Result<DecryptRequest> parse_decrypt_request(std::string_view body, detail::Reader reader);
 
 struct KeyMetadataResponse {
   std::string key_spec = "AES_256";
-  std::vector<std::string> key_usage;   // at most kMaxKeyUsages, e.g. ENCRYPT, DECRYPT
-  bool enabled = true;                  // keyStatus ENABLED / DISABLED
+  std::vector<std::string> key_usage;  // at most kMaxKeyUsages, e.g. ENCRYPT, DECRYPT
+  bool enabled = true;                 // keyStatus ENABLED / DISABLED
 };
 
 struct EncryptResponse {
   Bytes ciphertext;
   Bytes iv;
   Bytes tag;
-  Bytes ciphertext_metadata;            // omitted from the JSON when empty
-  std::optional<std::string> cdiv;      // Base64, present iff requested
+  Bytes ciphertext_metadata;        // omitted from the JSON when empty
+  std::optional<std::string> cdiv;  // Base64, present iff requested
 };
 
 struct DecryptResponse {
@@ -125,11 +124,11 @@ struct EkmFleetEntry {
 };
 
 struct HealthResponse {
-  unsigned fleet_size = 1;              // xksProxyFleetSize, > 0
+  unsigned fleet_size = 1;  // xksProxyFleetSize, > 0
   std::string proxy_vendor;
   std::string proxy_model;
   std::string ekm_vendor;
-  std::vector<EkmFleetEntry> ekm_fleet; // 1..kMaxEkmFleetEntries
+  std::vector<EkmFleetEntry> ekm_fleet;  // 1..kMaxEkmFleetEntries
 };
 
 // Response bodies (JSON text), written directly (no JSON tree); strings from the

@@ -76,8 +76,8 @@ class XksService {
  private:
   Error key_error_first(const config::KeyEntry& key, std::string_view label, KeyUse use,
                         Error request_error);
-  Result<DecryptResponse> decrypt_legacy(const config::KeyEntry& key,
-                                         const DecryptRequest& request, KeyVersionUse* use);
+  Result<DecryptResponse> decrypt_legacy(const config::KeyEntry& key, const DecryptRequest& request,
+                                         KeyVersionUse* use);
 
   hsm::KeyBackend& backend_;
 };

@@ -4,10 +4,10 @@
 // session-ticket key rotation and an ordered shutdown.
 #pragma once
 
+#include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <atomic>
 #include <filesystem>
 #include <functional>
 #include <memory>
@@ -50,9 +50,9 @@ class Daemon {
 
   struct ReloadResult {
     bool applied = false;
-    std::string error;                      // why it was refused (applied false)
+    std::string error;                       // why it was refused (applied false)
     std::optional<config::ReloadPlan> plan;  // set when the file loaded
-    bool new_hsm_sessions = false;          // the engine was rebuilt
+    bool new_hsm_sessions = false;           // the engine was rebuilt
   };
   // Re-reads the configuration file and applies it by its plan, on the
   // calling thread; a file that does not load, or HSMs that do not open,
@@ -124,7 +124,7 @@ class Daemon {
   std::thread reload_thread_;
   // Last: stopped first, before what its callback uses.
   std::mutex watch_mutex_;
-  bool stopping_watch_ = false;          // guarded by watch_mutex_
+  bool stopping_watch_ = false;         // guarded by watch_mutex_
   std::unique_ptr<ConfigWatch> watch_;  // guarded by watch_mutex_
 };
 

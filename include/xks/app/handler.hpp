@@ -9,11 +9,11 @@
 #include <atomic>
 
 #include "xks/app/health_monitor.hpp"
+#include "xks/app/proxy_metrics.hpp"
 #include "xks/app/runtime.hpp"
 #include "xks/auth/sigv4.hpp"
 #include "xks/core/blocking_pool.hpp"
 #include "xks/net/server.hpp"
-#include "xks/app/proxy_metrics.hpp"
 
 namespace xks::app {
 

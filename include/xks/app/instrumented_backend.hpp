@@ -4,8 +4,8 @@
 
 #include <memory>
 
-#include "xks/hsm/key_backend.hpp"
 #include "xks/app/proxy_metrics.hpp"
+#include "xks/hsm/key_backend.hpp"
 
 namespace xks::app {
 

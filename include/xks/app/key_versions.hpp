@@ -6,8 +6,8 @@
 #include <string_view>
 
 #include "xks/api/service.hpp"
-#include "xks/config/config.hpp"
 #include "xks/app/proxy_metrics.hpp"
+#include "xks/config/config.hpp"
 
 namespace xks::app {
 

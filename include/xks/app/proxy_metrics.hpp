@@ -113,8 +113,8 @@ class ProxyMetrics final : public net::ServerEvents {
   // (outcome ok|error) and, when ok,
   // xks_proxy_key_version_last_used_timestamp_seconds{keystore,key,version,operation}.
   // Versions that are not configured are ignored.
-  void record_key_version_use(std::size_t keystore, std::string_view key_id,
-                              std::uint32_t version, KeyOp op, bool ok,
+  void record_key_version_use(std::size_t keystore, std::string_view key_id, std::uint32_t version,
+                              KeyOp op, bool ok,
                               std::chrono::system_clock::time_point when) noexcept;
   // xks_proxy_legacy_decrypts_total{keystore,layout}: a ciphertext of another
   // proxy decrypted. True the first time since start for this key and layout

@@ -27,8 +27,7 @@ namespace xks::app {
 // while the hsm settings do not change; rebuilt (new sessions, new login) when
 // they do or when an HSM is unavailable at reload.
 struct Engine {
-  explicit Engine(std::unique_ptr<hsm::KeyBackend> b)
-      : backend(std::move(b)), service(*backend) {}
+  explicit Engine(std::unique_ptr<hsm::KeyBackend> b) : backend(std::move(b)), service(*backend) {}
   std::unique_ptr<hsm::KeyBackend> backend;
   api::XksService service;
 };
@@ -65,8 +64,6 @@ struct Runtime {
 // server.limits as the server applies them (hsm_queue_capacity is the HSM
 // pool's, not a connection's).
 net::Limits connection_limits(const config::Limits& limits);
-
-
 
 // The current Runtime: the one place a reload (or a ticket-key rotation)
 // publishes what it changed, in one atomic swap.

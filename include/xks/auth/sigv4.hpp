@@ -37,7 +37,8 @@ struct RequestView {
 struct SecretLookupResult {
   enum class State { Unknown, Found, Expired };
 
-  SecretLookupResult(const SecureString* found_secret = nullptr) noexcept  // NOLINT(google-explicit-constructor)
+  SecretLookupResult(
+      const SecureString* found_secret = nullptr) noexcept  // NOLINT(google-explicit-constructor)
       : state(found_secret != nullptr ? State::Found : State::Unknown), secret(found_secret) {}
   static SecretLookupResult expired(std::chrono::system_clock::time_point when) noexcept {
     SecretLookupResult r;
@@ -47,7 +48,7 @@ struct SecretLookupResult {
   }
 
   State state;
-  const SecureString* secret;                       // Found only
+  const SecureString* secret;                         // Found only
   std::chrono::system_clock::time_point not_after{};  // Expired only
 };
 

@@ -40,9 +40,9 @@ struct SecretSource {
 };
 
 struct Credential {
-  std::string access_key_id;               // 20-30 of A-Z2-7
+  std::string access_key_id;  // 20-30 of A-Z2-7
   SecretSource secret_source;
-  SecureString secret;                     // resolved at load; 43-64 of A-Za-z0-9+/=
+  SecureString secret;  // resolved at load; 43-64 of A-Za-z0-9+/=
   std::optional<std::chrono::system_clock::time_point> not_after;
   // When the secret file was last written (its mtime at load): the credential's
   // age for rotation. None for a secret from the environment.
@@ -61,16 +61,16 @@ std::string_view to_string(LegacyLayout layout) noexcept;  // "aws-sample", ...
 // One HSM key behind an external key (keys[].versions[]). Encrypt uses the
 // key's current version; Decrypt the version its ciphertextMetadata names.
 struct KeyVersion {
-  std::uint32_t number = 1;  // 1..4294967295, written into ciphertextMetadata
-  std::string label;         // CKA_LABEL of its HSM key
-  bool enabled = true;       // false: retired, its ciphertexts are refused (InvalidState)
-  bool decrypt_only = false; // decrypts, never current: marked for retirement
+  std::uint32_t number = 1;   // 1..4294967295, written into ciphertextMetadata
+  std::string label;          // CKA_LABEL of its HSM key
+  bool enabled = true;        // false: retired, its ciphertexts are refused (InvalidState)
+  bool decrypt_only = false;  // decrypts, never current: marked for retirement
 };
 
 struct KeyEntry {
-  std::string id;            // externalKeyId in the URI: 1-128 of A-Za-z0-9.-_
-  std::string label;         // CKA_LABEL of the current version's HSM key (defaults to id)
-  bool enabled = true;       // false: metadata says DISABLED, crypto is InvalidState
+  std::string id;       // externalKeyId in the URI: 1-128 of A-Za-z0-9.-_
+  std::string label;    // CKA_LABEL of the current version's HSM key (defaults to id)
+  bool enabled = true;  // false: metadata says DISABLED, crypto is InvalidState
   // The HSM usages the key is meant to have (CKA_ENCRYPT / CKA_DECRYPT). Unset: both,
   // as a KMS key needs. Set (possibly empty) for keys restricted on purpose, e.g. to
   // exercise KMS's XksKeyInvalidConfigurationException; only xksctl reads it.
@@ -94,13 +94,13 @@ struct KeyEntry {
 };
 
 struct KeyStore {
-  std::string uri_path;      // full XksProxyUriPath, "[/<prefix>]/kms/xks/v1"
+  std::string uri_path;  // full XksProxyUriPath, "[/<prefix>]/kms/xks/v1"
   std::vector<Credential> credentials;
   std::vector<KeyEntry> keys;
   // Optional per-key-store request quota (token bucket); over it -> 429.
   // rate 0 = no quota. Spec: a proxy MAY throttle each path prefix.
-  double quota_rate = 0;     // requests per second
-  double quota_burst = 0;    // bucket size; defaults to one second of rate
+  double quota_rate = 0;              // requests per second
+  double quota_burst = 0;             // bucket size; defaults to one second of rate
   std::filesystem::path policy_file;  // empty: no secondary authorization
   policy::PolicyPtr policy;           // compiled at load (and at every reload)
   // The AWS region of the KMS key store this path serves. When set, the SigV4
@@ -135,18 +135,18 @@ enum class PinFormat {
 };
 
 struct HsmConfig {
-  std::string name;                      // for logs and health; defaults to "hsm<N>"
-  std::filesystem::path module;          // PKCS#11 library
+  std::string name;              // for logs and health; defaults to "hsm<N>"
+  std::filesystem::path module;  // PKCS#11 library
   // Exactly one selects the token: its label, its serial number, or its slot id.
   std::optional<std::string> token_label;
   std::optional<std::string> token_serial;
   std::optional<std::uint64_t> slot_id;
   SecretSource pin_source;
-  SecureString pin;                      // resolved at load
-  unsigned sessions = 8;                 // logged-in sessions = worker threads
-  std::string health_key;                // label of a dedicated test key
+  SecureString pin;        // resolved at load
+  unsigned sessions = 8;   // logged-in sessions = worker threads
+  std::string health_key;  // label of a dedicated test key
   HsmVendor vendor = HsmVendor::Generic;
-  IvMode iv = IvMode::CallerRandom;      // the vendor's default unless set
+  IvMode iv = IvMode::CallerRandom;  // the vendor's default unless set
   PinFormat pin_format = PinFormat::Plain;
   // CKR codes with which C_Decrypt says "the tag does not verify" after a
   // successful C_DecryptInit: InvalidCiphertextException, never a device error.
@@ -164,13 +164,13 @@ struct HsmConfig {
 
 struct TlsConfig {
   bool enabled = true;
-  std::filesystem::path certificate;     // PEM chain, leaf first
-  std::filesystem::path private_key;     // any key format OpenSSL reads
-  std::filesystem::path client_ca;       // empty: no mTLS
+  std::filesystem::path certificate;  // PEM chain, leaf first
+  std::filesystem::path private_key;  // any key format OpenSSL reads
+  std::filesystem::path client_ca;    // empty: no mTLS
   // Accepted client certificate names. Defaults, when client_ca is set, to
   // cks.kms.<region>.amazonaws.com for every keystores[].region.
   std::vector<std::string> client_names;
-  bool client_names_defaulted = false;   // filled from keystores[].region
+  bool client_names_defaulted = false;  // filled from keystores[].region
   enum class NameMatch { Cn, CnOrDnsSan };
   NameMatch client_names_match = NameMatch::Cn;  // what of the certificate is matched
   // TLS session resumption (tickets, TLS 1.2 and 1.3). The ticket keys are
@@ -204,10 +204,10 @@ struct Limits {
 struct ServerConfig {
   std::string listen_host = "0.0.0.0";
   std::uint16_t listen_port = 443;
-  unsigned threads = 0;           // 0 = number of cores
-  unsigned fleet_size = 1;        // xksProxyFleetSize
+  unsigned threads = 0;     // 0 = number of cores
+  unsigned fleet_size = 1;  // xksProxyFleetSize
   std::string ping_path = "/ping";
-  Millis request_deadline{200};   // answer (even with an error) within this
+  Millis request_deadline{200};  // answer (even with an error) within this
   // After SIGTERM and before the drain: /ping answers 503 and every response
   // closes its connection, while the listener still accepts, so that a load
   // balancer marks the proxy down and clients move before anything is closed.
@@ -217,23 +217,23 @@ struct ServerConfig {
   // started as root switches to `user` (a name or a numeric uid) and `group`
   // (default: the user's primary group). Running as root without `user` is
   // refused unless `allow_root` says so explicitly.
-  std::string user;               // empty: keep the starting user
-  std::string group;              // empty: the user's primary group; needs `user`
+  std::string user;   // empty: keep the starting user
+  std::string group;  // empty: the user's primary group; needs `user`
   bool allow_root = false;
   // Core dumps can hold plaintext, PINs and SigV4 secrets; off unless allowed.
   bool allow_core_dumps = false;
 };
 
 struct HealthConfig {
-  Millis interval{10000};           // background deep check period
-  Millis degraded_latency{50};      // slower probe -> DEGRADED
-  Millis max_age{60000};            // older cached result -> UNAVAILABLE
+  Millis interval{10000};       // background deep check period
+  Millis degraded_latency{50};  // slower probe -> DEGRADED
+  Millis max_age{60000};        // older cached result -> UNAVAILABLE
 };
 
 // Prometheus /metrics on its own listener; loopback by default because the
 // proxy's metrics name key stores and access key ids.
 struct MetricsConfig {
-  bool enabled = false;              // true when the metrics section is present
+  bool enabled = false;  // true when the metrics section is present
   std::string listen_host = "127.0.0.1";
   std::uint16_t listen_port = 9464;
 };
@@ -242,18 +242,18 @@ struct MetricsConfig {
 // set, then to that file with size- or time-based rotation.
 struct LogFileConfig {
   enum class Rotate { Size, Daily };
-  std::filesystem::path path;       // absolute (relative ones are taken from the config's folder)
+  std::filesystem::path path;  // absolute (relative ones are taken from the config's folder)
   Rotate rotate = Rotate::Size;
   std::uint64_t max_size_mb = 100;  // rotate: size — a new file once this size is reached
   int daily_hour = 0;               // rotate: daily — at this local time (daily_at "HH:MM")
   int daily_minute = 0;
-  std::uint32_t max_files = 10;     // rotated files kept besides the current one
+  std::uint32_t max_files = 10;  // rotated files kept besides the current one
   bool operator==(const LogFileConfig&) const = default;
 };
 
 struct LoggingConfig {
   enum class Format { Json, Text };
-  std::string level = "info";       // trace|debug|info|warn|error|critical|off
+  std::string level = "info";  // trace|debug|info|warn|error|critical|off
   Format format = Format::Json;
   std::optional<LogFileConfig> file;  // absent: stdout
   // 0: every line is written at once (nothing lost in a crash). Otherwise lines
@@ -271,7 +271,7 @@ struct ReloadConfig {
 };
 
 struct Config {
-  std::filesystem::path source;     // the file it was loaded from
+  std::filesystem::path source;  // the file it was loaded from
   ServerConfig server;
   TlsConfig tls;
   std::vector<HsmConfig> hsms;      // at least one

@@ -12,8 +12,8 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
-#include <cstdint>
 #include <cstddef>
+#include <cstdint>
 #include <deque>
 #include <functional>
 #include <mutex>
@@ -53,9 +53,7 @@ class BlockingPool {
   std::size_t queue_depth() const noexcept { return queued_.load(std::memory_order_relaxed); }
   std::size_t busy_workers() const noexcept { return busy_.load(std::memory_order_relaxed); }
   unsigned threads() const noexcept { return static_cast<unsigned>(workers_.size()); }
-  std::size_t queue_capacity() const noexcept {
-    return capacity_.load(std::memory_order_relaxed);
-  }
+  std::size_t queue_capacity() const noexcept { return capacity_.load(std::memory_order_relaxed); }
   // Applies to the next submission; jobs already queued beyond it stay queued.
   void set_queue_capacity(std::size_t capacity) noexcept {
     capacity_.store(capacity, std::memory_order_relaxed);
@@ -88,7 +86,7 @@ class BlockingPool {
   std::condition_variable exited_cv_;
   std::atomic<std::size_t> queued_{0};
   std::atomic<std::size_t> busy_{0};
-  std::atomic<std::int64_t> call_ns_{0};  // see recent_call_time()
+  std::atomic<std::int64_t> call_ns_{0};             // see recent_call_time()
   std::vector<SteadyClock::time_point> busy_since_;  // per worker; max() when idle
   std::vector<std::thread> workers_;
 };

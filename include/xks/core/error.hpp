@@ -24,12 +24,12 @@ enum class ErrorName {
 };
 
 inline constexpr ErrorName kAllErrorNames[] = {
-    ErrorName::ValidationException,        ErrorName::InvalidStateException,
-    ErrorName::InvalidCiphertextException, ErrorName::InvalidKeyUsageException,
+    ErrorName::ValidationException,           ErrorName::InvalidStateException,
+    ErrorName::InvalidCiphertextException,    ErrorName::InvalidKeyUsageException,
     ErrorName::AuthenticationFailedException, ErrorName::AccessDeniedException,
-    ErrorName::KeyNotFoundException,       ErrorName::InvalidUriPathException,
-    ErrorName::ThrottlingException,        ErrorName::UnsupportedOperationException,
-    ErrorName::DependencyTimeoutException, ErrorName::InternalException,
+    ErrorName::KeyNotFoundException,          ErrorName::InvalidUriPathException,
+    ErrorName::ThrottlingException,           ErrorName::UnsupportedOperationException,
+    ErrorName::DependencyTimeoutException,    ErrorName::InternalException,
 };
 
 // The errorName string of the spec, e.g. "ValidationException".

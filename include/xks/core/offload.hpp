@@ -43,8 +43,8 @@ boost::asio::awaitable<R> offload(BlockingPool& pool, Deadline deadline, F f) {
   auto state = std::make_shared<State>(executor);
   state->timer.expires_at(deadline);
 
-  const bool queued = pool.try_submit(
-      deadline, [state, executor, f = std::move(f)](bool expired) mutable {
+  const bool queued =
+      pool.try_submit(deadline, [state, executor, f = std::move(f)](bool expired) mutable {
         R r = expired ? R(make_error(ErrorName::DependencyTimeoutException, kDeadlineMessage,
                                      "deadline passed while queued for an HSM worker"))
                       : f();
@@ -55,8 +55,8 @@ boost::asio::awaitable<R> offload(BlockingPool& pool, Deadline deadline, F f) {
         });
       });
   if (!queued) {
-    co_return R(make_error(ErrorName::ThrottlingException, kThrottledMessage,
-                           "HSM work queue full", Error::Cause::QueueFull));
+    co_return R(make_error(ErrorName::ThrottlingException, kThrottledMessage, "HSM work queue full",
+                           Error::Cause::QueueFull));
   }
   // Completes on expiry or when the worker's completion cancels it; the
   // operation_aborted error is expected in the second case.

@@ -11,8 +11,8 @@
 
 namespace xks::crypto {
 
-inline constexpr std::size_t kMaxAadBytes = 65535;      // what a u16 length can frame
-inline constexpr std::size_t kMaxMetadataBytes = 20;    // spec: at most 20 bytes
+inline constexpr std::size_t kMaxAadBytes = 65535;    // what a u16 length can frame
+inline constexpr std::size_t kMaxMetadataBytes = 20;  // spec: at most 20 bytes
 
 // Frames aad and metadata as above. Precondition: sizes within the limits above.
 Bytes frame_aad(ByteView aad, ByteView metadata);
@@ -41,8 +41,8 @@ struct ParsedMetadata {
     Malformed,      // "xks" 0x02 of the wrong length, or naming key version 0 or 1
   };
   Kind kind = Kind::NotOurs;
-  unsigned layout = 0;             // set for Ours, UnknownLayout, Malformed
-  std::uint32_t key_version = 0;   // set for Ours
+  unsigned layout = 0;            // set for Ours, UnknownLayout, Malformed
+  std::uint32_t key_version = 0;  // set for Ours
 };
 ParsedMetadata parse_ciphertext_metadata(ByteView metadata) noexcept;
 

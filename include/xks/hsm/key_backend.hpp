@@ -16,7 +16,7 @@
 
 namespace xks::hsm {
 
-inline constexpr std::size_t kGcmIvBytes = 12;  // every IV this proxy hands out
+inline constexpr std::size_t kGcmIvBytes = 12;      // every IV this proxy hands out
 inline constexpr std::size_t kGcmLongIvBytes = 16;  // also allowed by the spec (some HSMs' IVs)
 inline constexpr std::size_t kGcmTagBytes = 16;
 
@@ -28,18 +28,18 @@ constexpr bool is_gcm_iv_size(std::size_t n) noexcept {
 // What the HSM says about a key object (read from its PKCS#11 attributes).
 struct KeyAttributes {
   std::optional<unsigned long> key_type;  // CKA_KEY_TYPE, when the module reveals it
-  bool is_aes = false;          // CKA_KEY_TYPE == CKK_AES
-  std::size_t key_bytes = 0;    // CKA_VALUE_LEN
-  bool encrypt = false;         // CKA_ENCRYPT
-  bool decrypt = false;         // CKA_DECRYPT
-  bool wrap = false;            // CKA_WRAP
-  bool unwrap = false;          // CKA_UNWRAP
-  bool sign = false;            // CKA_SIGN
-  bool verify = false;          // CKA_VERIFY
-  bool derive = false;          // CKA_DERIVE
-  bool sensitive = false;       // CKA_SENSITIVE
-  bool extractable = true;      // CKA_EXTRACTABLE
-  std::string id_hex;           // CKA_ID, hex (for operators' logs)
+  bool is_aes = false;                    // CKA_KEY_TYPE == CKK_AES
+  std::size_t key_bytes = 0;              // CKA_VALUE_LEN
+  bool encrypt = false;                   // CKA_ENCRYPT
+  bool decrypt = false;                   // CKA_DECRYPT
+  bool wrap = false;                      // CKA_WRAP
+  bool unwrap = false;                    // CKA_UNWRAP
+  bool sign = false;                      // CKA_SIGN
+  bool verify = false;                    // CKA_VERIFY
+  bool derive = false;                    // CKA_DERIVE
+  bool sensitive = false;                 // CKA_SENSITIVE
+  bool extractable = true;                // CKA_EXTRACTABLE
+  std::string id_hex;                     // CKA_ID, hex (for operators' logs)
 
   bool is_aes_256() const noexcept { return is_aes && key_bytes == 32; }
   // The spec's keyUsage strings (ENCRYPT, DECRYPT, WRAP, UNWRAP, SIGN, VERIFY,
@@ -65,11 +65,11 @@ struct SessionCounts {
 };
 
 struct EkmHealth {
-  std::string id;       // e.g. token label and serial number
-  std::string model;    // e.g. manufacturer, model, firmware version
-  std::string vendor;   // token manufacturerID (ekmVendor)
+  std::string id;      // e.g. token label and serial number
+  std::string model;   // e.g. manufacturer, model, firmware version
+  std::string vendor;  // token manufacturerID (ekmVendor)
   HealthStatus status = HealthStatus::Unavailable;
-  std::string detail;   // log-only: why it is not ACTIVE
+  std::string detail;                    // log-only: why it is not ACTIVE
   std::chrono::microseconds latency{0};  // of the probe's encrypt+decrypt
 };
 

@@ -32,8 +32,8 @@ namespace xks::hsm {
 class DeferredHsm final : public KeyBackend {
  public:
   // Opens the real backend; on failure sets `transient` (see Pkcs11Backend::open).
-  using Opener = std::function<Result<std::unique_ptr<KeyBackend>>(const config::HsmConfig&,
-                                                                     bool& transient)>;
+  using Opener =
+      std::function<Result<std::unique_ptr<KeyBackend>>(const config::HsmConfig&, bool& transient)>;
 
   DeferredHsm(config::HsmConfig config, Error first_error, Opener opener,
               HsmEventHook on_event = {},
@@ -42,8 +42,7 @@ class DeferredHsm final : public KeyBackend {
               const core::Clock& clock = core::steady_clock());
 
   Result<KeyAttributes> key_attributes(std::string_view label) override;
-  Result<GcmCiphertext> encrypt(std::string_view label, ByteView plaintext,
-                                ByteView aad) override;
+  Result<GcmCiphertext> encrypt(std::string_view label, ByteView plaintext, ByteView aad) override;
   Result<SecureBytes> decrypt(std::string_view label, ByteView ciphertext, ByteView iv,
                               ByteView tag, ByteView aad) override;
   // The real backend's counts once open; before, none open or in use.
@@ -81,8 +80,8 @@ class MultiHsmBackend final : public KeyBackend {
   // of a fleet silently missing is worse than a clear startup error. A caller
   // that wants to start degraded opens the members itself and uses the
   // constructor.
-  static Result<std::unique_ptr<MultiHsmBackend>> open(
-      const std::vector<config::HsmConfig>& hsms, const Pkcs11Backend::Options& options = {});
+  static Result<std::unique_ptr<MultiHsmBackend>> open(const std::vector<config::HsmConfig>& hsms,
+                                                       const Pkcs11Backend::Options& options = {});
 
   // Starts degraded if need be: opens every HSM it can; one that fails for a
   // device or network reason becomes a DeferredHsm (UNAVAILABLE in health, retried
@@ -94,8 +93,7 @@ class MultiHsmBackend final : public KeyBackend {
       const std::vector<config::HsmConfig>& hsms, const Pkcs11Backend::Options& options = {});
 
   Result<KeyAttributes> key_attributes(std::string_view label) override;
-  Result<GcmCiphertext> encrypt(std::string_view label, ByteView plaintext,
-                                ByteView aad) override;
+  Result<GcmCiphertext> encrypt(std::string_view label, ByteView plaintext, ByteView aad) override;
   Result<SecureBytes> decrypt(std::string_view label, ByteView ciphertext, ByteView iv,
                               ByteView tag, ByteView aad) override;
   // Every member's, in configuration order.

@@ -56,15 +56,15 @@ namespace xks::hsm {
 
 // Counters for metrics and tests.
 struct Pkcs11Stats {
-  std::uint64_t login_attempts = 0;      // C_Login calls
+  std::uint64_t login_attempts = 0;  // C_Login calls
   std::uint64_t sessions_opened = 0;
   std::uint64_t sessions_discarded = 0;  // broken sessions thrown away
   std::uint64_t key_lookups = 0;         // C_FindObjects searches (cache misses)
   std::uint64_t stale_handles = 0;       // cached handles found invalid
   std::uint64_t device_errors = 0;       // calls failed with a device-class CKR
   std::uint64_t reinit_attempts = 0;
-  std::uint64_t module_reinits = 0;      // of which with C_Finalize + C_Initialize
-  bool down = false;                     // taken out after repeated device errors
+  std::uint64_t module_reinits = 0;  // of which with C_Finalize + C_Initialize
+  bool down = false;                 // taken out after repeated device errors
   std::size_t sessions_in_use = 0;
   std::size_t sessions_open = 0;
 };
@@ -111,8 +111,7 @@ class Pkcs11Backend final : public KeyBackend {
   Pkcs11Backend& operator=(const Pkcs11Backend&) = delete;
 
   Result<KeyAttributes> key_attributes(std::string_view label) override;
-  Result<GcmCiphertext> encrypt(std::string_view label, ByteView plaintext,
-                                ByteView aad) override;
+  Result<GcmCiphertext> encrypt(std::string_view label, ByteView plaintext, ByteView aad) override;
   Result<SecureBytes> decrypt(std::string_view label, ByteView ciphertext, ByteView iv,
                               ByteView tag, ByteView aad) override;
   std::vector<SessionCounts> session_counts() const override;
@@ -163,7 +162,7 @@ class Pkcs11Backend final : public KeyBackend {
   const std::string name_;
   std::atomic<CK_SLOT_ID> slot_;
   const TokenIdentity identity_;
-  SecureString pin_;                       // guarded by login_mutex_
+  SecureString pin_;  // guarded by login_mutex_
   const config::IvMode iv_mode_;
   const std::vector<unsigned long> auth_failure_codes_;
   const std::string health_key_;
@@ -174,14 +173,14 @@ class Pkcs11Backend final : public KeyBackend {
 
   // Device-failure state.
   std::atomic<bool> down_{false};
-  std::mutex recover_mutex_;               // one re-initialization at a time (try_lock)
-  mutable std::mutex state_mutex_;         // guards the fields below
+  std::mutex recover_mutex_;        // one re-initialization at a time (try_lock)
+  mutable std::mutex state_mutex_;  // guards the fields below
   unsigned consecutive_device_errors_ = 0;
   CK_RV down_rv_ = CKR_OK;
   std::string down_reason_;
-  core::Backoff backoff_;                  // of the re-initialization attempts
+  core::Backoff backoff_;  // of the re-initialization attempts
 
-  std::mutex login_mutex_;                 // one C_Login at a time, per token
+  std::mutex login_mutex_;  // one C_Login at a time, per token
   std::atomic<CK_RV> login_refused_{CKR_OK};
 
   mutable std::shared_mutex keys_mutex_;

@@ -57,8 +57,8 @@ class Pkcs11Module {
  private:
   struct Token {};  // keeps the constructor private to load() yet make_shared-able
  public:
-  Pkcs11Module(Token, std::filesystem::path path, void* handle, CK_FUNCTION_LIST* fn,
-               bool finalize, InitOptions init);
+  Pkcs11Module(Token, std::filesystem::path path, void* handle, CK_FUNCTION_LIST* fn, bool finalize,
+               InitOptions init);
 
  private:
   std::filesystem::path path_;

@@ -78,8 +78,8 @@ class SessionPool {
   void invalidate();
 
   std::size_t capacity() const noexcept { return capacity_; }
-  std::size_t in_use() const;     // leased right now
-  std::size_t open_count() const; // open (idle + leased + being opened)
+  std::size_t in_use() const;      // leased right now
+  std::size_t open_count() const;  // open (idle + leased + being opened)
 
  private:
   Result<Lease> lease(bool fresh);
@@ -95,7 +95,7 @@ class SessionPool {
   std::vector<CK_SESSION_HANDLE> idle_;  // LIFO: the warmest session first
   std::size_t open_ = 0;                 // includes sessions being opened
   std::size_t leased_ = 0;
-  std::uint64_t generation_ = 0;         // bumped by invalidate()
+  std::uint64_t generation_ = 0;  // bumped by invalidate()
 };
 
 }  // namespace xks::hsm

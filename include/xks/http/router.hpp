@@ -17,13 +17,13 @@ enum class Api { GetHealthStatus, GetKeyMetadata, Encrypt, Decrypt };
 // The spec's operation name, e.g. "GetKeyMetadata" (for logs and metrics).
 std::string_view to_string(Api api) noexcept;
 
-inline constexpr std::size_t kMaxUriChars = 256;     // spec: whole URI <= 256
-inline constexpr std::size_t kMaxKeyIdChars = 128;   // spec: externalKeyId 1-128
+inline constexpr std::size_t kMaxUriChars = 256;    // spec: whole URI <= 256
+inline constexpr std::size_t kMaxKeyIdChars = 128;  // spec: externalKeyId 1-128
 
 struct Route {
   std::size_t keystore = 0;  // index into the uri_paths given to the Router
   Api api = Api::GetHealthStatus;
-  std::string key_id;        // empty for GetHealthStatus
+  std::string key_id;  // empty for GetHealthStatus
 };
 
 // Immutable after construction; safe to share between I/O threads.

@@ -26,8 +26,8 @@
 #include "xks/core/blocking_pool.hpp"
 #include "xks/core/error.hpp"
 #include "xks/core/secure.hpp"
-#include "xks/net/server_events.hpp"
 #include "xks/net/limits.hpp"
+#include "xks/net/server_events.hpp"
 #include "xks/net/tls_context.hpp"
 #include "xks/obs/log.hpp"
 #include "xks/obs/log_limiter.hpp"
@@ -38,15 +38,15 @@ using Request = boost::beast::http::request<boost::beast::http::string_body>;
 using Response = boost::beast::http::response<boost::beast::http::string_body>;
 
 struct RequestContext {
-  std::string peer;               // "ip:port"
-  core::Deadline arrival;         // when the whole request was read; deadlines start here
+  std::string peer;        // "ip:port"
+  core::Deadline arrival;  // when the whole request was read; deadlines start here
   bool tls = false;
-  std::string client_subject;     // verified mTLS client certificate, if any
+  std::string client_subject;  // verified mTLS client certificate, if any
   // Set by the handler when SigV4 verified this request: from then on the
   // connection is trusted (idle_timeout instead of the unauthenticated limits,
   // never evicted to make room).
   bool authenticated = false;
-  std::string client_cn;          // its subject CN
+  std::string client_cn;  // its subject CN
 };
 
 // A connection's read buffer. Request bodies pass through it (an Encrypt
@@ -99,8 +99,8 @@ class Server {
   // "server.listen") and the address on failure.
   void listen(const std::string& host, std::uint16_t port,
               std::string_view setting = "server.listen");
-  void start();            // starts accepting
-  void stop_accepting();   // closes the listener; live connections go on
+  void start();           // starts accepting
+  void stop_accepting();  // closes the listener; live connections go on
   // Graceful stop: connections waiting for their next request with nothing
   // received are closed now; the others finish the request they are receiving
   // or serving, answer it with Connection: close, and close.
@@ -124,13 +124,12 @@ class Server {
   boost::asio::awaitable<void> summary_loop();
   template <class Stream>
   boost::asio::awaitable<void> reject_and_close(Stream& stream, const Error& error,
-                                                unsigned http_version,
-                                                const Limits& limits);
+                                                unsigned http_version, const Limits& limits);
   boost::asio::awaitable<void> run_connection(boost::asio::ip::tcp::socket socket,
                                               std::shared_ptr<Connection> self);
   template <class Stream>
-  boost::asio::awaitable<void> serve_http(Stream& stream, const Limits& limits,
-                                          RequestContext ctx, Connection& self);
+  boost::asio::awaitable<void> serve_http(Stream& stream, const Limits& limits, RequestContext ctx,
+                                          Connection& self);
   // Closes the idlest connection that has not carried a verified request and
   // is not being served; false if there is none.
   bool evict_idlest_unauthenticated();

@@ -4,8 +4,8 @@
 #pragma once
 
 #include <boost/asio/ssl/context.hpp>
-#include <memory>
 #include <chrono>
+#include <memory>
 #include <optional>
 
 #include <filesystem>

@@ -33,6 +33,7 @@
 
 #include <openssl/ssl.h>
 
+#include <array>
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/buffer.hpp>
 #include <boost/asio/compose.hpp>
@@ -42,7 +43,6 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/error.hpp>
 #include <boost/system/error_code.hpp>
-#include <array>
 #include <cstddef>
 #include <memory>
 #include <span>
@@ -105,8 +105,8 @@ class TlsStream {
   template <class MutableBufferSequence, class Token>
   auto async_read_some(const MutableBufferSequence& buffers, Token&& token) {
     return boost::asio::async_compose<Token, void(boost::system::error_code, std::size_t)>(
-        Op<Read<MutableBufferSequence>, true>(*this, Read<MutableBufferSequence>{buffers}),
-        token, socket_);
+        Op<Read<MutableBufferSequence>, true>(*this, Read<MutableBufferSequence>{buffers}), token,
+        socket_);
   }
 
   // Writes the whole sequence unless an error or the deadline stops it. Small
@@ -116,8 +116,8 @@ class TlsStream {
   template <class ConstBufferSequence, class Token>
   auto async_write_some(const ConstBufferSequence& buffers, Token&& token) {
     return boost::asio::async_compose<Token, void(boost::system::error_code, std::size_t)>(
-        Op<Write<ConstBufferSequence>, true>(*this, Write<ConstBufferSequence>{buffers}),
-        token, socket_);
+        Op<Write<ConstBufferSequence>, true>(*this, Write<ConstBufferSequence>{buffers}), token,
+        socket_);
   }
 
  private:
@@ -197,8 +197,7 @@ class TlsStream {
     template <class Self>
     void operator()(Self& self, boost::system::error_code ec = {}) {
       switch (state_) {
-        case State::posted:
-          return finish(self);
+        case State::posted: return finish(self);
         case State::waiting:
           // The deadline cancels the wait; report it as the timeout it is.
           if (stream_.failed_) ec = stream_.failed_;
@@ -207,21 +206,20 @@ class TlsStream {
             return finish(self);
           }
           break;
-        case State::starting:
-          break;
+        case State::starting: break;
       }
       for (;;) {
-        const Step step = stream_.failed_ ? Step{Want::nothing, stream_.failed_, 0}
-                                          : action_(stream_, done_);
+        const Step step =
+            stream_.failed_ ? Step{Want::nothing, stream_.failed_, 0} : action_(stream_, done_);
         done_ += step.bytes;
         if (step.want == Want::nothing || step.ec) {
           ec_ = step.ec;
           break;
         }
         state_ = State::waiting;
-        stream_.socket_.async_wait(step.want == Want::read ? socket_type::wait_read
-                                                           : socket_type::wait_write,
-                                   std::move(self));
+        stream_.socket_.async_wait(
+            step.want == Want::read ? socket_type::wait_read : socket_type::wait_write,
+            std::move(self));
         return;
       }
       if (state_ == State::starting) {

@@ -202,7 +202,7 @@ class Registry {
 
 // Bucket bounds (seconds) for latencies of calls that must answer well within
 // a quarter of a second (KMS allows an XKS proxy 250 ms per request).
-inline constexpr std::array<double, 11> kLatencyBuckets = {
-    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25};
+inline constexpr std::array<double, 11> kLatencyBuckets = {0.0005, 0.001, 0.002, 0.005, 0.01, 0.025,
+                                                           0.05,   0.1,   0.15,  0.2,   0.25};
 
 }  // namespace xks::obs

@@ -11,9 +11,9 @@
 namespace xks::policy {
 
 // Exit codes shared by both commands.
-inline constexpr int kExitAllow = 0;    // check: the policy is valid
-inline constexpr int kExitDeny = 1;     // test: the policy denies (also in dry-run)
-inline constexpr int kExitUsage = 2;    // bad arguments, unreadable/invalid policy or request
+inline constexpr int kExitAllow = 0;  // check: the policy is valid
+inline constexpr int kExitDeny = 1;   // test: the policy denies (also in dry-run)
+inline constexpr int kExitUsage = 2;  // bad arguments, unreadable/invalid policy or request
 
 // argv[0] is the command's name (used in the usage text only); argv[1..argc) are
 // the words after `xksctl policy check` / `xksctl policy test`.

@@ -25,12 +25,12 @@ class Glob {
   bool matches(std::string_view value) const noexcept;
 
   const std::string& source() const noexcept { return source_; }  // as written
-  bool has_wildcard() const noexcept;  // any '*' or unescaped '?'
+  bool has_wildcard() const noexcept;                             // any '*' or unescaped '?'
 
  private:
   struct Segment {
-    std::string text;   // literal bytes, escapes resolved
-    std::string wild;   // empty, or one byte per text byte: '?' = any byte here
+    std::string text;  // literal bytes, escapes resolved
+    std::string wild;  // empty, or one byte per text byte: '?' = any byte here
   };
   static bool segment_at(const Segment& s, std::string_view v, std::size_t pos) noexcept;
   static std::size_t find_segment(const Segment& s, std::string_view v, std::size_t from,
@@ -45,7 +45,7 @@ class Glob {
   std::string source_;
   std::vector<Segment> segments_;  // stars_ + 1 segments; first/last may be empty
   std::size_t stars_ = 0;
-  std::size_t min_length_ = 0;     // sum of segment lengths
+  std::size_t min_length_ = 0;  // sum of segment lengths
 };
 
 }  // namespace xks::policy

@@ -48,11 +48,11 @@ class Args {
 };
 
 // Subcommands: each returns the process exit status.
-int credentials_main(int argc, char** argv);   // xksctl credentials new
-int kms_config_main(int argc, char** argv);    // xksctl kms-config
-int keys_main(int argc, char** argv);          // xksctl keys create|list
-int call_main(int argc, char** argv);          // xksctl call health|metadata|encrypt|decrypt
-int doctor_main(int argc, char** argv);        // xksctl doctor
-int bench_main(int argc, char** argv);         // xksctl bench
+int credentials_main(int argc, char** argv);  // xksctl credentials new
+int kms_config_main(int argc, char** argv);   // xksctl kms-config
+int keys_main(int argc, char** argv);         // xksctl keys create|list
+int call_main(int argc, char** argv);         // xksctl call health|metadata|encrypt|decrypt
+int doctor_main(int argc, char** argv);       // xksctl doctor
+int bench_main(int argc, char** argv);        // xksctl bench
 
 }  // namespace xks::tools

@@ -28,7 +28,9 @@ struct TokenKey {
   bool sign = false, verify = false, derive = false;
   bool sensitive = false, extractable = true;
 
-  bool is_aes_256() const noexcept { return type && *type == CKK_AES && value_len && *value_len == 32; }
+  bool is_aes_256() const noexcept {
+    return type && *type == CKK_AES && value_len && *value_len == 32;
+  }
   std::string type_name() const;  // "AES-256", "AES-128", "DES3", "GENERIC_SECRET-32"...
   std::string usages() const;     // "encrypt,decrypt" or "none"
   // Why this key must not back a key store ("extractable", "not sensitive",
@@ -45,10 +47,10 @@ class ToolToken {
 
   // Each step throws std::runtime_error whose message says what to fix.
   void load_module();
-  void find_token();                       // after load_module
+  void find_token();  // after load_module
   // Throws unless the token offers CKM_AES_GCM (as the daemon checks at startup).
-  void check_gcm();                        // after find_token
-  void open_session(bool read_write);      // after find_token
+  void check_gcm();                    // after find_token
+  void open_session(bool read_write);  // after find_token
   // C_Login as CKU_USER, exactly once per ToolToken: a refused PIN is never
   // retried (five wrong PINs lock a CloudHSM user). Returns the CKR code;
   // CKR_USER_ALREADY_LOGGED_IN counts as success.

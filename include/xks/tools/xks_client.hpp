@@ -32,7 +32,7 @@ inline constexpr double kKmsBudgetMs = 250.0;
 
 struct Endpoint {
   bool tls = true;
-  std::string host;          // DNS name or IP literal (IPv6 without brackets)
+  std::string host;  // DNS name or IP literal (IPv6 without brackets)
   std::uint16_t port = 443;
   std::string host_header() const;  // "host[:port]", the value that is signed
   std::string url() const;
@@ -46,13 +46,13 @@ Endpoint parse_endpoint(const std::string& url);
 Endpoint default_endpoint(const config::Config& cfg);
 
 struct ClientTlsOptions {
-  std::string cacert;                // PEM bundle; empty: the system CA store
-  std::string extra_anchor;          // PEM file also trusted, with partial chains
-  int min_version = 0;               // TLS1_2_VERSION...; 0 = TLS 1.2
-  int max_version = 0;               // 0 = highest
-  std::string tls13_suites;          // empty: OpenSSL's defaults
+  std::string cacert;        // PEM bundle; empty: the system CA store
+  std::string extra_anchor;  // PEM file also trusted, with partial chains
+  int min_version = 0;       // TLS1_2_VERSION...; 0 = TLS 1.2
+  int max_version = 0;       // 0 = highest
+  std::string tls13_suites;  // empty: OpenSSL's defaults
   std::string tls12_ciphers;
-  bool verify = true;                // false: accept any certificate (protocol probes)
+  bool verify = true;  // false: accept any certificate (protocol probes)
 };
 std::shared_ptr<boost::asio::ssl::context> make_client_tls_context(const ClientTlsOptions& options);
 
@@ -63,7 +63,8 @@ bool describes_endpoint(const config::Config& cfg, const Endpoint& ep);
 // the certificates of tls.certificate as anchors when `ep` is the proxy `cfg` describes
 // (so a proxy with a private CA, such as the demo's, is reached without --cacert). The
 // host name is verified either way.
-ClientTlsOptions client_trust(const config::Config& cfg, const Endpoint& ep, const std::string& cacert);
+ClientTlsOptions client_trust(const config::Config& cfg, const Endpoint& ep,
+                              const std::string& cacert);
 
 // Milliseconds per step of one call; zero for steps a reused connection skips.
 struct Timing {
@@ -104,8 +105,8 @@ class Connection {
   boost::asio::awaitable<void> connect(Timing& timing);
   // Sends and reads the response; fills timing.request_ms. Reconnects first if
   // the connection is closed. Throws TransportError.
-  boost::asio::awaitable<Reply> send(boost::beast::http::request<boost::beast::http::string_body>& req,
-                                     Timing& timing);
+  boost::asio::awaitable<Reply> send(
+      boost::beast::http::request<boost::beast::http::string_body>& req, Timing& timing);
   void close() noexcept;
   // After a TLS handshake: "TLSv1.3 TLS_AES_256_GCM_SHA384".
   std::string negotiated() const;

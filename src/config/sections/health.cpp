@@ -8,8 +8,9 @@ namespace xks::config::detail {
 
 void Loader::parse_health(const YAML::Node& n, HealthConfig& out) const {
   const Section s(*this, n, "health", {"interval_ms", "degraded_latency_ms", "max_age_ms"});
-  opt_millis(s, "interval_ms", out.interval, 100, 60'000,
-             "the background deep check runs this often; KMS accepts a cached result up to 60 s old");
+  opt_millis(
+      s, "interval_ms", out.interval, 100, 60'000,
+      "the background deep check runs this often; KMS accepts a cached result up to 60 s old");
   opt_millis(s, "degraded_latency_ms", out.degraded_latency, 1, 250,
              "a probe slower than this reports DEGRADED; above 250 ms KMS would already time out");
   opt_millis(s, "max_age_ms", out.max_age, 1'000, 60'000,
@@ -17,7 +18,8 @@ void Loader::parse_health(const YAML::Node& n, HealthConfig& out) const {
   if (out.max_age <= out.interval) {
     fail(s.path("max_age_ms"),
          std::to_string(out.max_age.count()) + " is not above health.interval_ms " +
-             std::to_string(out.interval.count()) + ", so every cached result would expire before the next check",
+             std::to_string(out.interval.count()) +
+             ", so every cached result would expire before the next check",
          "make max_age_ms larger than interval_ms (e.g. interval 10000, max_age 60000)");
   }
 }

@@ -27,14 +27,15 @@ HsmConfig Loader::parse_hsm(const YAML::Node& n, const std::string& path, std::s
                       "install the vendor's PKCS#11 client or correct the path (an absolute path "
                       "is best; relative ones are taken from the configuration file's folder)");
 
-  const int selectors = int{s.has("token_label")} + int{s.has("token_serial")} + int{s.has("slot_id")};
+  const int selectors =
+      int{s.has("token_label")} + int{s.has("token_serial")} + int{s.has("slot_id")};
   if (selectors != 1) {
     std::string set;
     for (const char* k : {"token_label", "token_serial", "slot_id"}) {
       if (s.has(k)) set += std::string(set.empty() ? "" : " and ") + k;
     }
-    fail(path, selectors == 0 ? "sets neither token_label, token_serial nor slot_id"
-                              : "sets both " + set,
+    fail(path,
+         selectors == 0 ? "sets neither token_label, token_serial nor slot_id" : "sets both " + set,
          "set exactly one; token_label or token_serial is safer, because slot ids can change "
          "when tokens are added or the HSM client is reconfigured");
   }
@@ -67,7 +68,8 @@ HsmConfig Loader::parse_hsm(const YAML::Node& n, const std::string& path, std::s
   h.pin_source = secret_source(s.get("pin"), s.path("pin"));
   h.pin = detail::read_secret(h.pin_source, file_, s.path("pin"));
   if (h.pin.size() > kMaxPinChars) {
-    fail(s.path("pin"), "the PIN read from " + h.pin_source.describe() + " is longer than 255 characters",
+    fail(s.path("pin"),
+         "the PIN read from " + h.pin_source.describe() + " is longer than 255 characters",
          "check that " + h.pin_source.describe() + " holds only the PIN on its first line");
   }
 
@@ -84,7 +86,8 @@ HsmConfig Loader::parse_hsm(const YAML::Node& n, const std::string& path, std::s
 
 void Loader::parse_hsm_behaviour(const Section& s, HsmConfig& h) const {
   std::string vendors;
-  for (const auto& p : vendor_profiles()) vendors += (vendors.empty() ? "" : ", ") + std::string(p.name);
+  for (const auto& p : vendor_profiles())
+    vendors += (vendors.empty() ? "" : ", ") + std::string(p.name);
   if (s.has("vendor")) {
     const std::string v = string_value(s.get("vendor"), s.path("vendor"));
     const auto vendor = vendor_from_name(v);
@@ -120,8 +123,9 @@ void Loader::parse_hsm_behaviour(const Section& s, HsmConfig& h) const {
     }
     for (const auto& refused : profile.refused_iv) {
       if (refused.mode == h.iv) {
-        fail(s.path("iv"), std::string(to_string(h.iv)) + " does not work with " +
-                               std::string(profile.family) + ": " + std::string(refused.why),
+        fail(s.path("iv"),
+             std::string(to_string(h.iv)) + " does not work with " + std::string(profile.family) +
+                 ": " + std::string(refused.why),
              "set iv: " + std::string(to_string(profile.iv)) +
                  " (or delete the line), or correct hsm.vendor");
       }

@@ -17,11 +17,13 @@ Credential Loader::parse_credential(const YAML::Node& n, const std::string& path
       !all_of_chars(c.access_key_id, is_akid_char)) {
     fail(s.path("access_key_id"),
          quote(c.access_key_id) + " is not 20-30 characters of A-Z and 2-7",
-         "generate one, e.g. `head -c 15 /dev/urandom | base32` (the XKS spec requires this alphabet)");
+         "generate one, e.g. `head -c 15 /dev/urandom | base32` (the XKS spec requires this "
+         "alphabet)");
   }
   if (!s.has("secret")) {
     fail(s.path("secret"), "is required but missing",
-         "add `secret: { file: /etc/xks-proxy/<name>.secret }` (mode 0600) or `secret: { env: VARIABLE }`");
+         "add `secret: { file: /etc/xks-proxy/<name>.secret }` (mode 0600) or `secret: { env: "
+         "VARIABLE }`");
   }
   c.secret_source = secret_source(s.get("secret"), s.path("secret"));
   c.secret = detail::read_secret(c.secret_source, file_, s.path("secret"));
@@ -42,8 +44,8 @@ Credential Loader::parse_credential(const YAML::Node& n, const std::string& path
              (length_ok ? std::string(" has a character outside A-Z a-z 0-9 + / = (a space?)")
                         : " has " + std::to_string(sv.size()) + " characters, not 43-64"),
          "write the secret access key you give KMS (RawSecretAccessKey), 43-64 of A-Z a-z 0-9 + / "
-         "=, on the first line of " + c.secret_source.describe() +
-             "; `head -c 32 /dev/urandom | base64` makes one");
+         "=, on the first line of " +
+             c.secret_source.describe() + "; `head -c 32 /dev/urandom | base64` makes one");
   }
   if (s.has("not_after")) {
     const std::string v = string_value(s.get("not_after"), s.path("not_after"));
@@ -84,7 +86,8 @@ Credential Loader::parse_credential(const YAML::Node& n, const std::string& path
       ok = ok && pos == v.size();
     }
     using namespace std::chrono;
-    const year_month_day ymd{year{y}, month{static_cast<unsigned>(mo)}, day{static_cast<unsigned>(d)}};
+    const year_month_day ymd{year{y}, month{static_cast<unsigned>(mo)},
+                             day{static_cast<unsigned>(d)}};
     if (!ok || !ymd.ok() || hh > 23 || mi > 59 || ss > 59 || oh > 23 || om > 59) {
       fail(s.path("not_after"), quote(v) + " is not an RFC 3339 time",
            "write it as \"2027-01-01T00:00:00Z\" (UTC) or a date \"2027-01-01\", quoted");
@@ -152,10 +155,11 @@ KeyVersion Loader::parse_key_version(const YAML::Node& n, const std::string& pat
     fail(s.path("version"), "is required but missing",
          "number each version, e.g. { version: 2, label: payments-v2 }");
   }
-  v.number = static_cast<std::uint32_t>(
-      uint_value(s.get("version"), s.path("version"), 1, 4294967295U,
-                 "the number Encrypt writes into ciphertextMetadata"));
-  v.label = nonempty_string(s, "label", "set the CKA_LABEL of this version's AES-256 key in the HSM");
+  v.number =
+      static_cast<std::uint32_t>(uint_value(s.get("version"), s.path("version"), 1, 4294967295U,
+                                            "the number Encrypt writes into ciphertextMetadata"));
+  v.label =
+      nonempty_string(s, "label", "set the CKA_LABEL of this version's AES-256 key in the HSM");
   if (s.has("enabled")) v.enabled = bool_value(s.get("enabled"), s.path("enabled"));
   if (s.has("decrypt_only")) {
     v.decrypt_only = bool_value(s.get("decrypt_only"), s.path("decrypt_only"));
@@ -185,7 +189,8 @@ void Loader::parse_key_versions(const Section& s, KeyEntry& k) const {
   for (std::size_t i = 0; i < list.size(); ++i) {
     KeyVersion v = parse_key_version(list[i], at(vp, i));
     if (!numbers.insert(v.number).second) {
-      fail(at(vp, i) + ".version", std::to_string(v.number) + " is listed twice for key " + quote(k.id),
+      fail(at(vp, i) + ".version",
+           std::to_string(v.number) + " is listed twice for key " + quote(k.id),
            "give each version its own number");
     }
     if (!labels.insert(v.label).second) {
@@ -198,8 +203,8 @@ void Loader::parse_key_versions(const Section& s, KeyEntry& k) const {
             [](const KeyVersion& a, const KeyVersion& b) { return a.number < b.number; });
   k.versions_listed = true;
   if (s.has("current")) {
-    k.current = static_cast<std::uint32_t>(uint_value(
-        s.get("current"), s.path("current"), 1, 4294967295U, "the version Encrypt uses"));
+    k.current = static_cast<std::uint32_t>(uint_value(s.get("current"), s.path("current"), 1,
+                                                      4294967295U, "the version Encrypt uses"));
   } else if (k.versions.size() == 1) {
     k.current = k.versions.front().number;
   } else {
@@ -213,13 +218,13 @@ void Loader::parse_key_versions(const Section& s, KeyEntry& k) const {
          "set it to a version listed under versions, or add that version");
   }
   if (!cur->enabled) {
-    fail(s.path("current"), "names version " + std::to_string(k.current) +
-                                ", which is retired (enabled: false)",
+    fail(s.path("current"),
+         "names version " + std::to_string(k.current) + ", which is retired (enabled: false)",
          "make an enabled version current; Encrypt must not use a retired key");
   }
   if (cur->decrypt_only) {
-    fail(s.path("current"), "names version " + std::to_string(k.current) +
-                                ", which is decrypt_only",
+    fail(s.path("current"),
+         "names version " + std::to_string(k.current) + ", which is decrypt_only",
          "make another version current, or drop decrypt_only from this one");
   }
   k.label = cur->label;
@@ -277,7 +282,8 @@ KeyStore Loader::parse_keystore(const YAML::Node& n, const std::string& path) co
          "use only those characters; " + fix_kms);
   }
   if (u.front() != '/') fail(up, quote(u) + " does not start with /", fix_kms);
-  if (u.size() < kUriSuffix.size() || u.compare(u.size() - kUriSuffix.size(), kUriSuffix.size(), kUriSuffix) != 0) {
+  if (u.size() < kUriSuffix.size() ||
+      u.compare(u.size() - kUriSuffix.size(), kUriSuffix.size(), kUriSuffix) != 0) {
     fail(up, quote(u) + " must end with /kms/xks/v1", fix_kms);
   }
   if (u.find("//") != std::string::npos) fail(up, quote(u) + " has an empty segment (//)", fix_kms);
@@ -330,7 +336,8 @@ KeyStore Loader::parse_keystore(const YAML::Node& n, const std::string& path) co
     ks.quota_burst = burst == 0 ? rate : burst;
   }
   if (s.has("policy")) {
-    const std::string p = nonempty_string(s, "policy", "give the path of a policy file (see docs/authorization.md)");
+    const std::string p =
+        nonempty_string(s, "policy", "give the path of a policy file (see docs/authorization.md)");
     ks.policy_file = resolve(p);
     try {
       ks.policy = policy::load_policy(ks.policy_file);
@@ -360,7 +367,9 @@ nlohmann::json describe_key(const KeyEntry& k) {
   if (k.versions_listed) {
     nlohmann::json versions = nlohmann::json::array();
     for (const auto& v : k.versions) {
-      versions.push_back({{"version", v.number}, {"label", v.label}, {"enabled", v.enabled},
+      versions.push_back({{"version", v.number},
+                          {"label", v.label},
+                          {"enabled", v.enabled},
                           {"decrypt_only", v.decrypt_only}});
     }
     e["current"] = k.current;
@@ -383,7 +392,8 @@ nlohmann::json describe_keystores(const std::vector<KeyStore>& all) {
     }
     json keys = json::array();
     for (const auto& k : ks.keys) keys.push_back(describe_key(k));
-    nlohmann::json store = {{"uri_path", ks.uri_path}, {"credentials", std::move(creds)}, {"keys", std::move(keys)}};
+    nlohmann::json store = {
+        {"uri_path", ks.uri_path}, {"credentials", std::move(creds)}, {"keys", std::move(keys)}};
     store["enabled"] = ks.enabled;
     if (!ks.legacy_layouts.empty()) {
       json layouts = json::array();
@@ -448,9 +458,9 @@ const Rule kRules[] = {
            }
          }
          for (const auto& o : x.credentials) {
-           const bool kept = std::any_of(
-               y.credentials.begin(), y.credentials.end(),
-               [&](const Credential& c) { return c.access_key_id == o.access_key_id; });
+           const bool kept =
+               std::any_of(y.credentials.begin(), y.credentials.end(),
+                           [&](const Credential& c) { return c.access_key_id == o.access_key_id; });
            if (!kept) d.push_back(y.uri_path + ": credential removed: " + o.access_key_id);
          }
        });
@@ -507,7 +517,8 @@ const Rule kRules[] = {
        each_keystore(a, b, [&](const KeyStore& x, const KeyStore& y) {
          if (x.legacy_layouts != y.legacy_layouts) {
            std::string list;
-           for (const auto l : y.legacy_layouts) list += (list.empty() ? "" : ", ") + std::string(to_string(l));
+           for (const auto l : y.legacy_layouts)
+             list += (list.empty() ? "" : ", ") + std::string(to_string(l));
            d.push_back(y.uri_path + ": legacy layouts [" + list + "]");
          }
        });
@@ -517,10 +528,9 @@ const Rule kRules[] = {
      [](const Config& a, const Config& b, Details& d) {
        each_keystore(a, b, [&](const KeyStore& x, const KeyStore& y) {
          if (x.quota_rate != y.quota_rate || x.quota_burst != y.quota_burst) {
-           d.push_back(y.uri_path + (y.quota_rate > 0
-                                         ? ": quota rate " + whole(y.quota_rate) +
-                                               " burst " + whole(y.quota_burst)
-                                         : ": quota off"));
+           d.push_back(y.uri_path + (y.quota_rate > 0 ? ": quota rate " + whole(y.quota_rate) +
+                                                            " burst " + whole(y.quota_burst)
+                                                      : ": quota off"));
          }
        });
      },

@@ -35,19 +35,19 @@ LogFileConfig Loader::parse_log_file(const YAML::Node& n, const std::string& pat
   }
   const bool daily = out.rotate == LogFileConfig::Rotate::Daily;
   if (daily && s.has("max_size_mb")) {
-    fail(s.path("max_size_mb"), "only applies to rotate: size",
-         "delete it, or set rotate: size");
+    fail(s.path("max_size_mb"), "only applies to rotate: size", "delete it, or set rotate: size");
   }
   if (!daily && s.has("daily_at")) {
     fail(s.path("daily_at"), "only applies to rotate: daily", "delete it, or set rotate: daily");
   }
   opt_uint(s, "max_size_mb", out.max_size_mb, 1, 1'000'000,
            "the current file is rotated once it reaches this many MiB");
-  opt_uint(s, "max_files", out.max_files, 1, 10'000,
-           "older files beyond this many are deleted");
+  opt_uint(s, "max_files", out.max_files, 1, 10'000, "older files beyond this many are deleted");
   if (s.has("daily_at")) {
     const std::string v = string_value(s.get("daily_at"), s.path("daily_at"));
-    const auto digit = [&](std::size_t i) { return v[i] >= '0' && v[i] <= '9' ? v[i] - '0' : -100; };
+    const auto digit = [&](std::size_t i) {
+      return v[i] >= '0' && v[i] <= '9' ? v[i] - '0' : -100;
+    };
     const int h = v.size() == 5 && v[2] == ':' ? digit(0) * 10 + digit(1) : -1;
     const int m = v.size() == 5 && v[2] == ':' ? digit(3) * 10 + digit(4) : -1;
     if (h < 0 || h > 23 || m < 0 || m > 59) {
@@ -64,7 +64,7 @@ void Loader::parse_logging(const YAML::Node& n, LoggingConfig& out) const {
   const Section s(*this, n, "logging", {"level", "format", "file", "flush_interval_ms"});
   if (s.has("level")) {
     const std::string v = string_value(s.get("level"), s.path("level"));
-    static constexpr std::string_view kLevels[] = {"trace", "debug", "info", "warn",
+    static constexpr std::string_view kLevels[] = {"trace", "debug",    "info", "warn",
                                                    "error", "critical", "off"};
     if (std::find(std::begin(kLevels), std::end(kLevels), v) == std::end(kLevels)) {
       fail(s.path("level"), quote(v) + " is not a log level",

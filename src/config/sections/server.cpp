@@ -8,7 +8,8 @@ namespace xks::config::detail {
 
 void Loader::parse_listen(const YAML::Node& n, const std::string& path, ServerConfig& out) const {
   const std::string v = string_value(n, path);
-  const std::string fix = "write host:port with an IP address, e.g. 0.0.0.0:443, 127.0.0.1:8443 or [::]:443";
+  const std::string fix =
+      "write host:port with an IP address, e.g. 0.0.0.0:443, 127.0.0.1:8443 or [::]:443";
   std::string host;
   std::string port;
   bool v6 = false;
@@ -49,9 +50,8 @@ void Loader::parse_listen(const YAML::Node& n, const std::string& path, ServerCo
 void Loader::parse_limits(const YAML::Node& n, const std::string& path, Limits& out) const {
   const Section s(*this, n, path,
                   {"max_body_bytes", "max_header_bytes", "max_header_count", "max_connections",
-                   "hsm_queue_capacity",
-                   "max_requests_per_connection", "handshake_timeout_ms", "header_timeout_ms",
-                   "body_timeout_ms", "idle_timeout_ms", "write_timeout_ms",
+                   "hsm_queue_capacity", "max_requests_per_connection", "handshake_timeout_ms",
+                   "header_timeout_ms", "body_timeout_ms", "idle_timeout_ms", "write_timeout_ms",
                    "unauthenticated_idle_timeout_ms", "max_unauthenticated_per_source"});
   opt_uint(s, "max_body_bytes", out.max_body_bytes, 24 * 1024, 1024 * 1024,
            "a maximal KMS Encrypt request (4300-byte plaintext, 8 KiB AAD, 2048-char ARNs) is "
@@ -63,8 +63,9 @@ void Loader::parse_limits(const YAML::Node& n, const std::string& path, Limits& 
   opt_uint(s, "hsm_queue_capacity", out.hsm_queue_capacity, 1, 1'000'000,
            "requests waiting for an HSM worker beyond this are answered 429 at once rather than "
            "queued past KMS's deadline");
-  opt_uint(s, "max_connections", out.max_connections, 1, 1'000'000,
-           "each connection costs a socket and a TLS state; keep it under the file-descriptor limit");
+  opt_uint(
+      s, "max_connections", out.max_connections, 1, 1'000'000,
+      "each connection costs a socket and a TLS state; keep it under the file-descriptor limit");
   opt_uint(s, "max_requests_per_connection", out.max_requests_per_connection, 0,
            std::numeric_limits<unsigned>::max(), "0 means unlimited");
   opt_millis(s, "handshake_timeout_ms", out.handshake_timeout, 100, 60'000,
@@ -86,10 +87,10 @@ void Loader::parse_limits(const YAML::Node& n, const std::string& path, Limits& 
 }
 
 void Loader::parse_server(const YAML::Node& n, ServerConfig& out) const {
-  const Section s(*this, n, "server",
-                  {"listen", "threads", "fleet_size", "ping_path", "request_deadline_ms",
-                   "shutdown_delay_ms", "limits", "user", "group", "allow_root",
-                   "allow_core_dumps"});
+  const Section s(
+      *this, n, "server",
+      {"listen", "threads", "fleet_size", "ping_path", "request_deadline_ms", "shutdown_delay_ms",
+       "limits", "user", "group", "allow_root", "allow_core_dumps"});
   if (s.has("listen")) parse_listen(s.get("listen"), s.path("listen"), out);
   opt_uint(s, "threads", out.threads, 0, 256,
            "0 uses one I/O thread per core; HSM calls run on their own pool, so more I/O threads "
@@ -98,8 +99,10 @@ void Loader::parse_server(const YAML::Node& n, ServerConfig& out) const {
            "it is reported to KMS as xksProxyFleetSize, which must be at least 1");
   if (s.has("ping_path")) {
     const std::string p = string_value(s.get("ping_path"), s.path("ping_path"));
-    const std::string fix = "use a path such as /ping (letters, digits, / - _ . ~), at most 128 characters";
-    if (p.empty() || p.front() != '/') fail(s.path("ping_path"), quote(p) + " does not start with /", fix);
+    const std::string fix =
+        "use a path such as /ping (letters, digits, / - _ . ~), at most 128 characters";
+    if (p.empty() || p.front() != '/')
+      fail(s.path("ping_path"), quote(p) + " does not start with /", fix);
     if (p.size() > kMaxUriPathChars || !all_of_chars(p, is_ping_char) ||
         p.find("//") != std::string::npos) {
       fail(s.path("ping_path"), quote(p) + " is not a plain URL path", fix);
@@ -147,45 +150,44 @@ void Loader::parse_server(const YAML::Node& n, ServerConfig& out) const {
 // ---------------------------------------------------------------- describe
 
 nlohmann::json describe_server(const ServerConfig& s) {
-  return {
-      {"listen", (s.listen_host.find(':') != std::string::npos ? "[" + s.listen_host + "]"
-                                                                 : s.listen_host) +
-                     ":" + std::to_string(s.listen_port)},
-      {"threads", s.threads},
-      {"fleet_size", s.fleet_size},
-      {"ping_path", s.ping_path},
-      {"request_deadline_ms", millis(s.request_deadline)},
-      {"shutdown_delay_ms", millis(s.shutdown_delay)},
-      {"limits",
-       {{"max_body_bytes", s.limits.max_body_bytes},
-        {"max_header_bytes", s.limits.max_header_bytes},
-        {"max_header_count", s.limits.max_header_count},
-        {"hsm_queue_capacity", s.limits.hsm_queue_capacity},
-        {"max_connections", s.limits.max_connections},
-        {"max_requests_per_connection", s.limits.max_requests_per_connection},
-        {"handshake_timeout_ms", millis(s.limits.handshake_timeout)},
-        {"header_timeout_ms", millis(s.limits.header_timeout)},
-        {"body_timeout_ms", millis(s.limits.body_timeout)},
-        {"idle_timeout_ms", millis(s.limits.idle_timeout)},
-        {"write_timeout_ms", millis(s.limits.write_timeout)},
-        {"unauthenticated_idle_timeout_ms", millis(s.limits.unauthenticated_idle_timeout)},
-        {"max_unauthenticated_per_source", s.limits.max_unauthenticated_per_source}}},
-      {"user", s.user},
-      {"group", s.group},
-      {"allow_root", s.allow_root},
-      {"allow_core_dumps", s.allow_core_dumps}};
+  return {{"listen", (s.listen_host.find(':') != std::string::npos ? "[" + s.listen_host + "]"
+                                                                   : s.listen_host) +
+                         ":" + std::to_string(s.listen_port)},
+          {"threads", s.threads},
+          {"fleet_size", s.fleet_size},
+          {"ping_path", s.ping_path},
+          {"request_deadline_ms", millis(s.request_deadline)},
+          {"shutdown_delay_ms", millis(s.shutdown_delay)},
+          {"limits",
+           {{"max_body_bytes", s.limits.max_body_bytes},
+            {"max_header_bytes", s.limits.max_header_bytes},
+            {"max_header_count", s.limits.max_header_count},
+            {"hsm_queue_capacity", s.limits.hsm_queue_capacity},
+            {"max_connections", s.limits.max_connections},
+            {"max_requests_per_connection", s.limits.max_requests_per_connection},
+            {"handshake_timeout_ms", millis(s.limits.handshake_timeout)},
+            {"header_timeout_ms", millis(s.limits.header_timeout)},
+            {"body_timeout_ms", millis(s.limits.body_timeout)},
+            {"idle_timeout_ms", millis(s.limits.idle_timeout)},
+            {"write_timeout_ms", millis(s.limits.write_timeout)},
+            {"unauthenticated_idle_timeout_ms", millis(s.limits.unauthenticated_idle_timeout)},
+            {"max_unauthenticated_per_source", s.limits.max_unauthenticated_per_source}}},
+          {"user", s.user},
+          {"group", s.group},
+          {"allow_root", s.allow_root},
+          {"allow_core_dumps", s.allow_core_dumps}};
 }
 
 // ------------------------------------------------------------ reload rules
 
 // A server.limits entry: live, compared as a number.
-#define XKS_LIMIT(key, field)                                                       \
-  Rule {                                                                            \
-    "server.limits." key, kLive,                                                    \
-        [](const Config& a, const Config& b, Details& d) {                          \
+#define XKS_LIMIT(key, field)                                                           \
+  Rule {                                                                                \
+    "server.limits." key, kLive,                                                        \
+        [](const Config& a, const Config& b, Details& d) {                              \
           value(d, "server.limits." key, a.server.limits.field, b.server.limits.field); \
-        },                                                                          \
-        nullptr                                                                     \
+        },                                                                              \
+        nullptr                                                                         \
   }
 
 namespace {

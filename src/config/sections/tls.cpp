@@ -21,14 +21,16 @@ void Loader::parse_tls(const YAML::Node& n, TlsConfig& out) const {
   const auto path_setting = [&](std::string_view key, fs::path& dst) {
     if (!s.has(key)) return;
     const std::string v = string_value(s.get(key), s.path(key));
-    if (v.empty()) fail(s.path(key), "is empty", "write the path of the PEM file or delete the line");
+    if (v.empty())
+      fail(s.path(key), "is empty", "write the path of the PEM file or delete the line");
     dst = resolve(v);
   };
   path_setting("certificate", out.certificate);
   path_setting("private_key", out.private_key);
   path_setting("client_ca", out.client_ca);
   if (s.has("client_names")) {
-    const YAML::Node names = sequence(s.get("client_names"), s.path("client_names"), "accepted client name");
+    const YAML::Node names =
+        sequence(s.get("client_names"), s.path("client_names"), "accepted client name");
     for (std::size_t i = 0; i < names.size(); ++i) {
       const std::string p = at(s.path("client_names"), i);
       const std::string v = string_value(names[i], p);
@@ -51,7 +53,8 @@ void Loader::parse_tls(const YAML::Node& n, TlsConfig& out) const {
     }
   }
   if (!out.client_names.empty() && out.client_ca.empty()) {
-    fail(s.path("client_names"), "is set without tls.client_ca, so no client certificate is asked for",
+    fail(s.path("client_names"),
+         "is set without tls.client_ca, so no client certificate is asked for",
          "set tls.client_ca to the CA bundle that signs KMS's client certificate (Amazon Trust "
          "Services roots)");
   }
@@ -70,8 +73,9 @@ void Loader::parse_tls(const YAML::Node& n, TlsConfig& out) const {
   check_readable_file(out.private_key, s.path("private_key"), "private key file",
                       "correct the path to the PEM private key");
   if (!out.client_ca.empty()) {
-    check_readable_file(out.client_ca, s.path("client_ca"), "client CA file",
-                        "correct the path to the PEM CA bundle, or delete client_ca to turn mTLS off");
+    check_readable_file(
+        out.client_ca, s.path("client_ca"), "client CA file",
+        "correct the path to the PEM CA bundle, or delete client_ca to turn mTLS off");
   }
 }
 
@@ -84,9 +88,8 @@ nlohmann::json describe_tls(const TlsConfig& tls) {
           {"client_ca", tls.client_ca.string()},
           {"client_names", tls.client_names},
           {"client_names_from", tls.client_names_defaulted ? "keystores[].region" : "config"},
-          {"client_names_match", tls.client_names_match == config::TlsConfig::NameMatch::Cn
-                                     ? "cn"
-                                     : "cn_or_dns_san"},
+          {"client_names_match",
+           tls.client_names_match == config::TlsConfig::NameMatch::Cn ? "cn" : "cn_or_dns_san"},
           {"session_tickets", tls.session_tickets},
           {"ticket_key_rotation_hours", tls.ticket_key_rotation.count()}};
 }

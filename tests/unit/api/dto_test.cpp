@@ -245,10 +245,10 @@ TEST(Dto, EveryRequiredFieldPerApi) {
       b.erase(field);
       // Without an IV or a tag a ciphertext cannot verify (the spec's error table).
       const bool ciphertext_part = field == "initializationVector" || field == "authenticationTag";
-      expect_error(parse(row.which, b),
-                   ciphertext_part ? ErrorName::InvalidCiphertextException
-                                   : ErrorName::ValidationException,
-                   field + " is required");
+      expect_error(
+          parse(row.which, b),
+          ciphertext_part ? ErrorName::InvalidCiphertextException : ErrorName::ValidationException,
+          field + " is required");
     }
     for (const auto& field : row.metadata) {
       SCOPED_TRACE(field);
@@ -307,8 +307,8 @@ TEST(Dto, WrongJsonTypesNameTheField) {
 }
 
 TEST(Dto, BodyMustBeAJsonObject) {
-  for (const char* text : {"", "{", "[]", "\"x\"", "null", "42", "{\"requestMetadata\":}",
-                           "{\"a\":1} trailing"}) {
+  for (const char* text :
+       {"", "{", "[]", "\"x\"", "null", "42", "{\"requestMetadata\":}", "{\"a\":1} trailing"}) {
     SCOPED_TRACE(text);
     const auto r = parse_health_request(text);
     ASSERT_FALSE(r.has_value());
@@ -443,8 +443,8 @@ TEST(Dto, DecryptFieldSizes) {
 
 TEST(Dto, StrictBase64NeverEchoed) {
   // Unpadded, URL-safe alphabet, whitespace, bad padding, non-canonical bits.
-  for (const char* bad : {"SGVsbG8gV29ybGQ", "SGVs-G8_", "SGVs bG8=", "SGVsbG8=\n", "S===",
-                          "SGVsbG9=", "=SGV", "SGVsbG8gV29ybGQh!!!!"}) {
+  for (const char* bad : {"SGVsbG8gV29ybGQ", "SGVs-G8_", "SGVs bG8=", "SGVsbG8=\n",
+                          "S===", "SGVsbG9=", "=SGV", "SGVsbG8gV29ybGQh!!!!"}) {
     SCOPED_TRACE(bad);
     json e = encrypt_body();
     e["plaintext"] = bad;
@@ -504,7 +504,8 @@ TEST(Dto, SerializeKeyMetadata) {
   KeyMetadataResponse r;
   r.key_usage = {"ENCRYPT", "DECRYPT"};
   EXPECT_EQ(json::parse(serialize(r)),
-            json::parse(R"({"keySpec":"AES_256","keyUsage":["ENCRYPT","DECRYPT"],"keyStatus":"ENABLED"})"));
+            json::parse(
+                R"({"keySpec":"AES_256","keyUsage":["ENCRYPT","DECRYPT"],"keyStatus":"ENABLED"})"));
   r.enabled = false;
   r.key_usage.assign(12, "WRAP");
   const json j = json::parse(serialize(r));
@@ -646,16 +647,15 @@ std::string error_body(const Error& error) {
 
 // Strings an HSM might report: plain, quoted, control characters, UTF-8, and
 // bytes that are not UTF-8.
-const std::vector<std::string> kAwkwardStrings = {
-    "",
-    "SoftHSM",
-    "Luna \"7\" \\ fw 7.8.4",
-    "tab\there\nnewline\x01\x1f\x7f",
-    "caf\xc3\xa9 \xe2\x82\xac",
-    "bad \xff\xfe utf8 \xc3",
-    "\xe2\x82",
-    "\xed\xa0\x80 surrogate",
-    std::string(300, 'x')};
+const std::vector<std::string> kAwkwardStrings = {"",
+                                                  "SoftHSM",
+                                                  "Luna \"7\" \\ fw 7.8.4",
+                                                  "tab\there\nnewline\x01\x1f\x7f",
+                                                  "caf\xc3\xa9 \xe2\x82\xac",
+                                                  "bad \xff\xfe utf8 \xc3",
+                                                  "\xe2\x82",
+                                                  "\xed\xa0\x80 surrogate",
+                                                  std::string(300, 'x')};
 
 TEST(Dto, SerializedBytesAreUnchanged) {
   KeyMetadataResponse km;
@@ -663,7 +663,7 @@ TEST(Dto, SerializedBytesAreUnchanged) {
   km.key_usage = {"ENCRYPT", "DECRYPT", "WRAP", "UNWRAP"};
   EXPECT_EQ(serialize(km), reference::serialize(km));
   EXPECT_EQ(serialize(km), R"({"keySpec":"AES_256","keyStatus":"ENABLED",)"
-                          R"("keyUsage":["ENCRYPT","DECRYPT","WRAP","UNWRAP"]})");
+                           R"("keyUsage":["ENCRYPT","DECRYPT","WRAP","UNWRAP"]})");
   km.enabled = false;
   km.key_usage = kAwkwardStrings;
   km.key_usage.resize(12, "SIGN");
@@ -739,8 +739,8 @@ TEST(Dto, KmsShapedBodiesTakeTheFastReader) {
   for (Which w : {Which::Health, Which::Metadata, Which::Encrypt, Which::Decrypt}) {
     const json b = body_of(w);
     // Compact (as KMS sends), Python's json.dumps spacing, and pretty-printed.
-    for (const std::string& text : {b.dump(), b.dump(2), b.dump(1, '\t'),
-                                    std::string(" \r\n") + b.dump() + "\n\t "}) {
+    for (const std::string& text :
+         {b.dump(), b.dump(2), b.dump(1, '\t'), std::string(" \r\n") + b.dump() + "\n\t "}) {
       SCOPED_TRACE(text);
       const std::string fast = parse_with(w, text, detail::Reader::Fast);
       EXPECT_EQ(fast.find("error"), std::string::npos) << fast;
@@ -800,10 +800,25 @@ TEST(Dto, BodiesOutsideTheFastSubsetMeanWhatTheyMeantBefore) {
       replace(enc, "{", "{\"deep\":" + std::string(16, '[') + std::string(16, ']') + ","),
       // a byte order mark, and things that are not JSON at all
       "\xEF\xBB\xBF" + enc,
-      enc + "x", enc + "{}", enc.substr(0, enc.size() - 1), enc.substr(0, enc.size() - 1) + ",}",
-      replace(enc, "\"plaintext\":", "\"plaintext\" "), replace(enc, ":\"AES_GCM\"", ":AES_GCM"),
-      replace(enc, "{", "{,"), "{}", "{ }", "", " ", "[1]", "\"str\"", "nul", "nullx", "tru",
-      R"({"requestMetadata":{}})", R"({"requestMetadata":[]})", R"({"requestMetadata":"x"})",
+      enc + "x",
+      enc + "{}",
+      enc.substr(0, enc.size() - 1),
+      enc.substr(0, enc.size() - 1) + ",}",
+      replace(enc, "\"plaintext\":", "\"plaintext\" "),
+      replace(enc, ":\"AES_GCM\"", ":AES_GCM"),
+      replace(enc, "{", "{,"),
+      "{}",
+      "{ }",
+      "",
+      " ",
+      "[1]",
+      "\"str\"",
+      "nul",
+      "nullx",
+      "tru",
+      R"({"requestMetadata":{}})",
+      R"({"requestMetadata":[]})",
+      R"({"requestMetadata":"x"})",
       R"({"requestMetadata":{"kmsRequestId":"a","kmsOperation":"b","awsPrincipalArn":"c",)"
       R"("kmsKeyArn":"d"},"ciphertext":"","initializationVector":"AAAAAAAAAAAAAAAA",)"
       R"("authenticationTag":"AAAAAAAAAAAAAAAAAAAAAA==","encryptionAlgorithm":"AES_GCM"})",
@@ -847,22 +862,56 @@ TEST(Dto, RandomBodiesMeanTheSameToBothReaders) {
   std::mt19937 rng(2024);
   const auto pick = [&](std::size_t n) { return static_cast<std::size_t>(rng() % n); };
   const std::vector<std::string> bytes = {
-      "\"", "\\", "{", "}", "[", "]", ",", ":", " ", "\t", "\n", "0", "1", "-", "e", ".", "n",
-      "t", "f", std::string(1, '\0'), "\x1f", "\x7f", "\x80", "\xc3", "\xff", "A", "=", "/", "+"};
-  const std::vector<std::string> tokens = {
-      "null", "true", "false", "1", "-0.5e3", "\"x\"", "{}", "[]", R"({"a":[1,{"b":null}]})",
-      "\\u0041", "\\/", "\\\"", "  ", R"("kmsRequestId":"dup",)", R"("plaintext":"QUJD",)",
-      R"("requestMetadata":{},)", "\xc3\xa9", ",", "\":\""};
-  const std::vector<json> values = {nullptr, 0, -1.5, true, false, "", "x", "QUJD", "QUJD=",
-                                    "AAAAAAAAAAAAAAAA", "AAAAAAAAAAAAAAAAAAAAAA==", "AES_GCM",
-                                    "SHA_256", json::array(), json::array({"a"}), json::object(),
+      "\"",   "\\",   "{",    "}",    "[",    "]", ",", ":", " ", "\t",
+      "\n",   "0",    "1",    "-",    "e",    ".", "n", "t", "f", std::string(1, '\0'),
+      "\x1f", "\x7f", "\x80", "\xc3", "\xff", "A", "=", "/", "+"};
+  const std::vector<std::string> tokens = {"null",
+                                           "true",
+                                           "false",
+                                           "1",
+                                           "-0.5e3",
+                                           "\"x\"",
+                                           "{}",
+                                           "[]",
+                                           R"({"a":[1,{"b":null}]})",
+                                           "\\u0041",
+                                           "\\/",
+                                           "\\\"",
+                                           "  ",
+                                           R"("kmsRequestId":"dup",)",
+                                           R"("plaintext":"QUJD",)",
+                                           R"("requestMetadata":{},)",
+                                           "\xc3\xa9",
+                                           ",",
+                                           "\":\""};
+  const std::vector<json> values = {nullptr,
+                                    0,
+                                    -1.5,
+                                    true,
+                                    false,
+                                    "",
+                                    "x",
+                                    "QUJD",
+                                    "QUJD=",
+                                    "AAAAAAAAAAAAAAAA",
+                                    "AAAAAAAAAAAAAAAAAAAAAA==",
+                                    "AES_GCM",
+                                    "SHA_256",
+                                    json::array(),
+                                    json::array({"a"}),
+                                    json::object(),
                                     {{"kmsRequestId", "r"}, {"kmsOperation", "o"}}};
-  const std::vector<std::string> top = {
-      "requestMetadata",     "plaintext",         "additionalAuthenticatedData",
-      "encryptionAlgorithm", "ciphertextDataIntegrityValueAlgorithm",
-      "ciphertext",          "initializationVector", "authenticationTag",
-      "ciphertextMetadata",  "unknownField"};
-  const std::vector<std::string> md = {"kmsRequestId",  "kmsOperation", "awsPrincipalArn",
+  const std::vector<std::string> top = {"requestMetadata",
+                                        "plaintext",
+                                        "additionalAuthenticatedData",
+                                        "encryptionAlgorithm",
+                                        "ciphertextDataIntegrityValueAlgorithm",
+                                        "ciphertext",
+                                        "initializationVector",
+                                        "authenticationTag",
+                                        "ciphertextMetadata",
+                                        "unknownField"};
+  const std::vector<std::string> md = {"kmsRequestId",  "kmsOperation",  "awsPrincipalArn",
                                        "kmsKeyArn",     "kmsViaService", "awsSourceVpc",
                                        "awsSourceVpce", "kmsOther"};
   const Which kinds[] = {Which::Health, Which::Metadata, Which::Encrypt, Which::Decrypt};
@@ -891,8 +940,8 @@ TEST(Dto, RandomBodiesMeanTheSameToBothReaders) {
     }
     for (Which w : kinds) {
       const std::string result = same_with_both_readers(w, text);
-      if (w == kinds[0] && parse_with(w, text, detail::Reader::Fast).find("fast reader") ==
-                               std::string::npos) {
+      if (w == kinds[0] &&
+          parse_with(w, text, detail::Reader::Fast).find("fast reader") == std::string::npos) {
         ++fast_ok;
       }
       if (::testing::Test::HasFailure()) return;  // one body is enough to debug

@@ -73,19 +73,19 @@ class FakeKeyBackend : public hsm::KeyBackend {
     out.tag.resize(hsm::kGcmTagBytes);
     Ctx ctx(EVP_CIPHER_CTX_new());
     int len = 0;
-    bool ok = EVP_EncryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, nullptr, nullptr) == 1 &&
-              EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_IVLEN,
-                                  static_cast<int>(out.iv.size()), nullptr) == 1 &&
-              EVP_EncryptInit_ex(ctx.get(), nullptr, nullptr, k->material.data(), out.iv.data()) ==
-                  1 &&
-              (aad.empty() || EVP_EncryptUpdate(ctx.get(), nullptr, &len, aad.data(),
-                                                static_cast<int>(aad.size())) == 1) &&
-              (plaintext.empty() ||
-               EVP_EncryptUpdate(ctx.get(), out.ciphertext.data(), &len, plaintext.data(),
-                                 static_cast<int>(plaintext.size())) == 1) &&
-              EVP_EncryptFinal_ex(ctx.get(), out.ciphertext.data() + plaintext.size(), &len) == 1 &&
-              EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_GET_TAG, static_cast<int>(out.tag.size()),
-                                  out.tag.data()) == 1;
+    bool ok =
+        EVP_EncryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, nullptr, nullptr) == 1 &&
+        EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_IVLEN, static_cast<int>(out.iv.size()),
+                            nullptr) == 1 &&
+        EVP_EncryptInit_ex(ctx.get(), nullptr, nullptr, k->material.data(), out.iv.data()) == 1 &&
+        (aad.empty() || EVP_EncryptUpdate(ctx.get(), nullptr, &len, aad.data(),
+                                          static_cast<int>(aad.size())) == 1) &&
+        (plaintext.empty() ||
+         EVP_EncryptUpdate(ctx.get(), out.ciphertext.data(), &len, plaintext.data(),
+                           static_cast<int>(plaintext.size())) == 1) &&
+        EVP_EncryptFinal_ex(ctx.get(), out.ciphertext.data() + plaintext.size(), &len) == 1 &&
+        EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_GET_TAG, static_cast<int>(out.tag.size()),
+                            out.tag.data()) == 1;
     if (!ok) return make_error(ErrorName::InternalException, "fake encrypt failed");
     if (corrupt_encrypt && !out.ciphertext.empty()) out.ciphertext[0] ^= 1;
     if (corrupt_encrypt && out.ciphertext.empty()) out.tag[0] ^= 1;
@@ -114,9 +114,8 @@ class FakeKeyBackend : public hsm::KeyBackend {
         EVP_DecryptInit_ex(ctx.get(), nullptr, nullptr, k->material.data(), iv.data()) == 1 &&
         (aad.empty() || EVP_DecryptUpdate(ctx.get(), nullptr, &len, aad.data(),
                                           static_cast<int>(aad.size())) == 1) &&
-        (ciphertext.empty() ||
-         EVP_DecryptUpdate(ctx.get(), out.data(), &len, ciphertext.data(),
-                           static_cast<int>(ciphertext.size())) == 1) &&
+        (ciphertext.empty() || EVP_DecryptUpdate(ctx.get(), out.data(), &len, ciphertext.data(),
+                                                 static_cast<int>(ciphertext.size())) == 1) &&
         EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_TAG, static_cast<int>(tag_copy.size()),
                             tag_copy.data()) == 1;
     if (!setup) return make_error(ErrorName::InternalException, "fake decrypt failed");
@@ -163,8 +162,8 @@ class FakeKeyBackend : public hsm::KeyBackend {
                       "no HSM key labelled '" + std::string(label) + "'");
   }
   static Error usage(const char* ckr) {
-    return make_error(ErrorName::InvalidKeyUsageException,
-                      "the key does not allow this operation", ckr);
+    return make_error(ErrorName::InvalidKeyUsageException, "the key does not allow this operation",
+                      ckr);
   }
   static Error bad_ciphertext(const char* ckr) {
     return make_error(ErrorName::InvalidCiphertextException,

@@ -59,16 +59,20 @@ TEST(JsonWriter, IllFormedUtf8BecomesReplacementCharacters) {
     std::string_view in;
     std::string out;
   } cases[] = {
-      {"\xff", "\"" + r + "\""},                        // never a lead byte
-      {"a\x80z", "\"a" + r + "z\""},                    // lone continuation
-      {"\xC0\x80", "\"" + r + r + "\""},                // overlong lead: each byte alone
-      {"\xE0\x80\x80", "\"" + r + r + r + "\""},        // overlong 3-byte form
-      {"\xED\xA0\x80", "\"" + r + r + r + "\""},        // surrogate U+D800
+      {"\xff", "\"" + r + "\""},                          // never a lead byte
+      {"a\x80z", "\"a" + r + "z\""},                      // lone continuation
+      {"\xC0\x80", "\"" + r + r + "\""},                  // overlong lead: each byte alone
+      {"\xE0\x80\x80", "\"" + r + r + r + "\""},          // overlong 3-byte form
+      {"\xED\xA0\x80", "\"" + r + r + r + "\""},          // surrogate U+D800
       {"\xF4\x90\x80\x80", "\"" + r + r + r + r + "\""},  // above U+10FFFF
       {"\xF5\x80", "\"" + r + r + "\""},
-      {"\xE2\x82", "\"" + r + "\""},                    // truncated at the end: one U+FFFD
-      {"\xE2\x82" "A", "\"" + r + "A\""},               // truncated, then ASCII read again
-      {"\xF0\x9F\x94" "\"", "\"" + r + "\\\"\""},       // truncated, then a quote escaped
+      {"\xE2\x82", "\"" + r + "\""},  // truncated at the end: one U+FFFD
+      {"\xE2\x82"
+       "A",
+       "\"" + r + "A\""},  // truncated, then ASCII read again
+      {"\xF0\x9F\x94"
+       "\"",
+       "\"" + r + "\\\"\""},                              // truncated, then a quote escaped
       {"\xE2\xE2\x82\xAC", "\"" + r + "\xE2\x82\xAC\""},  // new lead inside a sequence
   };
   for (const auto& c : cases) {
@@ -83,10 +87,10 @@ TEST(JsonWriter, IllFormedUtf8BecomesReplacementCharacters) {
 // exactly nlohmann's (what the proxy sent before), parse as JSON (which checks
 // UTF-8), and give back the input wherever the input was valid UTF-8.
 TEST(JsonWriter, SameBytesAsNlohmannForArbitraryInput) {
-  const std::vector<unsigned char> interesting = {
-      0x00, 0x08, 0x09, 0x0a, 0x1f, '"', '\\', '/', 'a', 0x7f, 0x80, 0x8f, 0x90, 0x9f,
-      0xa0, 0xbf, 0xc0, 0xc1, 0xc2, 0xdf, 0xe0, 0xe1, 0xec, 0xed, 0xee, 0xef, 0xf0,
-      0xf1, 0xf3, 0xf4, 0xf5, 0xff};
+  const std::vector<unsigned char> interesting = {0x00, 0x08, 0x09, 0x0a, 0x1f, '"',  '\\', '/',
+                                                  'a',  0x7f, 0x80, 0x8f, 0x90, 0x9f, 0xa0, 0xbf,
+                                                  0xc0, 0xc1, 0xc2, 0xdf, 0xe0, 0xe1, 0xec, 0xed,
+                                                  0xee, 0xef, 0xf0, 0xf1, 0xf3, 0xf4, 0xf5, 0xff};
   std::mt19937 rng(8);
   for (int iteration = 0; iteration < 20000; ++iteration) {
     std::string s(rng() % 12, '\0');

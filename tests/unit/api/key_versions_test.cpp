@@ -17,13 +17,14 @@
 namespace xks::api {
 namespace {
 
-using testing::FakeKeyBackend;
 using config::LegacyLayout;
+using testing::FakeKeyBackend;
 
 config::KeyEntry versioned_key(std::uint32_t current = 3) {
   config::KeyEntry k;
   k.id = "payments";
-  k.versions = {{1, "payments-v1", true, true}, {2, "payments-v2", false, false},
+  k.versions = {{1, "payments-v1", true, true},
+                {2, "payments-v2", false, false},
                 {3, "payments-v3", true, false}};
   k.current = current;
   k.label = k.version(current)->label;
@@ -148,7 +149,8 @@ TEST_F(KeyVersionsTest, RetiredAndUnknownVersionsAreRefusedWithoutTheHsm) {
   auto d = service_.decrypt(k, r, &use);
   ASSERT_FALSE(d.has_value());
   EXPECT_EQ(d.error().name, ErrorName::InvalidStateException);
-  EXPECT_NE(d.error().message.find("version 2 of external key 'payments' is retired"), std::string::npos)
+  EXPECT_NE(d.error().message.find("version 2 of external key 'payments' is retired"),
+            std::string::npos)
       << d.error().message;
   EXPECT_NE(d.error().message.find("keys[].versions[].enabled: false"), std::string::npos);
   EXPECT_EQ(use.version.load(), 2u);
@@ -224,19 +226,21 @@ TEST_F(LegacyTest, AwsSampleCiphertextsDecryptWithVersionOneWhenEnabled) {
     auto off = service_.decrypt(key({}), r);
     ASSERT_FALSE(off.has_value());
     EXPECT_EQ(off.error().name, ErrorName::InvalidCiphertextException);
-    EXPECT_EQ(off.error().message, "ciphertextMetadata is missing or was not written by this proxy");
+    EXPECT_EQ(off.error().message,
+              "ciphertextMetadata is missing or was not written by this proxy");
     EXPECT_EQ(backend_.decrypt_calls, calls);  // refused without the HSM
 
     KeyVersionUse use;
-    auto on = service_.decrypt(key({LegacyLayout::SpecNoMetadata, LegacyLayout::AwsSample}), r, &use);
+    auto on =
+        service_.decrypt(key({LegacyLayout::SpecNoMetadata, LegacyLayout::AwsSample}), r, &use);
     ASSERT_TRUE(on.has_value()) << on.error().message;
     EXPECT_EQ(as_chars(on->plaintext), "from the sample");
     EXPECT_EQ(backend_.last_label, "payments-v1");
     EXPECT_EQ(use.version.load(), 1u);
     // With neither AAD nor metadata both layouts frame the same three bytes, so
     // the first one listed decrypts it.
-    EXPECT_EQ(use.legacy_layout(), !c.aad && !c.md ? LegacyLayout::SpecNoMetadata
-                                                   : LegacyLayout::AwsSample);
+    EXPECT_EQ(use.legacy_layout(),
+              !c.aad && !c.md ? LegacyLayout::SpecNoMetadata : LegacyLayout::AwsSample);
   }
   // Empty and absent AAD differ in the sample's framing (a digest or none).
   EncryptResponse e = gcm(v1(), "x", aws_sample_aad(Bytes{}, {}));

@@ -369,13 +369,13 @@ TEST_F(ServiceTest, LabelDefaultsToId) {
 
 TEST_F(ServiceTest, JsonEndToEnd) {
   // Spec example request -> response JSON -> decrypt request JSON -> plaintext.
-  const std::string enc_body = json{{"requestMetadata", testing::request_metadata("Encrypt")},
-                                    {"additionalAuthenticatedData",
-                                     "cHJvamVjdD1uaWxlLGRlcGFydG1lbnQ9bWFya2V0aW5n"},
-                                    {"plaintext", "SGVsbG8gV29ybGQh"},
-                                    {"encryptionAlgorithm", "AES_GCM"},
-                                    {"ciphertextDataIntegrityValueAlgorithm", "SHA_256"}}
-                                   .dump();
+  const std::string enc_body = json{
+      {"requestMetadata", testing::request_metadata("Encrypt")},
+      {"additionalAuthenticatedData", "cHJvamVjdD1uaWxlLGRlcGFydG1lbnQ9bWFya2V0aW5n"},
+      {"plaintext", "SGVsbG8gV29ybGQh"},
+      {"encryptionAlgorithm", "AES_GCM"},
+      {"ciphertextDataIntegrityValueAlgorithm",
+       "SHA_256"}}.dump();
   auto req = parse_encrypt_request(enc_body);
   ASSERT_TRUE(req.has_value()) << req.error().message;
   auto resp = service_.encrypt(k1_, *req);
@@ -387,8 +387,8 @@ TEST_F(ServiceTest, JsonEndToEnd) {
   json dec = {{"requestMetadata", testing::request_metadata("Decrypt")},
               {"additionalAuthenticatedData", "cHJvamVjdD1uaWxlLGRlcGFydG1lbnQ9bWFya2V0aW5n"},
               {"encryptionAlgorithm", "AES_GCM"}};
-  for (const char* f : {"ciphertext", "ciphertextMetadata", "initializationVector",
-                        "authenticationTag"}) {
+  for (const char* f :
+       {"ciphertext", "ciphertextMetadata", "initializationVector", "authenticationTag"}) {
     dec[f] = out[f];
   }
   auto dreq = parse_decrypt_request(dec.dump());
@@ -401,8 +401,12 @@ TEST_F(ServiceTest, JsonEndToEnd) {
 TEST(Health, ResponseShape) {
   std::vector<hsm::EkmHealth> ekms(2);
   ekms[0] = {"token-a/123", "SoftHSM v2 2.6", "SoftHSM project", hsm::HealthStatus::Active, "", {}};
-  ekms[1] = {"token-b/456", "SoftHSM v2 2.6", "Other vendor", hsm::HealthStatus::Unavailable,
-             "C_Login: CKR_PIN_INCORRECT", {}};
+  ekms[1] = {"token-b/456",
+             "SoftHSM v2 2.6",
+             "Other vendor",
+             hsm::HealthStatus::Unavailable,
+             "C_Login: CKR_PIN_INCORRECT",
+             {}};
   const HealthResponse r = make_health_response(ekms, 3);
   EXPECT_EQ(r.fleet_size, 3u);
   EXPECT_EQ(r.proxy_vendor, "xks-proxy project");
@@ -412,8 +416,9 @@ TEST(Health, ResponseShape) {
   EXPECT_EQ(j["xksProxyFleetSize"], 3);
   EXPECT_EQ(j["xksProxyModel"], "xks-proxy 0.1.0");
   ASSERT_EQ(j["ekmFleetDetails"].size(), 2u);
-  EXPECT_EQ(j["ekmFleetDetails"][0],
-            json::parse(R"({"id":"token-a/123","model":"SoftHSM v2 2.6","healthStatus":"ACTIVE"})"));
+  EXPECT_EQ(
+      j["ekmFleetDetails"][0],
+      json::parse(R"({"id":"token-a/123","model":"SoftHSM v2 2.6","healthStatus":"ACTIVE"})"));
   EXPECT_EQ(j["ekmFleetDetails"][1]["healthStatus"], "UNAVAILABLE");
   EXPECT_EQ(serialize(r).find("CKR_PIN"), std::string::npos);  // detail stays in logs
 }

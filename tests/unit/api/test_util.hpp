@@ -35,11 +35,12 @@ inline Bytes unb64(std::string_view s) {
 }
 
 inline nlohmann::json request_metadata(std::string_view op = "Encrypt") {
-  return {{"awsPrincipalArn", "arn:aws:iam::123456789012:user/Alice"},
-          {"kmsKeyArn", "arn:aws:kms:us-east-2:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"},
-          {"kmsOperation", std::string(op)},
-          {"kmsRequestId", "4112f4d6-db54-4af4-ae30-c55a22a8dfae"},
-          {"kmsViaService", "ebs"}};
+  return {
+      {"awsPrincipalArn", "arn:aws:iam::123456789012:user/Alice"},
+      {"kmsKeyArn", "arn:aws:kms:us-east-2:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"},
+      {"kmsOperation", std::string(op)},
+      {"kmsRequestId", "4112f4d6-db54-4af4-ae30-c55a22a8dfae"},
+      {"kmsViaService", "ebs"}};
 }
 
 }  // namespace xks::testing

@@ -37,9 +37,11 @@ class DaemonReloadTest : public config::test::ConfigTest {
     start_engine_ = fake_engine();
     daemon_ = std::make_unique<Daemon>(
         config_file_, std::make_shared<const config::Config>(config::load_config(config_file_)),
-        start_engine_, metrics_, [this](const config::Config& cfg) -> Result<std::shared_ptr<Engine>> {
+        start_engine_, metrics_,
+        [this](const config::Config& cfg) -> Result<std::shared_ptr<Engine>> {
           opened_.push_back(cfg.hsms.at(0).sessions);
-          if (!factory_error_.empty()) return make_error(ErrorName::InternalException, factory_error_);
+          if (!factory_error_.empty())
+            return make_error(ErrorName::InternalException, factory_error_);
           return fake_engine(next_status_);
         });
   }
@@ -57,7 +59,8 @@ class DaemonReloadTest : public config::test::ConfigTest {
     write_yaml(n);
   }
 
-  ProxyMetrics metrics_{ProxyMetrics::Options{.version = "test", .now = {}, .process_metrics = false}};
+  ProxyMetrics metrics_{
+      ProxyMetrics::Options{.version = "test", .now = {}, .process_metrics = false}};
   std::filesystem::path config_file_;
   std::shared_ptr<Engine> start_engine_;
   std::vector<unsigned> opened_;  // sessions of each engine the factory opened

@@ -128,7 +128,8 @@ class HandlerTest : public ::testing::Test {
   void start() {
     auto cfg = std::make_shared<const config::Config>(cfg_);
     const auto indices = metrics_.register_keystores({std::string(kUriPath)});
-    holder_ = std::make_unique<RuntimeHolder>(std::make_shared<const Runtime>(cfg, engine_, indices, nullptr));
+    holder_ = std::make_unique<RuntimeHolder>(
+        std::make_shared<const Runtime>(cfg, engine_, indices, nullptr));
     pool_ = std::make_unique<core::BlockingPool>(2, queue_capacity_, "test-hsm");
     health_ = std::make_unique<HealthMonitor>(
         ioc_, *pool_, [this] { return engine_->backend->check_health(); },
@@ -160,11 +161,10 @@ class HandlerTest : public ::testing::Test {
     if (ctx.peer.empty()) ctx.peer = "192.0.2.1:40000";
     ctx.arrival = core::SteadyClock::now();
     std::optional<net::Response> res;
-    asio::co_spawn(ioc_, handler_->handle(req, ctx),
-                   [&](std::exception_ptr e, net::Response r) {
-                     if (e) std::rethrow_exception(e);
-                     res = std::move(r);
-                   });
+    asio::co_spawn(ioc_, handler_->handle(req, ctx), [&](std::exception_ptr e, net::Response r) {
+      if (e) std::rethrow_exception(e);
+      res = std::move(r);
+    });
     ioc_.restart();
     ioc_.run();
     EXPECT_TRUE(res.has_value());
@@ -185,7 +185,9 @@ class HandlerTest : public ::testing::Test {
     return send(bhttp::verb::post, target, body, signing);
   }
 
-  static std::string path(std::string_view suffix) { return std::string(kUriPath) + std::string(suffix); }
+  static std::string path(std::string_view suffix) {
+    return std::string(kUriPath) + std::string(suffix);
+  }
   static std::string key_path(std::string_view id, std::string_view op) {
     return path("/keys/" + std::string(id) + "/" + std::string(op));
   }
@@ -198,7 +200,8 @@ class HandlerTest : public ::testing::Test {
   }
   static json metadata_body() { return {{"requestMetadata", request_metadata("DescribeKey")}}; }
   static json health_body() {
-    return {{"requestMetadata", {{"kmsRequestId", kRequestId}, {"kmsOperation", "KmsHealthCheck"}}}};
+    return {
+        {"requestMetadata", {{"kmsRequestId", kRequestId}, {"kmsOperation", "KmsHealthCheck"}}}};
   }
   // A decrypt body for what `encrypted` (an Encrypt response) holds.
   static json decrypt_body(const json& encrypted) {
@@ -266,7 +269,8 @@ class HandlerTest : public ::testing::Test {
   std::shared_ptr<Engine> engine_;
   fs::path dir_;
   asio::io_context ioc_;
-  ProxyMetrics metrics_{ProxyMetrics::Options{.version = "test", .now = {}, .process_metrics = false}};
+  ProxyMetrics metrics_{
+      ProxyMetrics::Options{.version = "test", .now = {}, .process_metrics = false}};
   auth::SigV4Verifier verifier_;
   std::unique_ptr<RuntimeHolder> holder_;
   std::unique_ptr<core::BlockingPool> pool_;
@@ -329,8 +333,10 @@ TEST_F(HandlerTest, UnknownPathIsInvalidUriPath) {
   EXPECT_EQ(line["keystore"], "-");
   EXPECT_EQ(line["api"], "-");
   EXPECT_EQ(line["outcome"], "InvalidUriPathException");
-  EXPECT_EQ(metric(R"(xks_proxy_requests_total{keystore="unknown",api="GetHealthStatus",outcome="InvalidUriPathException"})"),
-            "0");  // not routed: no API to count it under
+  EXPECT_EQ(
+      metric(
+          R"(xks_proxy_requests_total{keystore="unknown",api="GetHealthStatus",outcome="InvalidUriPathException"})"),
+      "0");  // not routed: no API to count it under
 }
 
 TEST_F(HandlerTest, OtherMethodsOnApiUrisAre405WithAllowPost) {
@@ -346,13 +352,14 @@ TEST_F(HandlerTest, OtherMethodsOnApiUrisAre405WithAllowPost) {
 TEST_F(HandlerTest, AuthenticationFailures) {
   expect_error(post(key_path("k1", "encrypt"), encrypt_body(), Signing{.sign = false}), 401,
                "AuthenticationFailedException", "missing Authorization header");
-  expect_error(post(key_path("k1", "encrypt"), encrypt_body(),
-                    Signing{.akid = "AKIDUNKNOWNAAAAAAAAA"}),
-               401, "AuthenticationFailedException", "unknown access key id \"AKIDUNKNOWNAAAAAAAAA\"");
+  expect_error(
+      post(key_path("k1", "encrypt"), encrypt_body(), Signing{.akid = "AKIDUNKNOWNAAAAAAAAA"}), 401,
+      "AuthenticationFailedException", "unknown access key id \"AKIDUNKNOWNAAAAAAAAA\"");
   expect_error(post(key_path("k1", "encrypt"), encrypt_body(),
                     Signing{.secret = "d3JvbmdzZWNyZXR3cm9uZ3NlY3JldHdyb25nc2VjcmV0"}),
                401, "AuthenticationFailedException", "signature does not match");
-  const auto expired = post(key_path("k1", "encrypt"), encrypt_body(), Signing{.akid = kExpiredAkid});
+  const auto expired =
+      post(key_path("k1", "encrypt"), encrypt_body(), Signing{.akid = kExpiredAkid});
   expect_error(expired, 401, "AuthenticationFailedException");
   EXPECT_EQ(expired.body["errorMessage"],
             "access key id \"AKIDEXPIREDAAAAAAAAA\" has expired (its not_after has passed)");
@@ -365,15 +372,16 @@ TEST_F(HandlerTest, AuthenticationFailures) {
 }
 
 TEST_F(HandlerTest, ExpiredCredentialWithAWrongSignatureStillSaysExpired) {
-  const auto s = post(key_path("k1", "encrypt"), encrypt_body(),
-                      Signing{.akid = kExpiredAkid, .secret = "d3JvbmdzZWNyZXR3cm9uZ3NlY3JldHdyb25nc2VjcmV0"});
+  const auto s =
+      post(key_path("k1", "encrypt"), encrypt_body(),
+           Signing{.akid = kExpiredAkid, .secret = "d3JvbmdzZWNyZXR3cm9uZ3NlY3JldHdyb25nc2VjcmV0"});
   expect_error(s, 401, "AuthenticationFailedException", "has expired");
 }
 
 TEST_F(HandlerTest, RegionOfTheScopeAndOfTheClientCertificate) {
   keystore().region = std::string(kRegion);
-  expect_error(post(key_path("k1", "encrypt"), encrypt_body(), Signing{.region = "eu-west-1"}),
-               401, "AuthenticationFailedException",
+  expect_error(post(key_path("k1", "encrypt"), encrypt_body(), Signing{.region = "eu-west-1"}), 401,
+               "AuthenticationFailedException",
                "the SigV4 credential scope names region 'eu-west-1' but key store /ks/kms/xks/v1 "
                "serves region 'us-east-2' (keystores[].region)");
   net::RequestContext mtls;
@@ -476,21 +484,21 @@ TEST_F(HandlerTest, PolicyDenialIsAccessDeniedAndHealthIsExempt) {
   expect_error(s, 403, "AccessDeniedException");
   EXPECT_EQ(backend_->encrypt_calls, 0);
   EXPECT_EQ(post(path("/health"), health_body()).status, 200u);
-  EXPECT_EQ(metric(R"(xks_proxy_policy_decisions_total{keystore="/ks/kms/xks/v1",decision="deny"})"),
-            "1");
+  EXPECT_EQ(
+      metric(R"(xks_proxy_policy_decisions_total{keystore="/ks/kms/xks/v1",decision="deny"})"),
+      "1");
 }
 
 TEST_F(HandlerTest, KmsKeyArnOfAnotherRegionIsAccessDenied) {
   keystore().region = std::string(kRegion);
   json md = request_metadata("Encrypt");
   md["kmsKeyArn"] = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
-  expect_error(post(key_path("k1", "encrypt"), encrypt_body("x", md)), 403,
-               "AccessDeniedException",
+  expect_error(post(key_path("k1", "encrypt"), encrypt_body("x", md)), 403, "AccessDeniedException",
                "requestMetadata.kmsKeyArn names region 'eu-west-1' but key store "
                "/ks/kms/xks/v1 serves region 'us-east-2'");
   md["kmsKeyArn"] = "not-an-arn";
-  expect_error(post(key_path("k1", "encrypt"), encrypt_body("x", md)), 403,
-               "AccessDeniedException", "is not an ARN with a region");
+  expect_error(post(key_path("k1", "encrypt"), encrypt_body("x", md)), 403, "AccessDeniedException",
+               "is not an ARN with a region");
   EXPECT_EQ(backend_->encrypt_calls, 0);
   json metadata = metadata_body();
   metadata["requestMetadata"].erase("kmsKeyArn");  // absent: nothing to check
@@ -537,8 +545,8 @@ TEST_F(HandlerTest, AuthenticationComesBeforeTheKey) {
   expect_error(post(key_path("nope", "encrypt"), encrypt_body(), Signing{.sign = false}), 401,
                "AuthenticationFailedException");
   keystore().enabled = false;
-  expect_error(post(key_path("k1", "encrypt"), encrypt_body(), Signing{.akid = kExpiredAkid}),
-               401, "AuthenticationFailedException");
+  expect_error(post(key_path("k1", "encrypt"), encrypt_body(), Signing{.akid = kExpiredAkid}), 401,
+               "AuthenticationFailedException");
 }
 
 TEST_F(HandlerTest, TheKeysErrorBeatsABodyThatDoesNotParse) {
@@ -571,21 +579,23 @@ TEST_F(HandlerTest, KeyStateComesBeforeRegionAndPolicy) {
   expect_error(post(key_path("nope", "encrypt"), encrypt_body("x", md)), 404,
                "KeyNotFoundException");
   // kmsKeyArn's region before the policy.
-  expect_error(post(key_path("k1", "encrypt"), encrypt_body("x", md)), 403,
-               "AccessDeniedException", "kmsKeyArn names region");
-  EXPECT_EQ(metric(R"(xks_proxy_policy_decisions_total{keystore="/ks/kms/xks/v1",decision="deny"})"),
-            "0");
+  expect_error(post(key_path("k1", "encrypt"), encrypt_body("x", md)), 403, "AccessDeniedException",
+               "kmsKeyArn names region");
+  EXPECT_EQ(
+      metric(R"(xks_proxy_policy_decisions_total{keystore="/ks/kms/xks/v1",decision="deny"})"),
+      "0");
   expect_error(post(key_path("k1", "encrypt"), encrypt_body("x")), 403, "AccessDeniedException");
-  EXPECT_EQ(metric(R"(xks_proxy_policy_decisions_total{keystore="/ks/kms/xks/v1",decision="deny"})"),
-            "1");
+  EXPECT_EQ(
+      metric(R"(xks_proxy_policy_decisions_total{keystore="/ks/kms/xks/v1",decision="deny"})"),
+      "1");
 }
 
 TEST_F(HandlerTest, QuotaComesAfterTheRegionCheck) {
   keystore().region = std::string(kRegion);
   keystore().quota_rate = 0.001;
   keystore().quota_burst = 1;
-  expect_error(post(key_path("k1", "encrypt"), encrypt_body(), Signing{.region = "eu-west-1"}),
-               401, "AuthenticationFailedException");
+  expect_error(post(key_path("k1", "encrypt"), encrypt_body(), Signing{.region = "eu-west-1"}), 401,
+               "AuthenticationFailedException");
   EXPECT_EQ(post(key_path("k1", "encrypt"), encrypt_body()).status, 200u);
 }
 

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <array>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -15,7 +16,6 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
-#include <array>
 #include <functional>
 #include <future>
 #include <thread>
@@ -103,7 +103,8 @@ class MetricsEndpointTest : public ::testing::Test {
     return result;
   }
 
-  ProxyMetrics metrics_{ProxyMetrics::Options{.version = "9.9.9", .now = {}, .process_metrics = false}};
+  ProxyMetrics metrics_{
+      ProxyMetrics::Options{.version = "9.9.9", .now = {}, .process_metrics = false}};
   asio::io_context server_ioc_;
   asio::io_context client_ioc_;
   std::unique_ptr<MetricsEndpoint> server_;
@@ -125,10 +126,15 @@ TEST_F(MetricsEndpointTest, ServesTheExpositionWithKnownValues) {
   EXPECT_FALSE(res.keep_alive());
   const auto& body = res.body();
   EXPECT_EQ(obs::test::sample(body, "xks_proxy_connections_total"), "5");
-  EXPECT_EQ(obs::test::sample(body, R"(xks_proxy_requests_total{keystore="/kms/xks/v1",api="Encrypt",outcome="ok"})"),
-            "1");
-  EXPECT_EQ(obs::test::sample(body, R"(xks_proxy_requests_total{keystore="/kms/xks/v1",api="Encrypt",outcome="ThrottlingException"})"),
-            "1");
+  EXPECT_EQ(
+      obs::test::sample(
+          body, R"(xks_proxy_requests_total{keystore="/kms/xks/v1",api="Encrypt",outcome="ok"})"),
+      "1");
+  EXPECT_EQ(
+      obs::test::sample(
+          body,
+          R"(xks_proxy_requests_total{keystore="/kms/xks/v1",api="Encrypt",outcome="ThrottlingException"})"),
+      "1");
   EXPECT_EQ(obs::test::sample(body, R"(xks_proxy_build_info{version="9.9.9"})"), "1");
   obs::test::expect_well_formed(body);
   // Connection: close was asked for, so the server hangs up after the answer.
@@ -304,8 +310,9 @@ TEST_F(MetricsEndpointTest, IdleConnectionsCannotLockTheScraperOut) {
 TEST_F(MetricsEndpointTest, PortInUseIsAStartupErrorNamingTheAddress) {
   start();
   asio::io_context other_ioc;
-  MetricsEndpoint other(other_ioc, metrics_.registry(),
-                        MetricsEndpoint::Options{.host = "127.0.0.1", .port = server_->local_port()});
+  MetricsEndpoint other(
+      other_ioc, metrics_.registry(),
+      MetricsEndpoint::Options{.host = "127.0.0.1", .port = server_->local_port()});
   try {
     other.start();
     FAIL() << "second bind succeeded";
@@ -314,7 +321,8 @@ TEST_F(MetricsEndpointTest, PortInUseIsAStartupErrorNamingTheAddress) {
               std::string::npos)
         << e.what();
   }
-  MetricsEndpoint bad(other_ioc, metrics_.registry(), MetricsEndpoint::Options{.host = "localhost"});
+  MetricsEndpoint bad(other_ioc, metrics_.registry(),
+                      MetricsEndpoint::Options{.host = "localhost"});
   EXPECT_THROW(bad.start(), std::runtime_error);  // we bind addresses, we do not resolve
 }
 
@@ -327,9 +335,9 @@ TEST(ParseListenAddress, AcceptsIpAndPortForms) {
 }
 
 TEST(ParseListenAddress, RejectsMalformedInput) {
-  for (const char* bad : {"", "127.0.0.1", "127.0.0.1:", ":9464", "127.0.0.1:65536",
-                          "127.0.0.1:94x4", "127.0.0.1:-1", "::1:9464", "[::1]9464",
-                          "[127.0.0.1]:9464", "localhost:9464", "[::1]:+1"}) {
+  for (const char* bad :
+       {"", "127.0.0.1", "127.0.0.1:", ":9464", "127.0.0.1:65536", "127.0.0.1:94x4", "127.0.0.1:-1",
+        "::1:9464", "[::1]9464", "[127.0.0.1]:9464", "localhost:9464", "[::1]:+1"}) {
     EXPECT_EQ(parse_listen_address(bad), std::nullopt) << bad;
   }
 }

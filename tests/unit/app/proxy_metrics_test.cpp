@@ -16,8 +16,8 @@ namespace xks::app {
 namespace {
 
 using namespace std::chrono_literals;
-using std::chrono::system_clock;
 using obs::test::sample;
+using std::chrono::system_clock;
 
 const system_clock::time_point kNow{1'700'000'000s};
 
@@ -56,16 +56,30 @@ TEST(ProxyMetrics, RequestsAreCountedByKeystoreApiAndOutcome) {
   m.record_request(9999, http::Api::Encrypt, std::nullopt, 1ms);  // ignored, no crash
 
   const auto text = m.render();
-  EXPECT_EQ(sample(text, R"(xks_proxy_requests_total{keystore="/kms/xks/v1",api="Encrypt",outcome="ok"})"),
-            "2");
-  EXPECT_EQ(sample(text, R"(xks_proxy_requests_total{keystore="/kms/xks/v1",api="Decrypt",outcome="InvalidCiphertextException"})"),
-            "1");
-  EXPECT_EQ(sample(text, R"(xks_proxy_requests_total{keystore="/tenant-b/kms/xks/v1",api="GetKeyMetadata",outcome="KeyNotFoundException"})"),
-            "1");
-  EXPECT_EQ(sample(text, R"(xks_proxy_requests_total{keystore="unknown",api="Encrypt",outcome="InvalidUriPathException"})"),
-            "1");
-  EXPECT_EQ(sample(text, R"(xks_proxy_requests_total{keystore="/kms/xks/v1",api="GetHealthStatus",outcome="ThrottlingException"})"),
-            "0");
+  EXPECT_EQ(
+      sample(text,
+             R"(xks_proxy_requests_total{keystore="/kms/xks/v1",api="Encrypt",outcome="ok"})"),
+      "2");
+  EXPECT_EQ(
+      sample(
+          text,
+          R"(xks_proxy_requests_total{keystore="/kms/xks/v1",api="Decrypt",outcome="InvalidCiphertextException"})"),
+      "1");
+  EXPECT_EQ(
+      sample(
+          text,
+          R"(xks_proxy_requests_total{keystore="/tenant-b/kms/xks/v1",api="GetKeyMetadata",outcome="KeyNotFoundException"})"),
+      "1");
+  EXPECT_EQ(
+      sample(
+          text,
+          R"(xks_proxy_requests_total{keystore="unknown",api="Encrypt",outcome="InvalidUriPathException"})"),
+      "1");
+  EXPECT_EQ(
+      sample(
+          text,
+          R"(xks_proxy_requests_total{keystore="/kms/xks/v1",api="GetHealthStatus",outcome="ThrottlingException"})"),
+      "0");
   // Every API x outcome exists from the start, so rate() works from the first error.
   EXPECT_EQ(count_lines_starting_with(text, R"(xks_proxy_requests_total{keystore="/kms/xks/v1",)"),
             kApiCount * kOutcomeCount);
@@ -101,16 +115,26 @@ TEST(ProxyMetrics, ReRegisteringOnReloadKeepsCountsAndIndices) {
   m.record_request(before[0], http::Api::Encrypt, std::nullopt, 1ms);
   m.record_request(after[0], http::Api::Encrypt, std::nullopt, 1ms);
   const auto text = m.render();
-  EXPECT_EQ(sample(text, R"(xks_proxy_requests_total{keystore="/a/kms/xks/v1",api="Encrypt",outcome="ok"})"),
-            "2");
-  EXPECT_EQ(sample(text, R"(xks_proxy_requests_total{keystore="/b/kms/xks/v1",api="Decrypt",outcome="ok"})"),
-            "1");  // frozen, not reset
-  EXPECT_EQ(sample(text, R"(xks_proxy_requests_total{keystore="/c/kms/xks/v1",api="Encrypt",outcome="ok"})"),
-            "1");
-  EXPECT_EQ(sample(text, R"(xks_proxy_policy_decisions_total{keystore="/a/kms/xks/v1",decision="deny"})"),
-            "1");
-  EXPECT_EQ(sample(text, R"(xks_proxy_policy_decisions_total{keystore="/c/kms/xks/v1",decision="dry_run_deny"})"),
-            "0");
+  EXPECT_EQ(
+      sample(text,
+             R"(xks_proxy_requests_total{keystore="/a/kms/xks/v1",api="Encrypt",outcome="ok"})"),
+      "2");
+  EXPECT_EQ(
+      sample(text,
+             R"(xks_proxy_requests_total{keystore="/b/kms/xks/v1",api="Decrypt",outcome="ok"})"),
+      "1");  // frozen, not reset
+  EXPECT_EQ(
+      sample(text,
+             R"(xks_proxy_requests_total{keystore="/c/kms/xks/v1",api="Encrypt",outcome="ok"})"),
+      "1");
+  EXPECT_EQ(
+      sample(text, R"(xks_proxy_policy_decisions_total{keystore="/a/kms/xks/v1",decision="deny"})"),
+      "1");
+  EXPECT_EQ(
+      sample(
+          text,
+          R"(xks_proxy_policy_decisions_total{keystore="/c/kms/xks/v1",decision="dry_run_deny"})"),
+      "0");
 }
 
 TEST(ProxyMetrics, ConcurrentRecordingFromEightThreadsSumsExactlyAcrossAReload) {
@@ -135,8 +159,10 @@ TEST(ProxyMetrics, ConcurrentRecordingFromEightThreadsSumsExactlyAcrossAReload) 
   }
   for (auto& th : threads) th.join();
   const auto text = m.render();
-  EXPECT_EQ(sample(text, R"(xks_proxy_requests_total{keystore="/kms/xks/v1",api="Encrypt",outcome="ok"})"),
-            std::to_string(kThreads * kPerThread));
+  EXPECT_EQ(
+      sample(text,
+             R"(xks_proxy_requests_total{keystore="/kms/xks/v1",api="Encrypt",outcome="ok"})"),
+      std::to_string(kThreads * kPerThread));
   EXPECT_EQ(sample(text, R"(xks_proxy_request_duration_seconds_count{api="Encrypt"})"),
             std::to_string(kThreads * kPerThread));
 }
@@ -152,25 +178,43 @@ TEST(ProxyMetrics, HsmCallsHealthAndSampledGauges) {
 
   m.set_hsm_health("hsm0", "DEGRADED");
   std::atomic<int> leased{3};
-  m.set_hsm_session_samplers("hsm0", [&] { return static_cast<double>(leased.load()); },
-                             [] { return 8.0; });
+  m.set_hsm_session_samplers(
+      "hsm0", [&] { return static_cast<double>(leased.load()); }, [] { return 8.0; });
   m.set_worker_pool_samplers([] { return 2.0; }, [] { return 5.0; });
 
   auto text = m.render();
-  EXPECT_EQ(sample(text, R"(xks_proxy_hsm_call_duration_seconds_bucket{hsm="hsm0",function="encrypt",le="0.002"})"),
-            "0");
-  EXPECT_EQ(sample(text, R"(xks_proxy_hsm_call_duration_seconds_bucket{hsm="hsm0",function="encrypt",le="0.005"})"),
-            "1");
-  EXPECT_EQ(sample(text, R"(xks_proxy_hsm_call_duration_seconds_bucket{hsm="hsm0",function="generate_random",le="0.0005"})"),
-            "1");
-  EXPECT_EQ(sample(text, R"(xks_proxy_hsm_call_duration_seconds_bucket{hsm="cloudhsm",function="key_attributes",le="0.25"})"),
-            "0");
-  EXPECT_EQ(sample(text, R"(xks_proxy_hsm_call_duration_seconds_count{hsm="cloudhsm",function="key_attributes"})"),
-            "1");
-  EXPECT_EQ(sample(text, R"(xks_proxy_hsm_call_duration_seconds_count{hsm="hsm0",function="health_check"})"),
-            "0");
-  EXPECT_EQ(sample(text, R"(xks_proxy_hsm_call_duration_seconds_count{hsm="hsm0",function="decrypt"})"),
-            "0");
+  EXPECT_EQ(
+      sample(
+          text,
+          R"(xks_proxy_hsm_call_duration_seconds_bucket{hsm="hsm0",function="encrypt",le="0.002"})"),
+      "0");
+  EXPECT_EQ(
+      sample(
+          text,
+          R"(xks_proxy_hsm_call_duration_seconds_bucket{hsm="hsm0",function="encrypt",le="0.005"})"),
+      "1");
+  EXPECT_EQ(
+      sample(
+          text,
+          R"(xks_proxy_hsm_call_duration_seconds_bucket{hsm="hsm0",function="generate_random",le="0.0005"})"),
+      "1");
+  EXPECT_EQ(
+      sample(
+          text,
+          R"(xks_proxy_hsm_call_duration_seconds_bucket{hsm="cloudhsm",function="key_attributes",le="0.25"})"),
+      "0");
+  EXPECT_EQ(
+      sample(
+          text,
+          R"(xks_proxy_hsm_call_duration_seconds_count{hsm="cloudhsm",function="key_attributes"})"),
+      "1");
+  EXPECT_EQ(
+      sample(text,
+             R"(xks_proxy_hsm_call_duration_seconds_count{hsm="hsm0",function="health_check"})"),
+      "0");
+  EXPECT_EQ(
+      sample(text, R"(xks_proxy_hsm_call_duration_seconds_count{hsm="hsm0",function="decrypt"})"),
+      "0");
   EXPECT_EQ(sample(text, R"(xks_proxy_hsm_health{hsm="hsm0",status="ACTIVE"})"), "0");
   EXPECT_EQ(sample(text, R"(xks_proxy_hsm_health{hsm="hsm0",status="DEGRADED"})"), "1");
   EXPECT_EQ(sample(text, R"(xks_proxy_hsm_health{hsm="hsm0",status="UNAVAILABLE"})"), "0");
@@ -253,33 +297,60 @@ TEST(ProxyMetrics, CredentialsLastUseAndNotAfterSurviveReloadsOfTheSameId) {
   m.record_credential_use(ks, "AKIAUNKNOWNUNKNOWNUN", kNow);  // ignored
 
   auto text = m.render();
-  EXPECT_EQ(sample(text, R"(xks_proxy_credential_last_used_timestamp_seconds{keystore="/kms/xks/v1",access_key_id="AKIAAAAAAAAAAAAAAAAA"})"),
-            "1699999990");
-  EXPECT_EQ(sample(text, R"(xks_proxy_credential_last_used_timestamp_seconds{keystore="/kms/xks/v1",access_key_id="AKIABBBBBBBBBBBBBBBB"})"),
-            "0");
-  EXPECT_EQ(sample(text, R"(xks_proxy_credential_not_after_timestamp_seconds{keystore="/kms/xks/v1",access_key_id="AKIAAAAAAAAAAAAAAAAA"})"),
-            "1700086400");
-  EXPECT_EQ(sample(text, R"(xks_proxy_credential_not_after_timestamp_seconds{keystore="/kms/xks/v1",access_key_id="AKIABBBBBBBBBBBBBBBB"})"),
-            std::nullopt);  // no expiry configured: no series
+  EXPECT_EQ(
+      sample(
+          text,
+          R"(xks_proxy_credential_last_used_timestamp_seconds{keystore="/kms/xks/v1",access_key_id="AKIAAAAAAAAAAAAAAAAA"})"),
+      "1699999990");
+  EXPECT_EQ(
+      sample(
+          text,
+          R"(xks_proxy_credential_last_used_timestamp_seconds{keystore="/kms/xks/v1",access_key_id="AKIABBBBBBBBBBBBBBBB"})"),
+      "0");
+  EXPECT_EQ(
+      sample(
+          text,
+          R"(xks_proxy_credential_not_after_timestamp_seconds{keystore="/kms/xks/v1",access_key_id="AKIAAAAAAAAAAAAAAAAA"})"),
+      "1700086400");
+  EXPECT_EQ(
+      sample(
+          text,
+          R"(xks_proxy_credential_not_after_timestamp_seconds{keystore="/kms/xks/v1",access_key_id="AKIABBBBBBBBBBBBBBBB"})"),
+      std::nullopt);  // no expiry configured: no series
 
   // Rotation: B is removed, C is added, A keeps its last use.
   m.set_credentials(ks, {credential("AKIAAAAAAAAAAAAAAAAA", kNow + 48h),
                          credential("AKIACCCCCCCCCCCCCCCC", std::nullopt)});
   text = m.render();
-  EXPECT_EQ(sample(text, R"(xks_proxy_credential_last_used_timestamp_seconds{keystore="/kms/xks/v1",access_key_id="AKIAAAAAAAAAAAAAAAAA"})"),
-            "1699999990");
-  EXPECT_EQ(sample(text, R"(xks_proxy_credential_not_after_timestamp_seconds{keystore="/kms/xks/v1",access_key_id="AKIAAAAAAAAAAAAAAAAA"})"),
-            "1700172800");
-  EXPECT_EQ(sample(text, R"(xks_proxy_credential_last_used_timestamp_seconds{keystore="/kms/xks/v1",access_key_id="AKIABBBBBBBBBBBBBBBB"})"),
-            std::nullopt);
-  EXPECT_EQ(sample(text, R"(xks_proxy_credential_last_used_timestamp_seconds{keystore="/kms/xks/v1",access_key_id="AKIACCCCCCCCCCCCCCCC"})"),
-            "0");
+  EXPECT_EQ(
+      sample(
+          text,
+          R"(xks_proxy_credential_last_used_timestamp_seconds{keystore="/kms/xks/v1",access_key_id="AKIAAAAAAAAAAAAAAAAA"})"),
+      "1699999990");
+  EXPECT_EQ(
+      sample(
+          text,
+          R"(xks_proxy_credential_not_after_timestamp_seconds{keystore="/kms/xks/v1",access_key_id="AKIAAAAAAAAAAAAAAAAA"})"),
+      "1700172800");
+  EXPECT_EQ(
+      sample(
+          text,
+          R"(xks_proxy_credential_last_used_timestamp_seconds{keystore="/kms/xks/v1",access_key_id="AKIABBBBBBBBBBBBBBBB"})"),
+      std::nullopt);
+  EXPECT_EQ(
+      sample(
+          text,
+          R"(xks_proxy_credential_last_used_timestamp_seconds{keystore="/kms/xks/v1",access_key_id="AKIACCCCCCCCCCCCCCCC"})"),
+      "0");
 
   // A credential that loses its not_after loses the series too.
   m.set_credentials(ks, {credential("AKIAAAAAAAAAAAAAAAAA", std::nullopt)});
   text = m.render();
-  EXPECT_EQ(sample(text, R"(xks_proxy_credential_not_after_timestamp_seconds{keystore="/kms/xks/v1",access_key_id="AKIAAAAAAAAAAAAAAAAA"})"),
-            std::nullopt);
+  EXPECT_EQ(
+      sample(
+          text,
+          R"(xks_proxy_credential_not_after_timestamp_seconds{keystore="/kms/xks/v1",access_key_id="AKIAAAAAAAAAAAAAAAAA"})"),
+      std::nullopt);
 }
 
 TEST(ProxyMetrics, CredentialIssueTimeFollowsReloads) {
@@ -289,20 +360,32 @@ TEST(ProxyMetrics, CredentialIssueTimeFollowsReloads) {
   a.issued = kNow - 24h * 80;
   m.set_credentials(ks, {a, credential("AKIABBBBBBBBBBBBBBBB", std::nullopt)});
   auto text = m.render();
-  EXPECT_EQ(sample(text, R"(xks_proxy_credential_issued_timestamp_seconds{keystore="/kms/xks/v1",access_key_id="AKIAAAAAAAAAAAAAAAAA"})"),
-            "1693088000");
-  EXPECT_EQ(sample(text, R"(xks_proxy_credential_issued_timestamp_seconds{keystore="/kms/xks/v1",access_key_id="AKIABBBBBBBBBBBBBBBB"})"),
-            std::nullopt);  // a secret from the environment: no issue time
+  EXPECT_EQ(
+      sample(
+          text,
+          R"(xks_proxy_credential_issued_timestamp_seconds{keystore="/kms/xks/v1",access_key_id="AKIAAAAAAAAAAAAAAAAA"})"),
+      "1693088000");
+  EXPECT_EQ(
+      sample(
+          text,
+          R"(xks_proxy_credential_issued_timestamp_seconds{keystore="/kms/xks/v1",access_key_id="AKIABBBBBBBBBBBBBBBB"})"),
+      std::nullopt);  // a secret from the environment: no issue time
   // Rotation: A's secret file rewritten, B removed.
   a.issued = kNow;
   m.set_credentials(ks, {a});
   text = m.render();
-  EXPECT_EQ(sample(text, R"(xks_proxy_credential_issued_timestamp_seconds{keystore="/kms/xks/v1",access_key_id="AKIAAAAAAAAAAAAAAAAA"})"),
-            "1700000000");
+  EXPECT_EQ(
+      sample(
+          text,
+          R"(xks_proxy_credential_issued_timestamp_seconds{keystore="/kms/xks/v1",access_key_id="AKIAAAAAAAAAAAAAAAAA"})"),
+      "1700000000");
   a.issued.reset();
   m.set_credentials(ks, {a});
-  EXPECT_EQ(sample(m.render(), R"(xks_proxy_credential_issued_timestamp_seconds{keystore="/kms/xks/v1",access_key_id="AKIAAAAAAAAAAAAAAAAA"})"),
-            std::nullopt);
+  EXPECT_EQ(
+      sample(
+          m.render(),
+          R"(xks_proxy_credential_issued_timestamp_seconds{keystore="/kms/xks/v1",access_key_id="AKIAAAAAAAAAAAAAAAAA"})"),
+      std::nullopt);
 }
 
 TEST(ProxyMetrics, ReloadsByResultAndLastReloadSuccessful) {
@@ -327,8 +410,7 @@ TEST(ProxyMetrics, ProcessMetricsAreReadFromProc) {
   const auto start = sample(text, "process_start_time_seconds");
   ASSERT_TRUE(start.has_value());
   const double started = std::stod(*start);
-  const double now =
-      std::chrono::duration<double>(system_clock::now().time_since_epoch()).count();
+  const double now = std::chrono::duration<double>(system_clock::now().time_since_epoch()).count();
   EXPECT_GT(started, now - 24 * 3600.0 * 365);
   EXPECT_LE(started, now + 1.0);
   const auto rss = sample(text, "process_resident_memory_bytes");
@@ -343,23 +425,34 @@ TEST(ProxyMetrics, WholeExpositionIsWellFormed) {
   m.record_request(ks, http::Api::Encrypt, std::nullopt, 1ms);
   m.set_tls_certificate_not_after(system_clock::now() + 24h * 90);
   m.set_worker_pool_samplers([] { return 0.0; }, [] { return 0.0; });
-  m.set_hsm_session_samplers("hsm0", [] { return 1.0; }, [] { return 2.0; });
+  m.set_hsm_session_samplers(
+      "hsm0", [] { return 1.0; }, [] { return 2.0; });
   m.set_credentials(ks, {credential("AKIAAAAAAAAAAAAAAAAA", system_clock::now())});
   obs::test::expect_well_formed(m.render());
 
   // Every metric the issue asks for is there.
   const auto text = m.render();
-  for (const char* name :
-       {"xks_proxy_requests_total", "xks_proxy_request_duration_seconds",
-        "xks_proxy_hsm_call_duration_seconds", "xks_proxy_hsm_sessions_in_use",
-        "xks_proxy_hsm_sessions_open", "xks_proxy_hsm_queue_depth", "xks_proxy_hsm_workers_busy",
-        "xks_proxy_tls_handshakes_total", "xks_proxy_connections_open",
-        "xks_proxy_connections_total", "xks_proxy_hsm_health",
-        "xks_proxy_tls_certificate_expiry_seconds", "xks_proxy_tls_certificate_days_remaining",
-        "xks_proxy_credential_last_used_timestamp_seconds",
-        "xks_proxy_credential_not_after_timestamp_seconds", "xks_proxy_policy_decisions_total",
-        "xks_proxy_throttled_total", "xks_proxy_connections_dropped_total", "xks_proxy_build_info", "process_start_time_seconds",
-        "process_resident_memory_bytes"}) {
+  for (const char* name : {"xks_proxy_requests_total",
+                           "xks_proxy_request_duration_seconds",
+                           "xks_proxy_hsm_call_duration_seconds",
+                           "xks_proxy_hsm_sessions_in_use",
+                           "xks_proxy_hsm_sessions_open",
+                           "xks_proxy_hsm_queue_depth",
+                           "xks_proxy_hsm_workers_busy",
+                           "xks_proxy_tls_handshakes_total",
+                           "xks_proxy_connections_open",
+                           "xks_proxy_connections_total",
+                           "xks_proxy_hsm_health",
+                           "xks_proxy_tls_certificate_expiry_seconds",
+                           "xks_proxy_tls_certificate_days_remaining",
+                           "xks_proxy_credential_last_used_timestamp_seconds",
+                           "xks_proxy_credential_not_after_timestamp_seconds",
+                           "xks_proxy_policy_decisions_total",
+                           "xks_proxy_throttled_total",
+                           "xks_proxy_connections_dropped_total",
+                           "xks_proxy_build_info",
+                           "process_start_time_seconds",
+                           "process_resident_memory_bytes"}) {
     EXPECT_NE(text.find(std::string("# TYPE ") + name + " "), std::string::npos) << name;
   }
 }

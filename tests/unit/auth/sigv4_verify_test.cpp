@@ -17,7 +17,8 @@ constexpr std::string_view kAkid = "AKIAXKSPROXYTEST2345";
 constexpr std::string_view kSecret = "c2VjcmV0LWZvci11bml0LXRlc3RzLW9ubHktMDEyMzQ1Njc4OQ==";
 constexpr std::string_view kHost = "xks.example.com";
 constexpr std::string_view kTarget = "/tenant-a/kms/xks/v1/keys/key-1/encrypt";
-constexpr std::string_view kBody = R"({"requestMetadata":{"kmsRequestId":"r1","kmsOperation":"Encrypt"},"plaintext":"AAAA","encryptionAlgorithm":"AES_GCM"})";
+constexpr std::string_view kBody =
+    R"({"requestMetadata":{"kmsRequestId":"r1","kmsOperation":"Encrypt"},"plaintext":"AAAA","encryptionAlgorithm":"AES_GCM"})";
 
 std::chrono::system_clock::time_point t0() { return test::suite_time() + 24h * 3000; }
 
@@ -139,10 +140,9 @@ TEST_F(Verify, AnExpiredCredentialIsRefusedNamingItsNotAfter) {
   const auto r = verifier_.verify(signed_request().view(), expired, t0());
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().name, ErrorName::AuthenticationFailedException);
-  EXPECT_EQ(r.error().message, "access key id \"" + std::string(kAkid) +
-                                   "\" has expired (its not_after has passed)");
-  EXPECT_EQ(r.error().detail,
-            "keystores[].credentials[].not_after " + format_amz_date(until));
+  EXPECT_EQ(r.error().message,
+            "access key id \"" + std::string(kAkid) + "\" has expired (its not_after has passed)");
+  EXPECT_EQ(r.error().detail, "keystores[].credentials[].not_after " + format_amz_date(until));
   EXPECT_TRUE(test::printable_ascii(r.error().message));
   // Checked before the signature: a wrong secret still says expired.
   const auto wrong = verifier_.verify(signed_request({.secret = "d3Jvbmc="}).view(), expired, t0());
@@ -224,9 +224,9 @@ TEST_F(Verify, DateDiffersFromScopeDate) {
 }
 
 TEST_F(Verify, MalformedAmzDate) {
-  for (const char* d : {"2015-08-30T12:36:00Z", "20150830T123600", "20150830 123600Z",
-                        "20150230T123600Z", "20150830T253600Z", "20150830T126000Z",
-                        "2015083OT123600Z", ""}) {
+  for (const char* d :
+       {"2015-08-30T12:36:00Z", "20150830T123600", "20150830 123600Z", "20150230T123600Z",
+        "20150830T253600Z", "20150830T126000Z", "2015083OT123600Z", ""}) {
     OwnedRequest r = signed_request();
     r.headers.set("X-Amz-Date", d);
     expect_failure(r, "malformed X-Amz-Date");
@@ -295,11 +295,10 @@ TEST_F(Verify, PartsInAnyOrderAndWithoutSpaces) {
   const std::string cred = auth.substr(cred_at, sh_at - 2 - cred_at);
   const std::string sh = auth.substr(sh_at, sig_at - 2 - sh_at);
   const std::string sig = auth.substr(sig_at);
-  for (const std::string& v :
-       {"AWS4-HMAC-SHA256 " + sig + ", " + sh + ", " + cred,
-        "AWS4-HMAC-SHA256 " + sh + "," + cred + "," + sig,
-        "AWS4-HMAC-SHA256 " + cred + ",  " + sig + " ,\t" + sh,
-        "AWS4-HMAC-SHA256   " + cred + "," + sh + "," + sig + " "}) {
+  for (const std::string& v : {"AWS4-HMAC-SHA256 " + sig + ", " + sh + ", " + cred,
+                               "AWS4-HMAC-SHA256 " + sh + "," + cred + "," + sig,
+                               "AWS4-HMAC-SHA256 " + cred + ",  " + sig + " ,\t" + sh,
+                               "AWS4-HMAC-SHA256   " + cred + "," + sh + "," + sig + " "}) {
     OwnedRequest r = signed_request();
     with_authorization(r, v);
     const auto res = run(r);
@@ -345,12 +344,14 @@ TEST_F(Verify, MalformedAuthorizationHeaders) {
        "Credential appears twice"},
       {"AWS4-HMAC-SHA256 Credential={C}, SignedHeaders={S}, Signature={G}, Extra=1",
        "unknown part \"Extra\""},
-      {"AWS4-HMAC-SHA256 Credential={C}, SignedHeaders={S}, Signature={G},", "expected Credential="},
+      {"AWS4-HMAC-SHA256 Credential={C}, SignedHeaders={S}, Signature={G},",
+       "expected Credential="},
       {"AWS4-HMAC-SHA256 Credential={C} SignedHeaders={S} Signature={G}", "malformed"},
       {"AWS4-HMAC-SHA256 credential={C}, SignedHeaders={S}, Signature={G}", "unknown part"},
       {"AWS4-HMAC-SHA256 Credential={C}, SignedHeaders={S}, Signature=abc", "malformed Signature"},
       {"AWS4-HMAC-SHA256 Credential={C}, SignedHeaders={S}, Signature={G}0", "malformed Signature"},
-      {"AWS4-HMAC-SHA256 Credential={C}, SignedHeaders={S}, Signature=zz{G}", "malformed Signature"},
+      {"AWS4-HMAC-SHA256 Credential={C}, SignedHeaders={S}, Signature=zz{G}",
+       "malformed Signature"},
       {"AWS4-HMAC-SHA256 Credential=AKIAXKSPROXYTEST2345/us-east-1/kms-xks-proxy/aws4_request, "
        "SignedHeaders={S}, Signature={G}",
        "malformed Credential"},
@@ -362,16 +363,19 @@ TEST_F(Verify, MalformedAuthorizationHeaders) {
       {"AWS4-HMAC-SHA256 Credential=AKIA\"x/20230101/us-east-1/kms-xks-proxy/aws4_request, "
        "SignedHeaders={S}, Signature={G}",
        "access key id"},
-      {"AWS4-HMAC-SHA256 Credential=AKIAXKSPROXYTEST2345/2023-1-1/us-east-1/kms-xks-proxy/aws4_request, "
+      {"AWS4-HMAC-SHA256 "
+       "Credential=AKIAXKSPROXYTEST2345/2023-1-1/us-east-1/kms-xks-proxy/aws4_request, "
        "SignedHeaders={S}, Signature={G}",
        "scope date is not yyyymmdd"},
-      {"AWS4-HMAC-SHA256 Credential=AKIAXKSPROXYTEST2345/20230101/US EAST/kms-xks-proxy/aws4_request, "
+      {"AWS4-HMAC-SHA256 Credential=AKIAXKSPROXYTEST2345/20230101/US "
+       "EAST/kms-xks-proxy/aws4_request, "
        "SignedHeaders={S}, Signature={G}",
        "region"},
       {"AWS4-HMAC-SHA256 Credential=AKIAXKSPROXYTEST2345/20230101/us-east-1/kms/aws4_request, "
        "SignedHeaders={S}, Signature={G}",
        "wrong service in the credential scope: \"kms\", expected \"kms-xks-proxy\""},
-      {"AWS4-HMAC-SHA256 Credential=AKIAXKSPROXYTEST2345/20230101/us-east-1/kms-xks-proxy/aws5_request, "
+      {"AWS4-HMAC-SHA256 "
+       "Credential=AKIAXKSPROXYTEST2345/20230101/us-east-1/kms-xks-proxy/aws5_request, "
        "SignedHeaders={S}, Signature={G}",
        "does not end with aws4_request"},
       {"AWS4-HMAC-SHA256 Credential={C}, SignedHeaders=x-amz-date, Signature={G}",
@@ -387,7 +391,8 @@ TEST_F(Verify, MalformedAuthorizationHeaders) {
       {"AWS4-HMAC-SHA256 Credential={C}, SignedHeaders=, Signature={G}", "malformed SignedHeaders"},
       {"AWS4-HMAC-SHA256 Credential={C}, SignedHeaders=host;host;x-amz-date, Signature={G}",
        "\"host\" is listed twice"},
-      {"AWS4-HMAC-SHA256 Credential={C}, SignedHeaders=authorization;host;x-amz-date, Signature={G}",
+      {"AWS4-HMAC-SHA256 Credential={C}, SignedHeaders=authorization;host;x-amz-date, "
+       "Signature={G}",
        "cannot sign itself"},
       // Valid syntax, but not what was signed.
       {"AWS4-HMAC-SHA256 Credential={C}, SignedHeaders=host;x-amz-date, Signature={G}",
@@ -395,9 +400,8 @@ TEST_F(Verify, MalformedAuthorizationHeaders) {
   };
   for (const Malformed& m : cases) {
     std::string v = m.authorization;
-    for (const auto& [token, value] : {std::pair<std::string, std::string>{"{C}", cred},
-                                       {"{S}", sh},
-                                       {"{G}", sig}}) {
+    for (const auto& [token, value] :
+         {std::pair<std::string, std::string>{"{C}", cred}, {"{S}", sh}, {"{G}", sig}}) {
       for (auto at = v.find(token); at != std::string::npos; at = v.find(token)) {
         v.replace(at, token.size(), value);
       }
@@ -411,7 +415,8 @@ TEST_F(Verify, MalformedAuthorizationHeaders) {
 
 TEST_F(Verify, NonPrintableAuthorizationIsNotEchoed) {
   OwnedRequest r = signed_request();
-  with_authorization(r, std::string("AWS4-HMAC-SHA256 Cr\x01\xff=1, SignedHeaders=host, Signature=0"));
+  with_authorization(r,
+                     std::string("AWS4-HMAC-SHA256 Cr\x01\xff=1, SignedHeaders=host, Signature=0"));
   expect_failure(r, "unknown part");
 }
 
@@ -450,7 +455,7 @@ TEST_F(Verify, TargetMustBeAnAbsolutePath) {
 TEST_F(Verify, ManyDatesAndRegionsAndThreads) {
   // More (date, region) pairs than the signing-key cache holds, from several
   // threads at once: every verification must still be right.
-  const char* regions[] = {"us-east-1", "us-west-2", "eu-west-1", "eu-central-1", "ap-south-1",
+  const char* regions[] = {"us-east-1", "us-west-2",    "eu-west-1",  "eu-central-1", "ap-south-1",
                            "sa-east-1", "ca-central-1", "me-south-1", "af-south-1"};
   std::vector<std::pair<OwnedRequest, std::chrono::system_clock::time_point>> reqs;
   for (int day = 0; day < 6; ++day) {

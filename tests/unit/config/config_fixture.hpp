@@ -23,7 +23,7 @@ namespace fs = std::filesystem;
 
 // Distinctive values so that a leak into any message is easy to detect.
 inline constexpr const char* kSecret = "S3cr3t+Value/That=Must0NeverAppearInAnyLogLine";  // 46
-inline constexpr const char* kSecret2 = "An0ther+Secret/Value=ForRotationTestsOnlyXYZ";    // 44
+inline constexpr const char* kSecret2 = "An0ther+Secret/Value=ForRotationTestsOnlyXYZ";   // 44
 inline constexpr const char* kPin = "pin-1234-never-logged";
 inline constexpr const char* kAkid = "AKIAXKSPROXYEXAMPLE2";
 inline constexpr const char* kAkid2 = "AKIAXKSPROXYEXAMPLE3";

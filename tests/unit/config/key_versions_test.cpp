@@ -70,70 +70,96 @@ TEST_F(ConfigTest, OneVersionNeedsNoCurrent) {
 
 TEST_F(ConfigTest, VersionRulesAreStartupErrors) {
   const std::string k = "keystores[0].keys[0]";
-  EXPECT_THAT(expect_error([](YAML::Node& n) {
-                versioned(n);
-                key0(n)["label"] = "x";
-              }, k + ".label"),
+  EXPECT_THAT(expect_error(
+                  [](YAML::Node& n) {
+                    versioned(n);
+                    key0(n)["label"] = "x";
+                  },
+                  k + ".label"),
               HasSubstr("together with versions"));
   EXPECT_THAT(expect_error([](YAML::Node& n) { key0(n)["current"] = 2; }, k + ".current"),
               HasSubstr("lists no versions"));
-  EXPECT_THAT(expect_error([](YAML::Node& n) {
-                versioned(n);
-                key0(n).remove("current");
-              }, k + ".current"),
+  EXPECT_THAT(expect_error(
+                  [](YAML::Node& n) {
+                    versioned(n);
+                    key0(n).remove("current");
+                  },
+                  k + ".current"),
               HasSubstr("more than one version"));
-  EXPECT_THAT(expect_error([](YAML::Node& n) {
-                versioned(n);
-                key0(n)["current"] = 4;
-              }, k + ".current"),
+  EXPECT_THAT(expect_error(
+                  [](YAML::Node& n) {
+                    versioned(n);
+                    key0(n)["current"] = 4;
+                  },
+                  k + ".current"),
               HasSubstr("not one of the listed versions"));
-  EXPECT_THAT(expect_error([](YAML::Node& n) {
-                versioned(n);
-                key0(n)["current"] = 2;
-              }, k + ".current"),
+  EXPECT_THAT(expect_error(
+                  [](YAML::Node& n) {
+                    versioned(n);
+                    key0(n)["current"] = 2;
+                  },
+                  k + ".current"),
               HasSubstr("retired"));
-  EXPECT_THAT(expect_error([](YAML::Node& n) {
-                versioned(n);
-                key0(n)["current"] = 1;
-              }, k + ".current"),
+  EXPECT_THAT(expect_error(
+                  [](YAML::Node& n) {
+                    versioned(n);
+                    key0(n)["current"] = 1;
+                  },
+                  k + ".current"),
               HasSubstr("decrypt_only"));
-  EXPECT_THAT(expect_error([](YAML::Node& n) {
-                versioned(n);
-                key0(n)["versions"][1]["version"] = 1;
-              }, k + ".versions[1].version"),
+  EXPECT_THAT(expect_error(
+                  [](YAML::Node& n) {
+                    versioned(n);
+                    key0(n)["versions"][1]["version"] = 1;
+                  },
+                  k + ".versions[1].version"),
               HasSubstr("listed twice"));
-  EXPECT_THAT(expect_error([](YAML::Node& n) {
-                versioned(n);
-                key0(n)["versions"][1]["label"] = "payments-v1";
-              }, k + ".versions[1].label"),
+  EXPECT_THAT(expect_error(
+                  [](YAML::Node& n) {
+                    versioned(n);
+                    key0(n)["versions"][1]["label"] = "payments-v1";
+                  },
+                  k + ".versions[1].label"),
               HasSubstr("two versions"));
-  expect_error([](YAML::Node& n) {
-    versioned(n);
-    key0(n)["versions"][0]["version"] = 0;
-  }, k + ".versions[0].version");
-  expect_error([](YAML::Node& n) {
-    versioned(n);
-    key0(n)["versions"][0].remove("version");
-  }, k + ".versions[0].version");
-  expect_error([](YAML::Node& n) {
-    versioned(n);
-    key0(n)["versions"][0].remove("label");
-  }, k + ".versions[0].label");
-  expect_error([](YAML::Node& n) {
-    versioned(n);
-    key0(n)["versions"][0]["lable"] = "typo";
-  }, k + ".versions[0].lable");
-  expect_error([](YAML::Node& n) {
-    versioned(n);
-    key0(n)["versions"] = YAML::Load("[]");
-  }, k + ".versions");
+  expect_error(
+      [](YAML::Node& n) {
+        versioned(n);
+        key0(n)["versions"][0]["version"] = 0;
+      },
+      k + ".versions[0].version");
+  expect_error(
+      [](YAML::Node& n) {
+        versioned(n);
+        key0(n)["versions"][0].remove("version");
+      },
+      k + ".versions[0].version");
+  expect_error(
+      [](YAML::Node& n) {
+        versioned(n);
+        key0(n)["versions"][0].remove("label");
+      },
+      k + ".versions[0].label");
+  expect_error(
+      [](YAML::Node& n) {
+        versioned(n);
+        key0(n)["versions"][0]["lable"] = "typo";
+      },
+      k + ".versions[0].lable");
+  expect_error(
+      [](YAML::Node& n) {
+        versioned(n);
+        key0(n)["versions"] = YAML::Load("[]");
+      },
+      k + ".versions");
 }
 
 TEST_F(ConfigTest, HealthKeyMayNotBeAnyVersion) {
-  const std::string msg = expect_error([](YAML::Node& n) {
-    versioned(n);
-    key0(n)["versions"][1]["label"] = "xks-health";
-  }, "hsm.health_key");
+  const std::string msg = expect_error(
+      [](YAML::Node& n) {
+        versioned(n);
+        key0(n)["versions"][1]["label"] = "xks-health";
+      },
+      "hsm.health_key");
   EXPECT_THAT(msg, HasSubstr("version 2"));
 }
 
@@ -142,17 +168,21 @@ TEST_F(ConfigTest, LegacyLayoutsAreCopiedToEveryKey) {
     n["keystores"][0]["legacy_layouts"] = YAML::Load("[spec-no-metadata, aws-sample]");
   });
   for (const auto& k : c.keystores[0].keys) {
-    EXPECT_EQ(k.legacy_layouts, (std::vector<LegacyLayout>{LegacyLayout::SpecNoMetadata,
-                                                            LegacyLayout::AwsSample}));
+    EXPECT_EQ(k.legacy_layouts,
+              (std::vector<LegacyLayout>{LegacyLayout::SpecNoMetadata, LegacyLayout::AwsSample}));
   }
-  EXPECT_THAT(describe_redacted(c), HasSubstr("\"legacy_layouts\":[\"spec-no-metadata\",\"aws-sample\"]"));
-  EXPECT_THAT(expect_error([](YAML::Node& n) {
-                n["keystores"][0]["legacy_layouts"] = YAML::Load("[aws_sample]");
-              }, "keystores[0].legacy_layouts[0]"),
-              HasSubstr("not a legacy layout"));
-  EXPECT_THAT(expect_error([](YAML::Node& n) {
-                n["keystores"][0]["legacy_layouts"] = YAML::Load("[aws-sample, aws-sample]");
-              }, "keystores[0].legacy_layouts[1]"),
+  EXPECT_THAT(describe_redacted(c),
+              HasSubstr("\"legacy_layouts\":[\"spec-no-metadata\",\"aws-sample\"]"));
+  EXPECT_THAT(
+      expect_error(
+          [](YAML::Node& n) { n["keystores"][0]["legacy_layouts"] = YAML::Load("[aws_sample]"); },
+          "keystores[0].legacy_layouts[0]"),
+      HasSubstr("not a legacy layout"));
+  EXPECT_THAT(expect_error(
+                  [](YAML::Node& n) {
+                    n["keystores"][0]["legacy_layouts"] = YAML::Load("[aws-sample, aws-sample]");
+                  },
+                  "keystores[0].legacy_layouts[1]"),
               HasSubstr("twice"));
 }
 
@@ -185,10 +215,10 @@ class ContinuityTest : public ConfigTest {
 TEST_F(ContinuityTest, RotationRetirementAndRemovalInStepsAreAccepted) {
   const Config single = load_mutated([](YAML::Node&) {});
   const Config rotated = with("[{version: 1, label: demo-aes-label}, {version: 2, label: v2}]", 2);
-  const Config marked = with(
-      "[{version: 1, label: demo-aes-label, decrypt_only: true}, {version: 2, label: v2}]", 2);
-  const Config retired = with(
-      "[{version: 1, label: demo-aes-label, enabled: false}, {version: 2, label: v2}]", 2);
+  const Config marked =
+      with("[{version: 1, label: demo-aes-label, decrypt_only: true}, {version: 2, label: v2}]", 2);
+  const Config retired =
+      with("[{version: 1, label: demo-aes-label, enabled: false}, {version: 2, label: v2}]", 2);
   const Config removed = with("[{version: 2, label: v2}]", 2);
   EXPECT_TRUE(check_version_continuity(single, rotated));
   EXPECT_TRUE(check_version_continuity(rotated, marked));

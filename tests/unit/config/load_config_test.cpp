@@ -4,8 +4,8 @@
 
 #include "config_fixture.hpp"
 
-#include <nlohmann/json.hpp>
 #include <p11-kit/pkcs11.h>
+#include <nlohmann/json.hpp>
 
 #include "xks/config/hsm_vendor.hpp"
 
@@ -63,8 +63,7 @@ TEST_F(ConfigTest, FullExampleLoadsEveryField) {
   EXPECT_EQ(*ks.credentials[0].not_after, sys_days{year{2027} / January / 1});
   // The credential's age: its secret file's mtime.
   ASSERT_TRUE(ks.credentials[0].issued.has_value());
-  const auto mtime = file_clock::to_sys(fs::last_write_time(
-      dir_ / "secrets/demo.secret"));
+  const auto mtime = file_clock::to_sys(fs::last_write_time(dir_ / "secrets/demo.secret"));
   EXPECT_EQ(time_point_cast<seconds>(*ks.credentials[0].issued), time_point_cast<seconds>(mtime));
   ASSERT_EQ(ks.keys.size(), 2U);
   EXPECT_EQ(ks.keys[0].id, "demo-aes-key");
@@ -157,7 +156,8 @@ TEST_F(ConfigTest, JsonEquivalentLoads) {
 	"health": {"interval_ms": 5000, "degraded_latency_ms": 20, "max_age_ms": 30000},
 	"logging": {"level": "debug", "format": "text"}
 }
-)", "xks-proxy.json");
+)",
+                                          "xks-proxy.json");
   const Config c = load_config(file);
   EXPECT_EQ(c.server.listen_host, "::1");
   EXPECT_EQ(c.server.listen_port, 8443);
@@ -172,8 +172,7 @@ TEST_F(ConfigTest, JsonEquivalentLoads) {
   EXPECT_EQ(c.keystores[0].credentials[0].secret.view(), kSecret);
   EXPECT_FALSE(c.keystores[0].keys[0].enabled);
   using namespace std::chrono;
-  EXPECT_EQ(*c.keystores[0].credentials[0].not_after,
-            sys_days{year{2027} / June / 30} + hours{10});
+  EXPECT_EQ(*c.keystores[0].credentials[0].not_after, sys_days{year{2027} / June / 30} + hours{10});
   EXPECT_EQ(c.health.interval, Millis(5000));
   EXPECT_EQ(c.logging.level, "debug");
   EXPECT_EQ(c.logging.format, LoggingConfig::Format::Text);
@@ -181,7 +180,8 @@ TEST_F(ConfigTest, JsonEquivalentLoads) {
 
 TEST_F(ConfigTest, JsonDuplicateKeyIsAnError) {
   const std::string msg = expect_error_file(
-      write_config_text(R"({"logging": {"level": "info"}, "logging": {"level": "debug"}})", "x.json"),
+      write_config_text(R"({"logging": {"level": "info"}, "logging": {"level": "debug"}})",
+                        "x.json"),
       "logging");
   EXPECT_THAT(msg, HasSubstr("set twice"));
 }
@@ -208,9 +208,8 @@ TEST_F(ConfigTest, RelativePathsResolveAgainstTheConfigFolderNotTheWorkingDirect
 }
 
 TEST_F(ConfigTest, AbsolutePathsAreKept) {
-  const Config c = load_mutated([&](YAML::Node& n) {
-    n["hsm"]["module"] = (dir_ / "lib/libfake-pkcs11.so").string();
-  });
+  const Config c = load_mutated(
+      [&](YAML::Node& n) { n["hsm"]["module"] = (dir_ / "lib/libfake-pkcs11.so").string(); });
   EXPECT_EQ(c.hsms[0].module, dir_ / "lib/libfake-pkcs11.so");
 }
 
@@ -292,9 +291,7 @@ TEST_F(ConfigTest, SeveralCredentialsAndKeyStores) {
 }
 
 TEST_F(ConfigTest, TlsMayBeDisabledExplicitlyWithoutFiles) {
-  const Config c = load_mutated([](YAML::Node& n) {
-    n["tls"] = YAML::Load("{ enabled: false }");
-  });
+  const Config c = load_mutated([](YAML::Node& n) { n["tls"] = YAML::Load("{ enabled: false }"); });
   EXPECT_FALSE(c.tls.enabled);
 }
 
@@ -318,9 +315,8 @@ TEST_F(ConfigTest, NotAfterAcceptsDatesAndOffsets) {
            {"2027-01-01T01:02:03Z", sys_days{year{2027} / January / 1} + 1h + 2min + 3s},
            {"2027-01-01T01:02:03.250Z", sys_days{year{2027} / January / 1} + 1h + 2min + 3s},
            {"2027-01-01T00:00:00-01:30", sys_days{year{2027} / January / 1} + 1h + 30min}}) {
-    const Config c = load_mutated([&](YAML::Node& n) {
-      n["keystores"][0]["credentials"][0]["not_after"] = text;
-    });
+    const Config c = load_mutated(
+        [&](YAML::Node& n) { n["keystores"][0]["credentials"][0]["not_after"] = text; });
     EXPECT_EQ(*c.keystores[0].credentials[0].not_after, expected) << text;
   }
 }
@@ -394,7 +390,8 @@ TEST_F(ConfigTest, InitArgsEnvironmentAndTokenSerialLoad) {
   EXPECT_FALSE(h.init_os_locking);
   ASSERT_EQ(h.environment.size(), 2U);
   // A relative value naming a file next to the configuration is a path.
-  EXPECT_EQ(h.environment[0], (std::pair<std::string, std::string>{"SOFTHSM2_CONF", conf.lexically_normal().string()}));
+  EXPECT_EQ(h.environment[0], (std::pair<std::string, std::string>{
+                                  "SOFTHSM2_CONF", conf.lexically_normal().string()}));
   EXPECT_EQ(h.environment[1], (std::pair<std::string, std::string>{"OTHER", "plain-value"}));
 }
 
@@ -435,9 +432,9 @@ TEST_F(ConfigTest, ReloadWatchIsOffByDefaultAndParses) {
 TEST_F(ConfigTest, ReloadSettingsAreValidated) {
   EXPECT_THAT(expect_error([](YAML::Node& n) { n["reload"]["watch"] = "yes"; }, "reload.watch"),
               HasSubstr("true or false"));
-  EXPECT_THAT(expect_error([](YAML::Node& n) { n["reload"]["debounce_ms"] = 5; },
-                           "reload.debounce_ms"),
-              HasSubstr("out of range 10..60000"));
+  EXPECT_THAT(
+      expect_error([](YAML::Node& n) { n["reload"]["debounce_ms"] = 5; }, "reload.debounce_ms"),
+      HasSubstr("out of range 10..60000"));
   EXPECT_THAT(expect_error([](YAML::Node& n) { n["reload"]["wacth"] = true; }, "reload.wacth"),
               HasSubstr("did you mean \"watch\""));
 }

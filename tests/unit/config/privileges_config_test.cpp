@@ -37,30 +37,36 @@ TEST_F(ConfigTest, NumericIdsAreAccepted) {
 }
 
 TEST_F(ConfigTest, UserNameShape) {
-  for (const char* bad : {"", "-x", "a b", "x:y", "../etc", "a/b", "abcdefghijklmnopqrstuvwxyz0123456"}) {
+  for (const char* bad :
+       {"", "-x", "a b", "x:y", "../etc", "a/b", "abcdefghijklmnopqrstuvwxyz0123456"}) {
     SCOPED_TRACE(bad);
-    const std::string msg = expect_error([&](YAML::Node& n) { n["server"]["user"] = bad; }, "server.user");
+    const std::string msg =
+        expect_error([&](YAML::Node& n) { n["server"]["user"] = bad; }, "server.user");
     EXPECT_THAT(msg, HasSubstr("xks-proxy"));
   }
   expect_error([](YAML::Node& n) { n["server"]["user"] = YAML::Load("[a]"); }, "server.user");
 }
 
 TEST_F(ConfigTest, GroupNameShape) {
-  expect_error([](YAML::Node& n) {
-    n["server"]["user"] = "nobody";
-    n["server"]["group"] = "no group";
-  }, "server.group");
+  expect_error(
+      [](YAML::Node& n) {
+        n["server"]["user"] = "nobody";
+        n["server"]["group"] = "no group";
+      },
+      "server.group");
 }
 
 TEST_F(ConfigTest, GroupNeedsUser) {
-  const std::string msg = expect_error([](YAML::Node& n) { n["server"]["group"] = "nogroup"; }, "server.group");
+  const std::string msg =
+      expect_error([](YAML::Node& n) { n["server"]["group"] = "nogroup"; }, "server.group");
   EXPECT_THAT(msg, HasSubstr("server.user"));
 }
 
 TEST_F(ConfigTest, RootIsNoPrivilegeDrop) {
   for (const char* root : {"root", "0"}) {
     SCOPED_TRACE(root);
-    const std::string msg = expect_error([&](YAML::Node& n) { n["server"]["user"] = root; }, "server.user");
+    const std::string msg =
+        expect_error([&](YAML::Node& n) { n["server"]["user"] = root; }, "server.user");
     EXPECT_THAT(msg, HasSubstr("allow_root"));
   }
 }

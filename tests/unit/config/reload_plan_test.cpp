@@ -49,15 +49,15 @@ TEST_F(ReloadPlanTest, TheSameFileChangesNothing) {
 TEST_F(ReloadPlanTest, LiveSettingsAreAppliedAsWritten) {
   const Config a = running();
   const ReloadPlan plan = diff(a, next([](YAML::Node& n) {
-    n["server"]["limits"]["max_connections"] = 50;
-    n["server"]["limits"]["hsm_queue_capacity"] = 7;
-    n["server"]["request_deadline_ms"] = 150;
-    n["health"]["interval_ms"] = 2000;
-    n["health"]["degraded_latency_ms"] = 20;
-    n["health"]["max_age_ms"] = 30000;
-    n["logging"]["level"] = "debug";
-    n["keystores"][0]["keys"][0]["enabled"] = false;
-  }));
+                                 n["server"]["limits"]["max_connections"] = 50;
+                                 n["server"]["limits"]["hsm_queue_capacity"] = 7;
+                                 n["server"]["request_deadline_ms"] = 150;
+                                 n["health"]["interval_ms"] = 2000;
+                                 n["health"]["degraded_latency_ms"] = 20;
+                                 n["health"]["max_age_ms"] = 30000;
+                                 n["logging"]["level"] = "debug";
+                                 n["keystores"][0]["keys"][0]["enabled"] = false;
+                               }));
   EXPECT_EQ(classes(plan), (std::map<std::string, ReloadClass>{
                                {"server.limits.max_connections", ReloadClass::Live},
                                {"server.limits.hsm_queue_capacity", ReloadClass::Live},
@@ -82,11 +82,11 @@ TEST_F(ReloadPlanTest, LiveSettingsAreAppliedAsWritten) {
 TEST_F(ReloadPlanTest, RestartSettingsKeepTheirRunningValue) {
   const Config a = running();
   const ReloadPlan plan = diff(a, next([](YAML::Node& n) {
-    n["server"]["listen"] = "127.0.0.1:8443";
-    n["server"]["threads"] = 3;
-    n["metrics"]["listen"] = "127.0.0.1:9999";
-    n["server"]["fleet_size"] = 2;  // live, alongside
-  }));
+                                 n["server"]["listen"] = "127.0.0.1:8443";
+                                 n["server"]["threads"] = 3;
+                                 n["metrics"]["listen"] = "127.0.0.1:9999";
+                                 n["server"]["fleet_size"] = 2;  // live, alongside
+                               }));
   EXPECT_EQ(classes(plan), (std::map<std::string, ReloadClass>{
                                {"server.listen", ReloadClass::Restart},
                                {"server.threads", ReloadClass::Restart},
@@ -106,9 +106,8 @@ TEST_F(ReloadPlanTest, RestartSettingsKeepTheirRunningValue) {
 
 TEST_F(ReloadPlanTest, SwitchingTlsOffKeepsTheWholeRunningTlsSection) {
   const Config a = running();
-  const ReloadPlan plan = diff(a, next([](YAML::Node& n) {
-    n["tls"] = YAML::Load("{ enabled: false }");
-  }));
+  const ReloadPlan plan =
+      diff(a, next([](YAML::Node& n) { n["tls"] = YAML::Load("{ enabled: false }"); }));
   EXPECT_EQ(classes(plan),
             (std::map<std::string, ReloadClass>{{"tls.enabled", ReloadClass::Restart}}));
   EXPECT_TRUE(plan.config.tls.enabled);
@@ -120,9 +119,10 @@ TEST_F(ReloadPlanTest, TlsFilesAndNamesAreLive) {
   const Config a = running();
   write("tls/new.crt", "-----BEGIN CERTIFICATE-----\n");
   const ReloadPlan plan = diff(a, next([](YAML::Node& n) {
-    n["tls"]["certificate"] = "tls/new.crt";
-    n["tls"]["client_names"] = YAML::Load("[cks.kms.us-east-1.amazonaws.com]");
-  }));
+                                 n["tls"]["certificate"] = "tls/new.crt";
+                                 n["tls"]["client_names"] =
+                                     YAML::Load("[cks.kms.us-east-1.amazonaws.com]");
+                               }));
   EXPECT_EQ(classes(plan), (std::map<std::string, ReloadClass>{
                                {"tls.certificate", ReloadClass::Live},
                                {"tls.client_names", ReloadClass::Live},
@@ -134,9 +134,9 @@ TEST_F(ReloadPlanTest, TlsFilesAndNamesAreLive) {
 TEST_F(ReloadPlanTest, HsmSettingsNeedNewSessionsAndTheWorkerCountARestart) {
   const Config a = running();
   const ReloadPlan plan = diff(a, next([](YAML::Node& n) {
-    n["hsm"]["sessions"] = 4;
-    n["hsm"]["health_key"] = "other-health";
-  }));
+                                 n["hsm"]["sessions"] = 4;
+                                 n["hsm"]["health_key"] = "other-health";
+                               }));
   EXPECT_EQ(classes(plan), (std::map<std::string, ReloadClass>{
                                {"hsm.sessions", ReloadClass::NewHsmSessions},
                                {"hsm.sessions (sum: HSM worker threads)", ReloadClass::Restart},
@@ -160,12 +160,13 @@ TEST_F(ReloadPlanTest, ANewPinNeedsNewSessionsAndIsNeverShown) {
 
 TEST_F(ReloadPlanTest, CredentialRotationIsLiveAndNamesOnlyAccessKeyIds) {
   const Config a = running();
-  const ReloadPlan added = diff(a, next([](YAML::Node& n) {
-    n["keystores"][0]["credentials"].push_back(
-        YAML::Load("{ access_key_id: AKIAXKSPROXYEXAMPLE3, secret: { file: secrets/other.secret } }"));
-  }));
-  EXPECT_EQ(classes(added), (std::map<std::string, ReloadClass>{
-                                {"keystores.credentials", ReloadClass::Live}}));
+  const ReloadPlan added = diff(
+      a, next([](YAML::Node& n) {
+        n["keystores"][0]["credentials"].push_back(YAML::Load(
+            "{ access_key_id: AKIAXKSPROXYEXAMPLE3, secret: { file: secrets/other.secret } }"));
+      }));
+  EXPECT_EQ(classes(added),
+            (std::map<std::string, ReloadClass>{{"keystores.credentials", ReloadClass::Live}}));
   EXPECT_THAT(added.describe(),
               ElementsAre("/demo/kms/xks/v1: credential added: AKIAXKSPROXYEXAMPLE3"));
   const ReloadPlan removed = diff(added.config, running());
@@ -182,12 +183,12 @@ TEST_F(ReloadPlanTest, CredentialRotationIsLiveAndNamesOnlyAccessKeyIds) {
 TEST_F(ReloadPlanTest, KeyStoresAddedAndRemoved) {
   const Config a = running();
   const ReloadPlan plan = diff(a, next([](YAML::Node& n) {
-    YAML::Node other = YAML::Clone(n["keystores"][0]);
-    other["uri_path"] = "/other/kms/xks/v1";
-    n["keystores"].push_back(other);
-    n["keystores"][0]["enabled"] = false;
-    n["keystores"][0]["quota"] = YAML::Load("{ rate: 100 }");
-  }));
+                                 YAML::Node other = YAML::Clone(n["keystores"][0]);
+                                 other["uri_path"] = "/other/kms/xks/v1";
+                                 n["keystores"].push_back(other);
+                                 n["keystores"][0]["enabled"] = false;
+                                 n["keystores"][0]["quota"] = YAML::Load("{ rate: 100 }");
+                               }));
   EXPECT_THAT(plan.describe(), ElementsAre("keystore added: /other/kms/xks/v1",
                                            "/demo/kms/xks/v1: keystore disabled",
                                            "/demo/kms/xks/v1: quota rate 100 burst 100"));

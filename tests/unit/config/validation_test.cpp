@@ -23,9 +23,7 @@ TEST_F(ConfigTest, MissingFile) {
   EXPECT_THAT(msg, HasSubstr("does not exist"));
 }
 
-TEST_F(ConfigTest, EmptyFile) {
-  expect_error_file(write_config_text(""), "(top level)");
-}
+TEST_F(ConfigTest, EmptyFile) { expect_error_file(write_config_text(""), "(top level)"); }
 
 TEST_F(ConfigTest, SyntaxErrorNamesLineAndColumn) {
   const std::string msg =
@@ -52,8 +50,8 @@ TEST_F(ConfigTest, UnknownTopLevelKeySuggests) {
 }
 
 TEST_F(ConfigTest, UnknownKeyFarFromAnyKnownKeyListsThem) {
-  const std::string msg = expect_error([](YAML::Node& n) { n["logging"]["colour"] = "red"; },
-                                       "logging.colour");
+  const std::string msg =
+      expect_error([](YAML::Node& n) { n["logging"]["colour"] = "red"; }, "logging.colour");
   EXPECT_THAT(msg, Not(HasSubstr("did you mean")));
   EXPECT_THAT(msg, HasSubstr("known keys here: level, format"));
 }
@@ -72,8 +70,9 @@ TEST_F(ConfigTest, UnknownKeysInEveryNestedSection) {
 }
 
 TEST_F(ConfigTest, WrongTypes) {
-  EXPECT_THAT(expect_error([](YAML::Node& n) { n["server"]["threads"] = "four"; }, "server.threads"),
-              HasSubstr("not a whole number"));
+  EXPECT_THAT(
+      expect_error([](YAML::Node& n) { n["server"]["threads"] = "four"; }, "server.threads"),
+      HasSubstr("not a whole number"));
   EXPECT_THAT(expect_error([](YAML::Node& n) { n["server"]["threads"] = "-1"; }, "server.threads"),
               HasSubstr("not a whole number"));
   EXPECT_THAT(expect_error([](YAML::Node& n) { n["server"]["threads"] = "1.5"; }, "server.threads"),
@@ -85,20 +84,23 @@ TEST_F(ConfigTest, WrongTypes) {
               HasSubstr("not a boolean"));
   EXPECT_THAT(expect_error([](YAML::Node& n) { n["server"] = YAML::Load("[1, 2]"); }, "server"),
               HasSubstr("must be a map"));
-  EXPECT_THAT(expect_error([](YAML::Node& n) { n["keystores"] = YAML::Load("{a: 1}"); }, "keystores"),
-              HasSubstr("must be a list"));
+  EXPECT_THAT(
+      expect_error([](YAML::Node& n) { n["keystores"] = YAML::Load("{a: 1}"); }, "keystores"),
+      HasSubstr("must be a list"));
   EXPECT_THAT(expect_error([](YAML::Node& n) { n["hsm"] = "softhsm"; }, "hsm"),
               HasSubstr("must be a map (one HSM) or a list"));
-  EXPECT_THAT(expect_error([](YAML::Node& n) { n["server"]["listen"] = YAML::Node(YAML::NodeType::Null); },
-                           "server.listen"),
-              HasSubstr("has no value"));
+  EXPECT_THAT(
+      expect_error([](YAML::Node& n) { n["server"]["listen"] = YAML::Node(YAML::NodeType::Null); },
+                   "server.listen"),
+      HasSubstr("has no value"));
 }
 
 // ------------------------------------------------------------ server
 
 TEST_F(ConfigTest, ThreadsRange) {
   EXPECT_NO_THROW(load_mutated([](YAML::Node& n) { n["server"]["threads"] = 256; }));
-  const std::string msg = expect_error([](YAML::Node& n) { n["server"]["threads"] = 257; }, "server.threads");
+  const std::string msg =
+      expect_error([](YAML::Node& n) { n["server"]["threads"] = 257; }, "server.threads");
   EXPECT_THAT(msg, HasSubstr("257 is out of range 0..256"));
 }
 
@@ -107,17 +109,20 @@ TEST_F(ConfigTest, FleetSizeAtLeastOne) {
 }
 
 TEST_F(ConfigTest, DeadlineRange) {
-  expect_error([](YAML::Node& n) { n["server"]["request_deadline_ms"] = 9; }, "server.request_deadline_ms");
-  const std::string msg = expect_error(
-      [](YAML::Node& n) { n["server"]["request_deadline_ms"] = 251; }, "server.request_deadline_ms");
+  expect_error([](YAML::Node& n) { n["server"]["request_deadline_ms"] = 9; },
+               "server.request_deadline_ms");
+  const std::string msg =
+      expect_error([](YAML::Node& n) { n["server"]["request_deadline_ms"] = 251; },
+                   "server.request_deadline_ms");
   EXPECT_THAT(msg, HasSubstr("250 ms"));
   EXPECT_NO_THROW(load_mutated([](YAML::Node& n) { n["server"]["request_deadline_ms"] = 250; }));
 }
 
 TEST_F(ConfigTest, ShutdownDelayFitsSystemdStopTimeout) {
   EXPECT_EQ(load_mutated([](YAML::Node&) {}).server.shutdown_delay, Millis(0));
-  EXPECT_EQ(load_mutated([](YAML::Node& n) { n["server"]["shutdown_delay_ms"] = 15000; })
-                .server.shutdown_delay,
+  EXPECT_EQ(load_mutated([](YAML::Node& n) {
+              n["server"]["shutdown_delay_ms"] = 15000;
+            }).server.shutdown_delay,
             Millis(15000));
   const std::string msg = expect_error(
       [](YAML::Node& n) { n["server"]["shutdown_delay_ms"] = 15001; }, "server.shutdown_delay_ms");
@@ -132,8 +137,9 @@ TEST_F(ConfigTest, HugeNumberIsOutOfRangeNotWrapped) {
 }
 
 TEST_F(ConfigTest, LimitRanges) {
-  const std::string msg = expect_error(
-      [](YAML::Node& n) { n["server"]["limits"]["max_body_bytes"] = 1024; }, "server.limits.max_body_bytes");
+  const std::string msg =
+      expect_error([](YAML::Node& n) { n["server"]["limits"]["max_body_bytes"] = 1024; },
+                   "server.limits.max_body_bytes");
   EXPECT_THAT(msg, HasSubstr("22 KiB"));
   expect_error([](YAML::Node& n) { n["server"]["limits"]["max_header_bytes"] = 100; },
                "server.limits.max_header_bytes");
@@ -149,9 +155,8 @@ TEST_F(ConfigTest, LimitRanges) {
                "server.limits.idle_timeout_ms");
   expect_error([](YAML::Node& n) { n["server"]["limits"]["write_timeout_ms"] = 99; },
                "server.limits.write_timeout_ms");
-  expect_error(
-      [](YAML::Node& n) { n["server"]["limits"]["unauthenticated_idle_timeout_ms"] = 50; },
-      "server.limits.unauthenticated_idle_timeout_ms");
+  expect_error([](YAML::Node& n) { n["server"]["limits"]["unauthenticated_idle_timeout_ms"] = 50; },
+               "server.limits.unauthenticated_idle_timeout_ms");
   const auto cap = expect_error(
       [](YAML::Node& n) { n["server"]["limits"]["max_unauthenticated_per_source"] = -1; },
       "server.limits.max_unauthenticated_per_source");
@@ -159,9 +164,9 @@ TEST_F(ConfigTest, LimitRanges) {
 }
 
 TEST_F(ConfigTest, ListenRules) {
-  for (const std::string bad : {"127.0.0.1", "localhost:443", "::1:443", "[::1]443", "[::1]:",
-                                "1.2.3.4:70000", "1.2.3.4:-1", "1.2.3.4:44a", "[1.2.3.4]:443",
-                                ":443", "999.1.1.1:443"}) {
+  for (const std::string bad :
+       {"127.0.0.1", "localhost:443", "::1:443", "[::1]443", "[::1]:", "1.2.3.4:70000",
+        "1.2.3.4:-1", "1.2.3.4:44a", "[1.2.3.4]:443", ":443", "999.1.1.1:443"}) {
     const std::string msg =
         expect_error([&](YAML::Node& n) { n["server"]["listen"] = bad; }, "server.listen");
     EXPECT_THAT(msg, HasSubstr("0.0.0.0:443")) << bad;  // the fix shows the accepted form
@@ -195,14 +200,16 @@ TEST_F(ConfigTest, TlsFilesRequiredWhenEnabled) {
   expect_error([](YAML::Node& n) { n["tls"].remove("private_key"); }, "tls.private_key");
   // Omitting enabled means enabled: turning TLS off must be explicit.
   expect_error([](YAML::Node& n) { n["tls"] = YAML::Load("{}"); }, "tls.certificate");
-  expect_error([](YAML::Node& n) { n["tls"]["client_names"] = YAML::Load("[]"); }, "tls.client_names");
+  expect_error([](YAML::Node& n) { n["tls"]["client_names"] = YAML::Load("[]"); },
+               "tls.client_names");
 }
 
 TEST_F(ConfigTest, TlsFilesMustExist) {
   std::string msg = expect_error([](YAML::Node& n) { n["tls"]["certificate"] = "tls/missing.crt"; },
                                  "tls.certificate");
   EXPECT_THAT(msg, HasSubstr((dir_ / "tls/missing.crt").string() + " does not exist"));
-  expect_error([](YAML::Node& n) { n["tls"]["private_key"] = "tls"; }, "tls.private_key");  // a folder
+  expect_error([](YAML::Node& n) { n["tls"]["private_key"] = "tls"; },
+               "tls.private_key");  // a folder
   expect_error([](YAML::Node& n) { n["tls"]["client_ca"] = "nope.pem"; }, "tls.client_ca");
 }
 
@@ -214,8 +221,8 @@ TEST_F(ConfigTest, TlsFilesMustBeReadable) {
 }
 
 TEST_F(ConfigTest, ClientNamesRequireClientCa) {
-  const std::string msg = expect_error([](YAML::Node& n) { n["tls"].remove("client_ca"); },
-                                       "tls.client_names");
+  const std::string msg =
+      expect_error([](YAML::Node& n) { n["tls"].remove("client_ca"); }, "tls.client_names");
   EXPECT_THAT(msg, HasSubstr("tls.client_ca"));
   expect_error([](YAML::Node& n) { n["tls"]["client_names"] = YAML::Load("['']"); },
                "tls.client_names[0]");
@@ -283,9 +290,11 @@ TEST_F(ConfigTest, ExactlyOneOfTokenLabelAndSlotId) {
 }
 
 TEST_F(ConfigTest, TokenLabelAtMost32) {
-  expect_error([](YAML::Node& n) { n["hsm"]["token_label"] = std::string(33, 'x'); }, "hsm.token_label");
+  expect_error([](YAML::Node& n) { n["hsm"]["token_label"] = std::string(33, 'x'); },
+               "hsm.token_label");
   expect_error([](YAML::Node& n) { n["hsm"]["token_label"] = ""; }, "hsm.token_label");
-  EXPECT_NO_THROW(load_mutated([](YAML::Node& n) { n["hsm"]["token_label"] = std::string(32, 'x'); }));
+  EXPECT_NO_THROW(
+      load_mutated([](YAML::Node& n) { n["hsm"]["token_label"] = std::string(32, 'x'); }));
 }
 
 TEST_F(ConfigTest, SlotIdIsANumber) {
@@ -305,8 +314,8 @@ TEST_F(ConfigTest, SessionsRange) {
 
 TEST_F(ConfigTest, HealthKeyRequiredAndNotAKmsKey) {
   expect_error([](YAML::Node& n) { n["hsm"].remove("health_key"); }, "hsm.health_key");
-  const std::string msg =
-      expect_error([](YAML::Node& n) { n["hsm"]["health_key"] = "demo-aes-label"; }, "hsm.health_key");
+  const std::string msg = expect_error(
+      [](YAML::Node& n) { n["hsm"]["health_key"] = "demo-aes-label"; }, "hsm.health_key");
   EXPECT_THAT(msg, HasSubstr("dedicated"));
 }
 
@@ -325,60 +334,73 @@ TEST_F(ConfigTest, EarlierIvModeNamesAreRefusedNamingTheirReplacement) {
 
 TEST_F(ConfigTest, IvModesAVendorMishandlesAreRefused) {
   // A zeroed buffer on a module that uses its IV as given would repeat the IV.
-  std::string msg = expect_error([](YAML::Node& n) {
-    n["hsm"]["vendor"] = "luna";
-    n["hsm"]["iv"] = "hsm_into_zero_buffer";
-  }, "hsm.iv");
+  std::string msg = expect_error(
+      [](YAML::Node& n) {
+        n["hsm"]["vendor"] = "luna";
+        n["hsm"]["iv"] = "hsm_into_zero_buffer";
+      },
+      "hsm.iv");
   EXPECT_THAT(msg, HasSubstr("Thales Luna"));
   EXPECT_THAT(msg, HasSubstr("every encryption"));
-  msg = expect_error([](YAML::Node& n) {
-    n["hsm"]["vendor"] = "softhsm2";
-    n["hsm"]["iv"] = "hsm_into_zero_buffer";
-  }, "hsm.iv");
+  msg = expect_error(
+      [](YAML::Node& n) {
+        n["hsm"]["vendor"] = "softhsm2";
+        n["hsm"]["iv"] = "hsm_into_zero_buffer";
+      },
+      "hsm.iv");
   EXPECT_THAT(msg, HasSubstr("caller_random"));
-  msg = expect_error([](YAML::Node& n) {
-    n["hsm"]["vendor"] = "cloudhsm";
-    n["hsm"]["pin"] = YAML::Load("{ env: XKS_TEST_CU_PIN }");
-    ::setenv("XKS_TEST_CU_PIN", "crypto-user:password1", 1);
-    n["hsm"]["iv"] = "caller_random";
-  }, "hsm.iv");
+  msg = expect_error(
+      [](YAML::Node& n) {
+        n["hsm"]["vendor"] = "cloudhsm";
+        n["hsm"]["pin"] = YAML::Load("{ env: XKS_TEST_CU_PIN }");
+        ::setenv("XKS_TEST_CU_PIN", "crypto-user:password1", 1);
+        n["hsm"]["iv"] = "caller_random";
+      },
+      "hsm.iv");
   EXPECT_THAT(msg, HasSubstr("CKR_MECHANISM_PARAM_INVALID"));
 }
 
 TEST_F(ConfigTest, VendorAndCodesMustBeKnown) {
-  std::string msg = expect_error([](YAML::Node& n) { n["hsm"]["vendor"] = "thales"; }, "hsm.vendor");
+  std::string msg =
+      expect_error([](YAML::Node& n) { n["hsm"]["vendor"] = "thales"; }, "hsm.vendor");
   EXPECT_THAT(msg, HasSubstr("luna"));
-  msg = expect_error([](YAML::Node& n) {
-    n["hsm"]["auth_failure_codes"] = YAML::Load("[CKR_ENCRYPTED_DATA_INVALID, CKR_BAD_TAG]");
-  }, "hsm.auth_failure_codes[1]");
+  msg = expect_error(
+      [](YAML::Node& n) {
+        n["hsm"]["auth_failure_codes"] = YAML::Load("[CKR_ENCRYPTED_DATA_INVALID, CKR_BAD_TAG]");
+      },
+      "hsm.auth_failure_codes[1]");
   EXPECT_THAT(msg, HasSubstr("pkcs11.h"));
   expect_error([](YAML::Node& n) { n["hsm"]["auth_failure_codes"] = YAML::Load("[CKR_OK]"); },
                "hsm.auth_failure_codes[0]");
 }
 
 TEST_F(ConfigTest, CloudHsmPinMustBeUserColonPasswordAndIsNeverShown) {
-  const std::string msg = expect_error([](YAML::Node& n) {
-    n["hsm"]["vendor"] = "cloudhsm";
-    n["hsm"].remove("iv");
-  }, "hsm.pin");
+  const std::string msg = expect_error(
+      [](YAML::Node& n) {
+        n["hsm"]["vendor"] = "cloudhsm";
+        n["hsm"].remove("iv");
+      },
+      "hsm.pin");
   EXPECT_THAT(msg, HasSubstr("user:password"));
   EXPECT_THAT(msg, Not(HasSubstr(kPin)));
 }
 
 TEST_F(ConfigTest, NssNeedsInitArgs) {
-  const std::string msg = expect_error([](YAML::Node& n) { n["hsm"]["vendor"] = "nss"; },
-                                       "hsm.init_args");
+  const std::string msg =
+      expect_error([](YAML::Node& n) { n["hsm"]["vendor"] = "nss"; }, "hsm.init_args");
   EXPECT_THAT(msg, HasSubstr("configdir"));
 }
 
 TEST_F(ConfigTest, OneTokenSelectorExactly) {
-  const std::string msg = expect_error([](YAML::Node& n) { n["hsm"]["token_serial"] = "1234"; },
-                                       "hsm");
+  const std::string msg =
+      expect_error([](YAML::Node& n) { n["hsm"]["token_serial"] = "1234"; }, "hsm");
   EXPECT_THAT(msg, HasSubstr("token_serial"));
-  expect_error([](YAML::Node& n) {
-    n["hsm"].remove("token_label");
-    n["hsm"]["token_serial"] = "0123456789abcdef0";
-  }, "hsm.token_serial");
+  expect_error(
+      [](YAML::Node& n) {
+        n["hsm"].remove("token_label");
+        n["hsm"]["token_serial"] = "0123456789abcdef0";
+      },
+      "hsm.token_serial");
   expect_error([](YAML::Node& n) { n["hsm"]["environment"] = YAML::Load("{ 1BAD: x }"); },
                "hsm.environment.1BAD");
 }
@@ -400,17 +422,22 @@ TEST_F(ConfigTest, SecretSourceNeedsExactlyOneOfFileAndEnv) {
   expect_error([](YAML::Node& n) { n["hsm"]["pin"] = YAML::Load("{file: a, env: B}"); }, "hsm.pin");
   expect_error([](YAML::Node& n) { n["hsm"]["pin"] = YAML::Load("{}"); }, "hsm.pin");
   expect_error([](YAML::Node& n) { n["hsm"]["pin"] = YAML::Load("{env: 1BAD}"); }, "hsm.pin.env");
-  expect_error([](YAML::Node& n) { n["hsm"]["pin"] = YAML::Load("{env: A, allow_insecure_permissions: true}"); },
-               "hsm.pin.allow_insecure_permissions");
+  expect_error(
+      [](YAML::Node& n) {
+        n["hsm"]["pin"] = YAML::Load("{env: A, allow_insecure_permissions: true}");
+      },
+      "hsm.pin.allow_insecure_permissions");
 }
 
 TEST_F(ConfigTest, SecretFileMustExist) {
-  const std::string msg = expect_error([](YAML::Node& n) { n["hsm"]["pin"]["file"] = "secrets/none"; }, "hsm.pin");
+  const std::string msg =
+      expect_error([](YAML::Node& n) { n["hsm"]["pin"]["file"] = "secrets/none"; }, "hsm.pin");
   EXPECT_THAT(msg, HasSubstr("does not exist"));
 }
 
 TEST_F(ConfigTest, SecretFileMustBeRegular) {
-  const std::string msg = expect_error([](YAML::Node& n) { n["hsm"]["pin"]["file"] = "secrets"; }, "hsm.pin");
+  const std::string msg =
+      expect_error([](YAML::Node& n) { n["hsm"]["pin"]["file"] = "secrets"; }, "hsm.pin");
   EXPECT_THAT(msg, HasSubstr("not a regular file"));
 }
 
@@ -454,8 +481,9 @@ TEST_F(ConfigTest, EnvSecretMustBeSetAndNonEmpty) {
       [](YAML::Node& n) { n["hsm"]["pin"] = YAML::Load("{env: XKS_TEST_UNSET_VAR}"); }, "hsm.pin");
   EXPECT_THAT(msg, HasSubstr("XKS_TEST_UNSET_VAR is not set"));
   ScopedEnv empty("XKS_TEST_EMPTY_VAR", "");
-  msg = expect_error([](YAML::Node& n) { cred0(n)["secret"] = YAML::Load("{env: XKS_TEST_EMPTY_VAR}"); },
-                     "keystores[0].credentials[0].secret");
+  msg = expect_error(
+      [](YAML::Node& n) { cred0(n)["secret"] = YAML::Load("{env: XKS_TEST_EMPTY_VAR}"); },
+      "keystores[0].credentials[0].secret");
   EXPECT_THAT(msg, HasSubstr("is empty"));
 }
 
@@ -474,8 +502,9 @@ TEST_F(ConfigTest, SecretLengthAndAlphabetAreCheckedWithoutShowingIt) {
   EXPECT_THAT(msg, HasSubstr("outside A-Z a-z 0-9 + / ="));
 
   ScopedEnv env("XKS_TEST_BAD_SECRET", "short-secret-value");
-  msg = expect_error([](YAML::Node& n) { cred0(n)["secret"] = YAML::Load("{env: XKS_TEST_BAD_SECRET}"); },
-                     "keystores[0].credentials[0].secret");
+  msg = expect_error(
+      [](YAML::Node& n) { cred0(n)["secret"] = YAML::Load("{env: XKS_TEST_BAD_SECRET}"); },
+      "keystores[0].credentials[0].secret");
   EXPECT_THAT(msg, HasSubstr("env XKS_TEST_BAD_SECRET"));
   EXPECT_THAT(msg, Not(HasSubstr("short-secret-value")));
 }
@@ -485,18 +514,23 @@ TEST_F(ConfigTest, SecretLengthAndAlphabetAreCheckedWithoutShowingIt) {
 TEST_F(ConfigTest, AtLeastOneKeyStoreCredentialAndKey) {
   expect_error([](YAML::Node& n) { n.remove("keystores"); }, "keystores");
   expect_error([](YAML::Node& n) { n["keystores"] = YAML::Load("[]"); }, "keystores");
-  expect_error([](YAML::Node& n) { n["keystores"][0].remove("credentials"); }, "keystores[0].credentials");
+  expect_error([](YAML::Node& n) { n["keystores"][0].remove("credentials"); },
+               "keystores[0].credentials");
   expect_error([](YAML::Node& n) { n["keystores"][0]["credentials"] = YAML::Load("[]"); },
                "keystores[0].credentials");
   expect_error([](YAML::Node& n) { n["keystores"][0].remove("keys"); }, "keystores[0].keys");
-  expect_error([](YAML::Node& n) { n["keystores"][0]["keys"] = YAML::Load("[]"); }, "keystores[0].keys");
+  expect_error([](YAML::Node& n) { n["keystores"][0]["keys"] = YAML::Load("[]"); },
+               "keystores[0].keys");
 }
 
 TEST_F(ConfigTest, UriPathMustEndWithKmsXksV1) {
-  const std::string msg = expect_error(
-      [](YAML::Node& n) { n["keystores"][0]["uri_path"] = "/demo/kms/xks"; }, "keystores[0].uri_path");
-  EXPECT_THAT(msg, HasSubstr(": keystores[0].uri_path: \"/demo/kms/xks\" must end with /kms/xks/v1; "
-                             "fix: set it to the XksProxyUriPath configured in KMS, e.g. /demo/kms/xks/v1"));
+  const std::string msg =
+      expect_error([](YAML::Node& n) { n["keystores"][0]["uri_path"] = "/demo/kms/xks"; },
+                   "keystores[0].uri_path");
+  EXPECT_THAT(
+      msg,
+      HasSubstr(": keystores[0].uri_path: \"/demo/kms/xks\" must end with /kms/xks/v1; "
+                "fix: set it to the XksProxyUriPath configured in KMS, e.g. /demo/kms/xks/v1"));
 }
 
 TEST_F(ConfigTest, UriPathRules) {
@@ -511,9 +545,11 @@ TEST_F(ConfigTest, UriPathRules) {
   const std::string long_ok = "/" + std::string(128 - 12, 'a') + "/kms/xks/v1";
   ASSERT_EQ(long_ok.size(), 128U);
   EXPECT_NO_THROW(load_mutated([&](YAML::Node& n) { n["keystores"][0]["uri_path"] = long_ok; }));
-  EXPECT_THAT(expect_error([&](YAML::Node& n) { n["keystores"][0]["uri_path"] = "/a" + long_ok; }, up),
-              HasSubstr("longer than 128"));
-  EXPECT_NO_THROW(load_mutated([](YAML::Node& n) { n["keystores"][0]["uri_path"] = "/kms/xks/v1"; }));
+  EXPECT_THAT(
+      expect_error([&](YAML::Node& n) { n["keystores"][0]["uri_path"] = "/a" + long_ok; }, up),
+      HasSubstr("longer than 128"));
+  EXPECT_NO_THROW(
+      load_mutated([](YAML::Node& n) { n["keystores"][0]["uri_path"] = "/kms/xks/v1"; }));
 }
 
 TEST_F(ConfigTest, UriPathsUniqueAcrossKeyStores) {
@@ -538,15 +574,19 @@ TEST_F(ConfigTest, KeyIdsUniqueWithinAKeyStore) {
 
 TEST_F(ConfigTest, KeyLabelNonEmptyAndEnabledBoolean) {
   expect_error([](YAML::Node& n) { key0(n)["label"] = ""; }, "keystores[0].keys[0].label");
-  expect_error([](YAML::Node& n) { key0(n)["enabled"] = "sometimes"; }, "keystores[0].keys[0].enabled");
+  expect_error([](YAML::Node& n) { key0(n)["enabled"] = "sometimes"; },
+               "keystores[0].keys[0].enabled");
 }
 
 TEST_F(ConfigTest, ExpectUsageIsASetOfUsagesPossiblyEmpty) {
   EXPECT_FALSE(load_mutated([](YAML::Node&) {}).keystores[0].keys[0].expect_usage);
-  for (const auto& [text, encrypt, decrypt] : std::vector<std::tuple<std::string, bool, bool>>{
-           {"[ENCRYPT]", true, false}, {"[DECRYPT]", false, true}, {"[]", false, false},
-           {"[DECRYPT, ENCRYPT]", true, true}}) {
-    const Config c = load_mutated([&](YAML::Node& n) { key0(n)["expect_usage"] = YAML::Load(text); });
+  for (const auto& [text, encrypt, decrypt] :
+       std::vector<std::tuple<std::string, bool, bool>>{{"[ENCRYPT]", true, false},
+                                                        {"[DECRYPT]", false, true},
+                                                        {"[]", false, false},
+                                                        {"[DECRYPT, ENCRYPT]", true, true}}) {
+    const Config c =
+        load_mutated([&](YAML::Node& n) { key0(n)["expect_usage"] = YAML::Load(text); });
     const auto& u = c.keystores[0].keys[0].expect_usage;
     ASSERT_TRUE(u) << text;
     EXPECT_EQ(u->encrypt, encrypt) << text;
@@ -556,17 +596,19 @@ TEST_F(ConfigTest, ExpectUsageIsASetOfUsagesPossiblyEmpty) {
   expect_error([](YAML::Node& n) { key0(n)["expect_usage"] = "ENCRYPT"; }, p);
   expect_error([](YAML::Node& n) { key0(n)["expect_usage"] = YAML::Load("[encrypt]"); }, p + "[0]");
   expect_error([](YAML::Node& n) { key0(n)["expect_usage"] = YAML::Load("[SIGN]"); }, p + "[0]");
-  expect_error([](YAML::Node& n) { key0(n)["expect_usage"] = YAML::Load("[ENCRYPT, ENCRYPT]"); }, p + "[1]");
+  expect_error([](YAML::Node& n) { key0(n)["expect_usage"] = YAML::Load("[ENCRYPT, ENCRYPT]"); },
+               p + "[1]");
 }
 
 TEST_F(ConfigTest, AccessKeyIdRules) {
   const std::string ak = "keystores[0].credentials[0].access_key_id";
   expect_error([](YAML::Node& n) { cred0(n).remove("access_key_id"); }, ak);
-  expect_error([](YAML::Node& n) { cred0(n)["access_key_id"] = "AKIAXKSPROXYEXAMPL"; }, ak);   // 18
+  expect_error([](YAML::Node& n) { cred0(n)["access_key_id"] = "AKIAXKSPROXYEXAMPL"; }, ak);  // 18
   expect_error([](YAML::Node& n) { cred0(n)["access_key_id"] = std::string(31, 'A'); }, ak);
   expect_error([](YAML::Node& n) { cred0(n)["access_key_id"] = "AKIAXKSPROXYEXAMPLE1"; }, ak);  // 1
   expect_error([](YAML::Node& n) { cred0(n)["access_key_id"] = "akiaxksproxyexample2"; }, ak);
-  EXPECT_NO_THROW(load_mutated([](YAML::Node& n) { cred0(n)["access_key_id"] = std::string(30, 'Z'); }));
+  EXPECT_NO_THROW(
+      load_mutated([](YAML::Node& n) { cred0(n)["access_key_id"] = std::string(30, 'Z'); }));
 }
 
 TEST_F(ConfigTest, AccessKeyIdsUniqueWithinAKeyStore) {
@@ -580,9 +622,9 @@ TEST_F(ConfigTest, AccessKeyIdsUniqueWithinAKeyStore) {
 }
 
 TEST_F(ConfigTest, NotAfterMustBeATime) {
-  for (const std::string bad : {"tomorrow", "2027-13-01", "2027-02-30", "2027-01-01T00:00:00",
-                                "2027-01-01T25:00:00Z", "2027-01-01T00:00Z", "2027-01-01Z",
-                                "9881-01-01", "2263-04-12T00:00:00Z", "1969-12-31"}) {
+  for (const std::string bad :
+       {"tomorrow", "2027-13-01", "2027-02-30", "2027-01-01T00:00:00", "2027-01-01T25:00:00Z",
+        "2027-01-01T00:00Z", "2027-01-01Z", "9881-01-01", "2263-04-12T00:00:00Z", "1969-12-31"}) {
     expect_error([&](YAML::Node& n) { cred0(n)["not_after"] = bad; },
                  "keystores[0].credentials[0].not_after");
   }
@@ -593,7 +635,8 @@ TEST_F(ConfigTest, NotAfterMustBeATime) {
 TEST_F(ConfigTest, HealthRanges) {
   expect_error([](YAML::Node& n) { n["health"]["max_age_ms"] = 60001; }, "health.max_age_ms");
   expect_error([](YAML::Node& n) { n["health"]["interval_ms"] = 99; }, "health.interval_ms");
-  expect_error([](YAML::Node& n) { n["health"]["degraded_latency_ms"] = 0; }, "health.degraded_latency_ms");
+  expect_error([](YAML::Node& n) { n["health"]["degraded_latency_ms"] = 0; },
+               "health.degraded_latency_ms");
   const std::string msg = expect_error(
       [](YAML::Node& n) {
         n["health"]["interval_ms"] = 30000;
@@ -616,11 +659,10 @@ TEST_F(ConfigTest, LogFileSettings) {
       f(n);
     };
   };
-  expect_error([](YAML::Node& n) { n["logging"]["file"]["rotate"] = "size"; },
-               "logging.file.path");
-  std::string msg = expect_error(
-      [](YAML::Node& n) { n["logging"]["file"]["path"] = "missing-folder/xks.log"; },
-      "logging.file.path");
+  expect_error([](YAML::Node& n) { n["logging"]["file"]["rotate"] = "size"; }, "logging.file.path");
+  std::string msg =
+      expect_error([](YAML::Node& n) { n["logging"]["file"]["path"] = "missing-folder/xks.log"; },
+                   "logging.file.path");
   EXPECT_THAT(msg, HasSubstr("does not exist"));
   msg = expect_error([](YAML::Node& n) { n["logging"]["file"]["path"] = "logs"; },
                      "logging.file.path");
@@ -704,18 +746,18 @@ TEST_F(ConfigTest, ClientNamesMatch) {
   const Config c =
       load_mutated([](YAML::Node& n) { n["tls"]["client_names_match"] = "cn_or_dns_san"; });
   EXPECT_EQ(c.tls.client_names_match, TlsConfig::NameMatch::CnOrDnsSan);
-  const std::string msg =
-      expect_error([](YAML::Node& n) { n["tls"]["client_names_match"] = "san"; },
-                   "tls.client_names_match");
+  const std::string msg = expect_error(
+      [](YAML::Node& n) { n["tls"]["client_names_match"] = "san"; }, "tls.client_names_match");
   EXPECT_THAT(msg, HasSubstr("cn_or_dns_san"));
 }
 
 TEST_F(ConfigTest, KeystoreRegionMustBeARegionName) {
-  for (const char* bad : {"EU-WEST-1", "eu_west_1", "euwest1", "eu-west-", "-eu-1", "eu--west-1", ""}) {
+  for (const char* bad :
+       {"EU-WEST-1", "eu_west_1", "euwest1", "eu-west-", "-eu-1", "eu--west-1", ""}) {
     SCOPED_TRACE(bad);
-    const std::string msg = expect_error(
-        [bad](YAML::Node& n) { n["keystores"][0]["region"] = std::string(bad); },
-        "keystores[0].region");
+    const std::string msg =
+        expect_error([bad](YAML::Node& n) { n["keystores"][0]["region"] = std::string(bad); },
+                     "keystores[0].region");
     EXPECT_THAT(msg, HasSubstr("eu-west-1"));
   }
 }
@@ -725,8 +767,7 @@ TEST_F(ConfigTest, KeystoreEnabled) {
   EXPECT_FALSE(load_mutated([](YAML::Node& n) { n["keystores"][0]["enabled"] = false; })
                    .keystores[0]
                    .enabled);
-  expect_error([](YAML::Node& n) { n["keystores"][0]["enabled"] = "off"; },
-               "keystores[0].enabled");
+  expect_error([](YAML::Node& n) { n["keystores"][0]["enabled"] = "off"; }, "keystores[0].enabled");
 }
 
 }  // namespace

@@ -5,10 +5,10 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/executor_work_guard.hpp>
-#include <atomic>
 #include <chrono>
 #include <functional>
 #include <future>
@@ -27,7 +27,10 @@ TEST(BlockingPool, RunsJobsAndRefusesWhenFull) {
   auto released = release.get_future().share();
   std::atomic<int> ran{0};
   const auto later = SteadyClock::now() + 10s;
-  ASSERT_TRUE(pool.try_submit(later, [&, released](bool) { released.wait(); ++ran; }));
+  ASSERT_TRUE(pool.try_submit(later, [&, released](bool) {
+    released.wait();
+    ++ran;
+  }));
   while (pool.busy_workers() == 0) std::this_thread::sleep_for(1ms);
   ASSERT_TRUE(pool.try_submit(later, [&](bool) { ++ran; }));   // queued
   EXPECT_FALSE(pool.try_submit(later, [&](bool) { ++ran; }));  // queue full

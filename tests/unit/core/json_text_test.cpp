@@ -19,7 +19,8 @@ TEST(JsonText, PlainTextIsCopiedBetweenQuotes) {
   EXPECT_EQ(as_json(""), R"("")");
   EXPECT_EQ(as_json("arn:aws:iam::123456789012:user/Alice"),
             R"("arn:aws:iam::123456789012:user/Alice")");
-  EXPECT_EQ(as_json("caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x94\x91"), "\"caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x94\x91\"");
+  EXPECT_EQ(as_json("caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x94\x91"),
+            "\"caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x94\x91\"");
 }
 
 TEST(JsonText, EscapesQuotesBackslashesAndControlCharacters) {
@@ -31,8 +32,8 @@ TEST(JsonText, EscapesQuotesBackslashesAndControlCharacters) {
 TEST(JsonText, InvalidUtf8BecomesReplacementCharacters) {
   const std::string fffd = "\xEF\xBF\xBD";
   EXPECT_EQ(as_json("a\xFFz"), "\"a" + fffd + "z\"");
-  EXPECT_EQ(as_json("\xC0\xAF"), "\"" + fffd + fffd + "\"");          // overlong '/'
-  EXPECT_EQ(as_json("\xED\xA0\x80"), "\"" + fffd + fffd + fffd + "\"");  // surrogate
+  EXPECT_EQ(as_json("\xC0\xAF"), "\"" + fffd + fffd + "\"");                        // overlong '/'
+  EXPECT_EQ(as_json("\xED\xA0\x80"), "\"" + fffd + fffd + fffd + "\"");             // surrogate
   EXPECT_EQ(as_json("\xF4\x90\x80\x80"), "\"" + fffd + fffd + fffd + fffd + "\"");  // > U+10FFFF
   EXPECT_EQ(as_json("x\xE2\x82"), "\"x" + fffd + "\"");  // one maximal subpart, truncated
 }

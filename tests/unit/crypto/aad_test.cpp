@@ -90,18 +90,18 @@ TEST(KeyVersionMetadata, LaterVersionsAreLayoutTwoWithABigEndianNumber) {
 
 TEST(KeyVersionMetadata, ParseTellsOursForeignNewerAndMalformedApart) {
   using K = ParsedMetadata::Kind;
-  for (const Bytes& md : {Bytes{}, Bytes{'x', 'k', 's'}, Bytes{'x', 'k', 's', 0x00},
-                          Bytes{'x', 'k', 's', 0x01, 0x00}, Bytes{'X', 'K', 'S', 0x01},
-                          b("key_version=1")}) {
+  for (const Bytes& md :
+       {Bytes{}, Bytes{'x', 'k', 's'}, Bytes{'x', 'k', 's', 0x00}, Bytes{'x', 'k', 's', 0x01, 0x00},
+        Bytes{'X', 'K', 'S', 0x01}, b("key_version=1")}) {
     EXPECT_EQ(parse_ciphertext_metadata(md).kind, K::NotOurs);
   }
   EXPECT_EQ(parse_ciphertext_metadata(Bytes{'x', 'k', 's', 0x03}).kind, K::UnknownLayout);
   EXPECT_EQ(parse_ciphertext_metadata(Bytes{'x', 'k', 's', 0x03}).layout, 3u);
   // Layout 2 of the wrong size, or naming version 0 or 1 (which has one encoding).
-  for (const Bytes& md : {Bytes{'x', 'k', 's', 0x02}, Bytes{'x', 'k', 's', 0x02, 0, 0, 2},
-                          Bytes{'x', 'k', 's', 0x02, 0, 0, 0, 2, 0},
-                          Bytes{'x', 'k', 's', 0x02, 0, 0, 0, 0},
-                          Bytes{'x', 'k', 's', 0x02, 0, 0, 0, 1}}) {
+  for (const Bytes& md :
+       {Bytes{'x', 'k', 's', 0x02}, Bytes{'x', 'k', 's', 0x02, 0, 0, 2},
+        Bytes{'x', 'k', 's', 0x02, 0, 0, 0, 2, 0}, Bytes{'x', 'k', 's', 0x02, 0, 0, 0, 0},
+        Bytes{'x', 'k', 's', 0x02, 0, 0, 0, 1}}) {
     EXPECT_EQ(parse_ciphertext_metadata(md).kind, K::Malformed);
   }
 }
@@ -124,7 +124,7 @@ TEST(AwsSampleFraming, DigestOfThePresentAadAndTheMetadataAsGiven) {
   want = {0x00, 0x00};
   want.insert(want.end(), empty_digest.begin(), empty_digest.end());
   want.push_back(0x00);
-  EXPECT_EQ(frame_aad_aws_sample(Bytes{}, {}), want);          // present but empty
+  EXPECT_EQ(frame_aad_aws_sample(Bytes{}, {}), want);  // present but empty
   EXPECT_EQ(frame_aad_aws_sample(std::nullopt, {}), (Bytes{0x00, 0x00, 0x00}));  // absent
 
   const Bytes big(300, 0x61);

@@ -16,8 +16,13 @@ std::string decode_str(std::string_view s) {
 // RFC 4648 section 10 test vectors.
 TEST(Base64, Rfc4648Vectors) {
   const std::pair<std::string_view, std::string_view> vectors[] = {
-      {"", ""},         {"f", "Zg=="},         {"fo", "Zm8="},         {"foo", "Zm9v"},
-      {"foob", "Zm9vYg=="}, {"fooba", "Zm9vYmE="}, {"foobar", "Zm9vYmFy"},
+      {"", ""},
+      {"f", "Zg=="},
+      {"fo", "Zm8="},
+      {"foo", "Zm9v"},
+      {"foob", "Zm9vYg=="},
+      {"fooba", "Zm9vYmE="},
+      {"foobar", "Zm9vYmFy"},
   };
   for (const auto& [plain, encoded] : vectors) {
     EXPECT_EQ(base64_encode(as_bytes(plain)), encoded);
@@ -50,14 +55,15 @@ TEST(Base64, AllByteValuesRoundTrip) {
 }
 
 TEST(Base64, RejectsWhitespaceAnywhere) {
-  for (const char* s : {"Zm9v\n", " Zm9v", "Zm 9v", "Zm9v\r\n", "Zm9v\tYmFy", "Zg==\n", "Zm9v YmFy"}) {
+  for (const char* s :
+       {"Zm9v\n", " Zm9v", "Zm 9v", "Zm9v\r\n", "Zm9v\tYmFy", "Zg==\n", "Zm9v YmFy"}) {
     EXPECT_FALSE(base64_decode(s).has_value()) << s;
   }
 }
 
 TEST(Base64, RejectsMissingOrBadPadding) {
-  for (const char* s : {"Zg", "Zg=", "Zm8", "Zg===", "Z===", "====", "Zm9vY", "=Zm9", "Zg==Zg==",
-                        "Zm=v", "Z=9v", "Zm9v====", "Zg=a"}) {
+  for (const char* s : {"Zg", "Zg=", "Zm8", "Zg===", "Z===", "====", "Zm9vY", "=Zm9",
+                        "Zg==Zg==", "Zm=v", "Z=9v", "Zm9v====", "Zg=a"}) {
     EXPECT_FALSE(base64_decode(s).has_value()) << s;
   }
 }

@@ -46,8 +46,8 @@ TEST(Digest, SafeFromManyThreads) {
     threads.emplace_back([&] {
       for (int i = 0; i < 200; ++i) {
         const auto d = hmac_sha256(as_bytes("Jefe"), as_bytes("what do ya want for nothing?"));
-        if (!d || hex_encode(*d) !=
-                      "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843") {
+        if (!d ||
+            hex_encode(*d) != "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843") {
           ++bad;
         }
       }

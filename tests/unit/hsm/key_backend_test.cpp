@@ -9,8 +9,8 @@ TEST(KeyAttributes, KeyUsageInSpecOrder) {
   KeyAttributes a;
   EXPECT_TRUE(a.key_usage().empty());
   a.encrypt = a.decrypt = a.wrap = a.unwrap = a.sign = a.verify = a.derive = true;
-  EXPECT_EQ(a.key_usage(), (std::vector<std::string>{"ENCRYPT", "DECRYPT", "WRAP", "UNWRAP",
-                                                      "SIGN", "VERIFY", "DERIVE"}));
+  EXPECT_EQ(a.key_usage(), (std::vector<std::string>{"ENCRYPT", "DECRYPT", "WRAP", "UNWRAP", "SIGN",
+                                                     "VERIFY", "DERIVE"}));
   a = {};
   a.decrypt = a.derive = true;
   EXPECT_EQ(a.key_usage(), (std::vector<std::string>{"DECRYPT", "DERIVE"}));

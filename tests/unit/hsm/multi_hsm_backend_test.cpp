@@ -30,8 +30,7 @@ class FakeHsm final : public KeyBackend {
     ++calls;
     return next();
   }
-  Result<SecureBytes> decrypt(std::string_view, ByteView, ByteView, ByteView,
-                              ByteView) override {
+  Result<SecureBytes> decrypt(std::string_view, ByteView, ByteView, ByteView, ByteView) override {
     ++calls;
     return make_error(ErrorName::InvalidCiphertextException, "bad tag");
   }

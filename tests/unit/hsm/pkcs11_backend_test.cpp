@@ -184,7 +184,8 @@ TEST_F(Pkcs11BackendTest, SixteenByteIvDecrypts) {
 TEST_F(Pkcs11BackendTest, AnIvTheHsmDidNotGenerateIsRefusedPerCall) {
   // SoftHSM2 uses a given IV as given: in hsm_into_zero_buffer mode the buffer
   // comes back all zero, which would repeat the IV; with pIv NULL it has no IV.
-  for (const config::IvMode mode : {config::IvMode::HsmIntoZeroBuffer, config::IvMode::HsmAppended}) {
+  for (const config::IvMode mode :
+       {config::IvMode::HsmIntoZeroBuffer, config::IvMode::HsmAppended}) {
     config::HsmConfig c = SoftHsm::get().config(test::kMainToken, test::kMainPin);
     c.iv = mode;
     auto b = open_or_fail(c);
@@ -318,7 +319,8 @@ TEST(Pkcs11BackendHealth, MissingHealthKeyIsUnavailableNamingIt) {
 
 std::size_t occurrences(const std::string& text, const std::string& part) {
   std::size_t n = 0;
-  for (auto at = text.find(part); at != std::string::npos; at = text.find(part, at + part.size())) ++n;
+  for (auto at = text.find(part); at != std::string::npos; at = text.find(part, at + part.size()))
+    ++n;
   return n;
 }
 
@@ -334,7 +336,8 @@ TEST(Pkcs11BackendHealth, FailingCallNamesItsContextOnce) {
   const std::string context = "C_EncryptInit (AES-GCM) with key 'aes-dec-only'";
   EXPECT_EQ(occurrences(h[0].detail, context), 1u) << h[0].detail;
   EXPECT_EQ(occurrences(h[0].detail, "CKR_KEY_FUNCTION_NOT_PERMITTED"), 1u) << h[0].detail;
-  EXPECT_EQ(occurrences(h[0].detail, "aes-dec-only"), 2u)  // "health key 'aes-dec-only'" and the call
+  EXPECT_EQ(occurrences(h[0].detail, "aes-dec-only"),
+            2u)  // "health key 'aes-dec-only'" and the call
       << h[0].detail;
 }
 
@@ -416,8 +419,7 @@ TEST(Pkcs11BackendLogin, WrongPinAtStartupIsOneAttemptAndAClearError) {
   EXPECT_EQ(logins[0], CKR_PIN_INCORRECT);
 
   // The right PIN still works: the token was not locked by retries.
-  EXPECT_NE(open_or_fail(SoftHsm::get().config(test::kBadPinToken, test::kBadPinPin, 1)),
-            nullptr);
+  EXPECT_NE(open_or_fail(SoftHsm::get().config(test::kBadPinToken, test::kBadPinPin, 1)), nullptr);
 }
 
 TEST(Pkcs11BackendLogin, PinRefusedLaterLatchesUntilANewBackend) {
@@ -473,7 +475,10 @@ TEST(Pkcs11BackendConcurrency, EightThreadsShareFourSessions) {
         Bytes pt(static_cast<std::size_t>(t * 10 + i), static_cast<std::uint8_t>(t));
         Bytes aad{static_cast<std::uint8_t>(i)};
         auto ct = b->encrypt(i % 2 ? "aes-1" : "shared", pt, aad);
-        if (!ct) { ++failures; continue; }
+        if (!ct) {
+          ++failures;
+          continue;
+        }
         auto back = b->decrypt(i % 2 ? "aes-1" : "shared", ct->ciphertext, ct->iv, ct->tag, aad);
         if (!back || Bytes(back->begin(), back->end()) != pt) ++failures;
         if (i % 10 == 0 && !b->key_attributes("aes-1")) ++failures;

@@ -7,10 +7,10 @@
 #include <atomic>
 #include <thread>
 
+#include "unit/core/fake_clock.hpp"
 #include "xks/hsm/events.hpp"
 #include "xks/hsm/multi_hsm_backend.hpp"
 #include "xks/hsm/session_pool.hpp"
-#include "unit/core/fake_clock.hpp"
 
 namespace xks::hsm {
 namespace {
@@ -28,8 +28,8 @@ TEST(SessionPoolInvalidate, ClosesIdleAtOnceAndLeasedOnReturn) {
   ASSERT_TRUE(leased);
   const CK_SESSION_HANDLE old = leased->handle();
   pool.invalidate();
-  EXPECT_EQ(closed.load(), 1);        // the idle one
-  EXPECT_EQ(pool.open_count(), 1u);   // the leased one still counts
+  EXPECT_EQ(closed.load(), 1);          // the idle one
+  EXPECT_EQ(pool.open_count(), 1u);     // the leased one still counts
   { auto moved = std::move(*leased); }  // comes back: closed, not pooled
   EXPECT_EQ(closed.load(), 2);
   EXPECT_EQ(pool.open_count(), 0u);
@@ -44,8 +44,7 @@ class OkBackend final : public KeyBackend {
   Result<GcmCiphertext> encrypt(std::string_view, ByteView, ByteView) override {
     return GcmCiphertext{};
   }
-  Result<SecureBytes> decrypt(std::string_view, ByteView, ByteView, ByteView,
-                              ByteView) override {
+  Result<SecureBytes> decrypt(std::string_view, ByteView, ByteView, ByteView, ByteView) override {
     return SecureBytes{};
   }
   std::vector<EkmHealth> check_health() override {

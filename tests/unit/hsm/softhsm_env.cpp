@@ -72,9 +72,9 @@ void SoftHsm::set_up() {
          << "slots.removable = false\n";
   }
   setenv("SOFTHSM2_CONF", (dir_ / "softhsm2.conf").c_str(), 1);
-  for (auto [label, pin] : {std::pair{kMainToken, kMainPin}, std::pair{kSecondToken, kSecondPin},
-                            std::pair{kPinChangeToken, kPinChangePin},
-                            std::pair{kBadPinToken, kBadPinPin}}) {
+  for (auto [label, pin] :
+       {std::pair{kMainToken, kMainPin}, std::pair{kSecondToken, kSecondPin},
+        std::pair{kPinChangeToken, kPinChangePin}, std::pair{kBadPinToken, kBadPinPin}}) {
     run(std::string{"softhsm2-util --init-token --free --label "} + label + " --pin " + pin +
         " --so-pin " + kSoPin);
   }
@@ -92,9 +92,9 @@ void SoftHsm::set_up() {
   // costs SoftHSM2 a PIN key derivation, and closing a token's last session
   // logs it out.
   std::vector<CK_SESSION_HANDLE> keepers;
-  for (auto [label, pin] : {std::pair{kMainToken, kMainPin}, std::pair{kSecondToken, kSecondPin},
-                            std::pair{kPinChangeToken, kPinChangePin},
-                            std::pair{kBadPinToken, kBadPinPin}}) {
+  for (auto [label, pin] :
+       {std::pair{kMainToken, kMainPin}, std::pair{kSecondToken, kSecondPin},
+        std::pair{kPinChangeToken, kPinChangePin}, std::pair{kBadPinToken, kBadPinPin}}) {
     keepers.push_back(admin_session(label, pin));
   }
 
@@ -146,8 +146,8 @@ config::HsmConfig SoftHsm::config(std::string_view token_label, std::string_view
 CK_SESSION_HANDLE SoftHsm::admin_session(std::string_view token_label, std::string_view pin) {
   CK_FUNCTION_LIST* fn = module_->fn();
   CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
-  check(fn->C_OpenSession(slot(token_label), CKF_SERIAL_SESSION | CKF_RW_SESSION, nullptr,
-                          nullptr, &s),
+  check(fn->C_OpenSession(slot(token_label), CKF_SERIAL_SESSION | CKF_RW_SESSION, nullptr, nullptr,
+                          &s),
         "C_OpenSession");
   std::string p{pin};
   const CK_RV rv = fn->C_Login(s, CKU_USER, reinterpret_cast<unsigned char*>(p.data()), p.size());

@@ -36,19 +36,19 @@ inline constexpr char kSoPin[] = "87654321";
 
 struct KeySpec {
   std::string label;
-  std::string id_hex;               // CKA_ID
+  std::string id_hex;  // CKA_ID
   bool encrypt = true;
   bool decrypt = true;
   bool wrap = false;
   bool unwrap = false;
-  std::optional<Bytes> value;       // imported (same key on two tokens) or generated
+  std::optional<Bytes> value;  // imported (same key on two tokens) or generated
 };
 
 class SoftHsm {
  public:
   static SoftHsm& get();       // sets up on first use
   static SoftHsm& instance();  // as is, perhaps not set up
-  ~SoftHsm();             // removes the directory
+  ~SoftHsm();                  // removes the directory
 
   // Finalizes the module (the global test environment's TearDown), so that
   // no backend outlives the test run; get() loads it again if needed.

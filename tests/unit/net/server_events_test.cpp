@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/context.hpp>
@@ -12,7 +13,6 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/write.hpp>
-#include <atomic>
 #include <chrono>
 #include <functional>
 #include <future>
@@ -94,8 +94,10 @@ bool eventually(const std::function<bool()>& done) {
 class ServerEventsTest : public ::testing::Test {
  protected:
   void start(Limits limits, std::shared_ptr<asio::ssl::context> tls = nullptr) {
-    settings_ = std::make_shared<const ConnectionSettings>(ConnectionSettings{limits, std::move(tls)});
-    server_ = std::make_unique<Server>(ioc_, [this] { return settings_; }, handler_, &events_);
+    settings_ =
+        std::make_shared<const ConnectionSettings>(ConnectionSettings{limits, std::move(tls)});
+    server_ = std::make_unique<Server>(
+        ioc_, [this] { return settings_; }, handler_, &events_);
     server_->listen("127.0.0.1", 0);
     server_->start();
     runner_ = std::async(std::launch::async, [this] { ioc_.run(); });

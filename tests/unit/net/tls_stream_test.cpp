@@ -55,8 +55,8 @@ using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
 static_assert(beast::is_async_stream<TlsStream>::value);
-static_assert(std::is_same_v<decltype(beast::get_lowest_layer(std::declval<TlsStream&>())),
-                             TlsStream&>);
+static_assert(
+    std::is_same_v<decltype(beast::get_lowest_layer(std::declval<TlsStream&>())), TlsStream&>);
 
 constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
 
@@ -87,8 +87,8 @@ CertPtr new_cert(EVP_PKEY* key, const char* cn, X509* issuer, EVP_PKEY* issuer_k
   X509_gmtime_adj(X509_getm_notAfter(cert.get()), 24 * 3600);
   X509_set_pubkey(cert.get(), key);
   X509_NAME* name = X509_get_subject_name(cert.get());
-  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
-                             reinterpret_cast<const unsigned char*>(cn), -1, -1, 0);
+  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>(cn),
+                             -1, -1, 0);
   X509* signer = issuer ? issuer : cert.get();
   X509_set_issuer_name(cert.get(), X509_get_subject_name(signer));
   if (ca) {
@@ -192,8 +192,7 @@ class TlsStreamTest : public ::testing::Test {
   }
 
   std::shared_ptr<asio::ssl::context> server_context(
-      bool mtls = false, bool tickets = true,
-      std::vector<std::string> names = {"client.example"},
+      bool mtls = false, bool tickets = true, std::vector<std::string> names = {"client.example"},
       config::TlsConfig::NameMatch match = config::TlsConfig::NameMatch::Cn) const {
     config::TlsConfig c;
     c.certificate = pki_->server_cert;
@@ -284,8 +283,7 @@ const SocketTweak kTinySendBuffer = [](tcp::socket& s) {
 class TlsStreamVersionTest : public TlsStreamTest, public ::testing::WithParamInterface<int> {};
 
 INSTANTIATE_TEST_SUITE_P(Versions, TlsStreamVersionTest,
-                         ::testing::Values(TLS1_2_VERSION, TLS1_3_VERSION),
-                         [](const auto& info) {
+                         ::testing::Values(TLS1_2_VERSION, TLS1_3_VERSION), [](const auto& info) {
                            return info.param == TLS1_3_VERSION ? std::string("Tls13")
                                                                : std::string("Tls12");
                          });
@@ -575,17 +573,14 @@ TEST_F(TlsStreamTest, EmptyReadCompletesAtOnceButNotInline) {
 TEST_F(TlsStreamTest, CloseNotifyReadsAsEof) {
   auto ctx = server_context();
   error_code rec, sec;
-  run(
-      *ctx,
-      read_once_then_shutdown(rec, sec),
-      [&](std::uint16_t port) {
-        asio::io_context io;
-        auto cctx = client_context(*pki_, {});
-        auto c = connect(io, *cctx, port);
-        error_code ec;
-        c->shutdown(ec);  // close_notify, then waits for the server's
-        EXPECT_FALSE(ec) << ec.message();
-      });
+  run(*ctx, read_once_then_shutdown(rec, sec), [&](std::uint16_t port) {
+    asio::io_context io;
+    auto cctx = client_context(*pki_, {});
+    auto c = connect(io, *cctx, port);
+    error_code ec;
+    c->shutdown(ec);  // close_notify, then waits for the server's
+    EXPECT_FALSE(ec) << ec.message();
+  });
   EXPECT_EQ(rec, asio::error::eof) << rec.message();
   EXPECT_FALSE(sec) << sec.message();  // the peer's close_notify had come already
 }
@@ -593,18 +588,15 @@ TEST_F(TlsStreamTest, CloseNotifyReadsAsEof) {
 TEST_F(TlsStreamTest, TcpCloseWithoutCloseNotifyIsStreamTruncated) {
   auto ctx = server_context();
   error_code rec, sec;
-  run(
-      *ctx,
-      read_once_then_shutdown(rec, sec),
-      [&](std::uint16_t port) {
-        asio::io_context io;
-        auto cctx = client_context(*pki_, {});
-        auto c = connect(io, *cctx, port);
-        // FIN without close_notify. (close() could send a RST instead when the
-        // TLS 1.3 tickets are still unread in the receive buffer.)
-        c->next_layer().shutdown(tcp::socket::shutdown_send);
-        wait_for_close(c->next_layer());
-      });
+  run(*ctx, read_once_then_shutdown(rec, sec), [&](std::uint16_t port) {
+    asio::io_context io;
+    auto cctx = client_context(*pki_, {});
+    auto c = connect(io, *cctx, port);
+    // FIN without close_notify. (close() could send a RST instead when the
+    // TLS 1.3 tickets are still unread in the receive buffer.)
+    c->next_layer().shutdown(tcp::socket::shutdown_send);
+    wait_for_close(c->next_layer());
+  });
   EXPECT_EQ(rec, asio::ssl::error::stream_truncated) << rec.message();
   // No SSL_shutdown after a fatal error; the same error again.
   EXPECT_EQ(sec, asio::ssl::error::stream_truncated) << sec.message();
@@ -920,7 +912,8 @@ class TlsClientNameTest : public TlsStreamTest {
   // One handshake with `cert` against `ctx`, then a read.
   MtlsAttempt attempt(asio::ssl::context& ctx, const fs::path& cert, const fs::path& key) {
     MtlsAttempt out;
-    run(ctx,
+    run(
+        ctx,
         [&](TlsStream& s) -> asio::awaitable<void> {
           s.expires_after(5s);
           std::tie(out.server) = co_await s.async_handshake(kTuple);
@@ -972,14 +965,13 @@ TEST_F(TlsClientNameTest, OnlyTheSubjectCnIsMatchedByDefault) {
 }
 
 TEST_F(TlsClientNameTest, DnsSansOnlyWhenConfigured) {
-  auto san = server_context(true, true, {"localhost"},
-                            config::TlsConfig::NameMatch::CnOrDnsSan);
+  auto san = server_context(true, true, {"localhost"}, config::TlsConfig::NameMatch::CnOrDnsSan);
   EXPECT_FALSE(attempt(*san, pki_->client_cert, pki_->client_key).server);
-  auto cn = server_context(true, true, {"CLIENT.example"},
-                           config::TlsConfig::NameMatch::CnOrDnsSan);
+  auto cn =
+      server_context(true, true, {"CLIENT.example"}, config::TlsConfig::NameMatch::CnOrDnsSan);
   EXPECT_FALSE(attempt(*cn, pki_->client_cert, pki_->client_key).server);
-  auto none = server_context(true, true, {"elsewhere.example"},
-                             config::TlsConfig::NameMatch::CnOrDnsSan);
+  auto none =
+      server_context(true, true, {"elsewhere.example"}, config::TlsConfig::NameMatch::CnOrDnsSan);
   EXPECT_TRUE(attempt(*none, pki_->client_cert, pki_->client_key).server);
 }
 

@@ -54,7 +54,8 @@ inline void expect_well_formed(const std::string& text) {
       const std::string name = m[1];
       bool belongs = name == family;
       if (type == "histogram") {
-        belongs = name == family + "_bucket" || name == family + "_sum" || name == family + "_count";
+        belongs =
+            name == family + "_bucket" || name == family + "_sum" || name == family + "_count";
       }
       EXPECT_TRUE(belongs) << "sample outside its family " << family << ": " << line;
       EXPECT_TRUE(series.insert(name + m[2].str()).second) << "duplicate series: " << line;

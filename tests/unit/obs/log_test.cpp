@@ -85,7 +85,8 @@ TEST_F(LogTest, TextLinesQuoteOnlyWhatNeedsIt) {
   flush();
   const auto lines = lines_of(dir_ / "xks.log");
   ASSERT_EQ(lines.size(), 1U);
-  EXPECT_THAT(lines[0], HasSubstr(" warning reload_refused config=/etc/x.yaml error=\"bad value\""));
+  EXPECT_THAT(lines[0],
+              HasSubstr(" warning reload_refused config=/etc/x.yaml error=\"bad value\""));
 }
 
 TEST_F(LogTest, LevelFiltersLines) {

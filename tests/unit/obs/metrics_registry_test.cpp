@@ -80,10 +80,10 @@ TEST(Exposition, HistogramGolden) {
   Registry r;
   auto& h = r.histogram("test_seconds", "Latency.", {"api"}, {0.25, 0.5, 1});
   auto& child = h.with({"Encrypt"});
-  child.observe(0.25);   // on a bound: that bucket (le is inclusive)
+  child.observe(0.25);  // on a bound: that bucket (le is inclusive)
   child.observe(0.375);
-  child.observe(1.0);    // on the last bound
-  child.observe(2.0);    // above every bound: +Inf only
+  child.observe(1.0);  // on the last bound
+  child.observe(2.0);  // above every bound: +Inf only
   EXPECT_EQ(r.render(),
             "# HELP test_seconds Latency.\n"
             "# TYPE test_seconds histogram\n"
@@ -129,7 +129,7 @@ TEST(Exposition, CallbackGaugeGoldenAndRemoval) {
             "test_in_use{pool=\"p0\"} 1\n"
             "test_in_use{pool=\"p1\"} 4\n");
   g.set({"p1"}, [] { return 5.0; });  // replace
-  g.set({"p0"}, nullptr);              // remove
+  g.set({"p0"}, nullptr);             // remove
   EXPECT_EQ(r.render(),
             "# HELP test_in_use In use.\n"
             "# TYPE test_in_use gauge\n"
@@ -173,9 +173,8 @@ TEST(Registry, RejectsDuplicateNamesAndBadBuckets) {
   EXPECT_THROW(r.gauge("t_total", "again"), std::invalid_argument);
   EXPECT_THROW(r.histogram("h1", "H.", {}, {0.5, 0.25}), std::invalid_argument);
   EXPECT_THROW(r.histogram("h2", "H.", {}, {0.5, 0.5}), std::invalid_argument);
-  EXPECT_THROW(
-      r.histogram("h3", "H.", {}, {0.5, std::numeric_limits<double>::infinity()}),
-      std::invalid_argument);
+  EXPECT_THROW(r.histogram("h3", "H.", {}, {0.5, std::numeric_limits<double>::infinity()}),
+               std::invalid_argument);
 }
 
 TEST(Histogram, EveryLatencyBoundLandsInItsOwnBucket) {

@@ -43,9 +43,9 @@ TEST(Arn, ServicePrincipalsAndAwsInternalHaveNoAccount) {
 
 TEST(Arn, MalformedGiveNothing) {
   for (const std::string_view bad :
-       {"", "arn", "arn:", "arn:aws", "arn:aws:iam::111122223333", "arn:aws:iam::111122223333:",
-        "arn::iam::111122223333:root", "arn:aws:::111122223333:root", "ARN:aws:iam::111122223333:root",
-        " arn:aws:iam::111122223333:root"}) {
+       {"", "arn", "arn:", "arn:aws", "arn:aws:iam::111122223333",
+        "arn:aws:iam::111122223333:", "arn::iam::111122223333:root", "arn:aws:::111122223333:root",
+        "ARN:aws:iam::111122223333:root", " arn:aws:iam::111122223333:root"}) {
     EXPECT_EQ(arn_account(bad), std::nullopt) << bad;
   }
   // Parses, but the account is not 12 digits.

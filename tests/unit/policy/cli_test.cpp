@@ -58,7 +58,8 @@ constexpr const char* kEncryptBody = R"({
 
 TEST_F(PolicyCli, CheckValid) {
   EXPECT_EQ(run(policy_check, {policy("encrypt-only-role.yaml")}), kExitAllow) << err_.str();
-  EXPECT_NE(out_.str().find("OK, 2 statement(s): 1 allow, 1 deny; enforce: true"), std::string::npos)
+  EXPECT_NE(out_.str().find("OK, 2 statement(s): 1 allow, 1 deny; enforce: true"),
+            std::string::npos)
       << out_.str();
   EXPECT_NE(out_.str().find("#0 deny \"ingest-role-never-decrypts\" apis=Decrypt principals"),
             std::string::npos)
@@ -86,8 +87,9 @@ TEST_F(PolicyCli, TestInfersTheApiFromTheBody) {
 
 TEST_F(PolicyCli, TestApiOverrideDenies) {
   const auto req = write("encrypt.json", kEncryptBody);
-  EXPECT_EQ(run(policy_test, {policy("encrypt-only-role.yaml"), req, "--api", "Decrypt", "--key=k1"}),
-            kExitDeny);
+  EXPECT_EQ(
+      run(policy_test, {policy("encrypt-only-role.yaml"), req, "--api", "Decrypt", "--key=k1"}),
+      kExitDeny);
   EXPECT_NE(out_.str().find("decision: DENY\nstatement: ingest-role-never-decrypts (#0, deny)\n"),
             std::string::npos)
       << out_.str();
@@ -103,9 +105,11 @@ TEST_F(PolicyCli, TestDryRunExitsDenyButSaysItProceeds) {
 }
 
 TEST_F(PolicyCli, TestHealthIsExempt) {
-  const auto req = write("health.json",
-                         R"({"requestMetadata": {"kmsRequestId": "x", "kmsOperation": "KmsHealthCheck"}})");
-  EXPECT_EQ(run(policy_test, {policy("deny-all.yaml"), req, "--api", "GetHealthStatus"}), kExitAllow);
+  const auto req =
+      write("health.json",
+            R"({"requestMetadata": {"kmsRequestId": "x", "kmsOperation": "KmsHealthCheck"}})");
+  EXPECT_EQ(run(policy_test, {policy("deny-all.yaml"), req, "--api", "GetHealthStatus"}),
+            kExitAllow);
   EXPECT_NE(out_.str().find("statement: health-exempt"), std::string::npos) << out_.str();
 }
 
@@ -118,8 +122,9 @@ TEST_F(PolicyCli, TestUsageAndBadInput) {
   EXPECT_EQ(run(policy_test, {pol, req, "--bogus"}), kExitUsage);
   EXPECT_EQ(run(policy_test, {pol, write("x.json", "not json")}), kExitUsage);
   EXPECT_EQ(run(policy_test, {pol, write("y.json", R"({"plaintext": "x"})")}), kExitUsage);
-  EXPECT_EQ(run(policy_test, {pol, write("z.json", R"({"requestMetadata": {"kmsViaService": 3}})")}),
-            kExitUsage);
+  EXPECT_EQ(
+      run(policy_test, {pol, write("z.json", R"({"requestMetadata": {"kmsViaService": 3}})")}),
+      kExitUsage);
   EXPECT_NE(err_.str().find("kmsViaService is not a string"), std::string::npos) << err_.str();
 }
 

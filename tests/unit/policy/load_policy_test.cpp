@@ -46,7 +46,8 @@ TEST(LoadPolicy, CompilesFieldsAndDefaults) {
   const Statement& s = p->statements()[0];
   EXPECT_EQ(s.sid, "s1");
   EXPECT_EQ(s.effect, Effect::Allow);
-  EXPECT_EQ(s.api_mask, static_cast<std::uint8_t>(Api::Encrypt) | static_cast<std::uint8_t>(Api::Decrypt));
+  EXPECT_EQ(s.api_mask,
+            static_cast<std::uint8_t>(Api::Encrypt) | static_cast<std::uint8_t>(Api::Decrypt));
   ASSERT_EQ(s.conditions.size(), kFieldCount);
   // Evaluation order: cheap compares first, ARNs last.
   EXPECT_EQ(s.conditions.front().field, Field::Key);
@@ -71,7 +72,8 @@ TEST(LoadPolicy, UnknownKeys) {
   EXPECT_EQ(e.statement(), 0U);
   EXPECT_EQ(e.sid(), "a");
   EXPECT_EQ(e.field(), "principal");
-  EXPECT_NE(std::string(e.what()).find("did you mean \"principals\""), std::string::npos) << e.what();
+  EXPECT_NE(std::string(e.what()).find("did you mean \"principals\""), std::string::npos)
+      << e.what();
   EXPECT_NE(std::string(e.what()).find("statements[0] (sid \"a\")"), std::string::npos) << e.what();
 }
 
@@ -87,8 +89,9 @@ TEST(LoadPolicy, UnknownEffectAndApi) {
 
 TEST(LoadPolicy, EmptyStatementAndMissingParts) {
   EXPECT_EQ(error_of("statements: [{sid: a, effect: allow}]").field(), "");
-  EXPECT_NE(std::string(error_of("statements: [{sid: a, effect: allow}]").what()).find("empty statement"),
-            std::string::npos);
+  EXPECT_NE(
+      std::string(error_of("statements: [{sid: a, effect: allow}]").what()).find("empty statement"),
+      std::string::npos);
   EXPECT_EQ(error_of("statements: [{effect: allow, keys: ['*']}]").field(), "sid");
   EXPECT_EQ(error_of("statements: [{sid: a, keys: ['*']}]").field(), "effect");
   EXPECT_EQ(error_of("statements: [{sid: a, effect: allow, keys: []}]").field(), "keys");
@@ -109,24 +112,30 @@ TEST(LoadPolicy, DuplicateAndReservedSids) {
   EXPECT_EQ(e.statement(), 1U);
   EXPECT_EQ(e.field(), "sid");
   EXPECT_NE(e.problem().find("duplicate"), std::string::npos);
-  EXPECT_EQ(error_of("statements: [{sid: default-deny, effect: deny, keys: ['*']}]").field(), "sid");
-  EXPECT_EQ(error_of("statements: [{sid: health-exempt, effect: deny, keys: ['*']}]").field(), "sid");
+  EXPECT_EQ(error_of("statements: [{sid: default-deny, effect: deny, keys: ['*']}]").field(),
+            "sid");
+  EXPECT_EQ(error_of("statements: [{sid: health-exempt, effect: deny, keys: ['*']}]").field(),
+            "sid");
   EXPECT_EQ(error_of("statements: [{sid: 'has space', effect: deny, keys: ['*']}]").field(), "sid");
 }
 
 TEST(LoadPolicy, BadWildcardsAndValues) {
   for (const char* v : {"'a**'", "'a\\'", "'a\\b'", "''"}) {
-    const auto e = error_of(std::string("statements: [{sid: a, effect: allow, principals: [") + v + "]}]");
+    const auto e =
+        error_of(std::string("statements: [{sid: a, effect: allow, principals: [") + v + "]}]");
     EXPECT_EQ(e.field(), "principals") << v;
   }
-  EXPECT_NE(std::string(error_of("statements: [{sid: a, effect: allow, principals: ['a**']}]").what())
-                .find("bad wildcard"),
-            std::string::npos);
+  EXPECT_NE(
+      std::string(error_of("statements: [{sid: a, effect: allow, principals: ['a**']}]").what())
+          .find("bad wildcard"),
+      std::string::npos);
   // An ARN where an account id belongs.
-  auto e = error_of("statements: [{sid: a, effect: allow, accounts: ['arn:aws:iam::111122223333:root']}]");
+  auto e = error_of(
+      "statements: [{sid: a, effect: allow, accounts: ['arn:aws:iam::111122223333:root']}]");
   EXPECT_EQ(e.field(), "accounts");
   EXPECT_NE(std::string(e.what()).find("12 digits"), std::string::npos);
-  EXPECT_EQ(error_of("statements: [{sid: a, effect: allow, regions: [EU-WEST-1]}]").field(), "regions");
+  EXPECT_EQ(error_of("statements: [{sid: a, effect: allow, regions: [EU-WEST-1]}]").field(),
+            "regions");
   EXPECT_EQ(error_of("statements: [{sid: a, effect: allow, keys: ['key/1']}]").field(), "keys");
   EXPECT_EQ(error_of("statements: [{sid: a, effect: allow, keys: ['<absent>']}]").field(), "keys");
   EXPECT_EQ(error_of("statements: [{sid: a, effect: allow, keys: [[nested]]}]").field(), "keys");

@@ -10,7 +10,8 @@ namespace {
 
 constexpr std::string_view kRole = "arn:aws:iam::111122223333:role/app";
 constexpr std::string_view kOtherRole = "arn:aws:iam::444455556666:role/app";
-constexpr std::string_view kKeyArn = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+constexpr std::string_view kKeyArn =
+    "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
 
 PolicyPtr load(const char* name) {
   return load_policy(std::string(XKS_SOURCE_DIR) + "/config/policies/" + name);
