@@ -1,4 +1,4 @@
-// Cost of the JSON layer of one request (issue 8): parsing request bodies into
+// Cost of the JSON layer of one request: parsing request bodies into
 // DTOs and serializing responses, with bodies shaped as KMS sends them
 // (requestMetadata with principal, key ARN, operation, request id and via-service;
 // AAD; a CDIV request) at 32 B and 4300 B of plaintext (the spec's minimum

@@ -1,4 +1,4 @@
-// Policy evaluation latency with a realistic 100-statement policy (issue 4: p99 of
+// Policy evaluation latency with a realistic 100-statement policy (p99 of
 // one evaluation under 5 us). Two views of the same work:
 //  - per evaluation: steady_clock read around every call, so the tail is visible
 //    (each sample includes one clock read, whose cost is measured and printed);

@@ -1,4 +1,4 @@
-// SigV4 verification cost (issue 8: SigV4Verifier::verify was ~10 % of the
+// SigV4 verification cost (SigV4Verifier::verify was ~10 % of the
 // proxy's CPU per health request). Signs two requests as botocore sends them
 // (tests/unit/auth/data/botocore_*.http: Host, Accept-Encoding, Content-Type,
 // X-Amz-Date, Authorization, Content-Length, User-Agent; signed headers

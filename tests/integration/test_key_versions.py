@@ -1,4 +1,4 @@
-"""Key versions (issue 15): rotation under continuous load, retirement, reloads that would
+"""Key versions: rotation under continuous load, retirement, reloads that would
 orphan ciphertexts, and ciphertexts written by other proxies.
 
 Test vectors nobody here wrote: AES-256 keys made in Python are imported into the demo

@@ -1,4 +1,4 @@
-"""SIGTERM drain against the real daemon (issue 6: "a SIGTERM during load lets in-flight
+"""SIGTERM drain against the real daemon ("a SIGTERM during load lets in-flight
 requests complete").
 
 What src/app/app.cpp does on SIGTERM (Daemon::begin_shutdown / poll_drain): log

@@ -1,4 +1,4 @@
-"""Log output to a file with rotation, on the real daemon (issue 6): `logging.file` with
+"""Log output to a file with rotation, on the real daemon: `logging.file` with
 size rotation writes every access line to the file (not stdout), rotates at max_size_mb,
 keeps max_files rotated files of whole JSON lines with nothing lost at a rotation, creates
 them mode 0640; a reload (SIGHUP) moves the log to another file; a log path that cannot be

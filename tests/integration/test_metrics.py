@@ -1,4 +1,4 @@
-"""Prometheus metrics of the real daemon after known traffic (issue 6): request
+"""Prometheus metrics of the real daemon after known traffic: request
 counters by key store, API and outcome, latency histograms, HSM call latency,
 health, credential last use, build info — and never a secret in the output.
 

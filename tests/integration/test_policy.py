@@ -1,4 +1,4 @@
-"""Secondary authorization against the real daemon (issue 4): a signed request is
+"""Secondary authorization against the real daemon: a signed request is
 denied with 403 AccessDeniedException and the access log names the deciding
 statement; health is never subject to the policy; dry-run logs and lets the
 request through; a reload swaps the policy under continuous traffic."""

@@ -1,4 +1,4 @@
-"""HSM resilience (issue 5) against the real daemon, with the HSM behind the fault-injecting
+"""HSM resilience against the real daemon, with the HSM behind the fault-injecting
 PKCS#11 module (tests/fault_pkcs11, $XKS_FAULT_MODULE) in front of the demo's module
 (SoftHSM2, or NSS softoken with XKS_IT_HSM=nss; C_Initialize's arguments pass through):
 

@@ -1,4 +1,4 @@
-"""Security (issue 3): mTLS accepted and refused in the five ways, live reloads under
+"""Security: mTLS accepted and refused in the five ways, live reloads under
 continuous signed traffic, refused reloads, request-smuggling defences, slowloris,
 max_connections, secrets at rest, least privilege, and a log scan for secrets and
 plaintext after everything ran at logging.level debug.
