@@ -261,7 +261,7 @@ Daemon::ReloadResult Daemon::reload() {
     if (auto kept = config::check_version_continuity(*old_rt->config, next_cfg); !kept) {
       throw std::runtime_error(kept.error().message);
     }
-    auto plan = config::diff(*old_rt->config, std::move(next_cfg));
+    auto plan = config::diff(*old_rt->config, next_cfg);
     auto cfg = std::make_shared<const config::Config>(plan.config);
     // The TLS context is rebuilt at every reload: certificate files are
     // replaced in place, under the same names.

@@ -2,23 +2,6 @@
 
 namespace xks::app {
 
-net::Limits connection_limits(const config::Limits& l) {
-  net::Limits out;
-  out.max_body_bytes = l.max_body_bytes;
-  out.max_header_bytes = l.max_header_bytes;
-  out.max_header_count = l.max_header_count;
-  out.max_connections = l.max_connections;
-  out.max_requests_per_connection = l.max_requests_per_connection;
-  out.handshake_timeout = l.handshake_timeout;
-  out.header_timeout = l.header_timeout;
-  out.body_timeout = l.body_timeout;
-  out.idle_timeout = l.idle_timeout;
-  out.write_timeout = l.write_timeout;
-  out.unauthenticated_idle_timeout = l.unauthenticated_idle_timeout;
-  out.max_unauthenticated_per_source = l.max_unauthenticated_per_source;
-  return out;
-}
-
 Runtime::Runtime(std::shared_ptr<const config::Config> cfg, std::shared_ptr<Engine> eng,
                  const std::vector<std::size_t>& metrics_indices,
                  std::shared_ptr<boost::asio::ssl::context> tls)
@@ -26,7 +9,7 @@ Runtime::Runtime(std::shared_ptr<const config::Config> cfg, std::shared_ptr<Engi
       engine(std::move(eng)),
       router(config->uri_paths()),
       connection(std::make_shared<const net::ConnectionSettings>(
-          net::ConnectionSettings{connection_limits(config->server.limits), std::move(tls)})) {
+          net::ConnectionSettings{config->server.limits, std::move(tls)})) {
   keystores.resize(config->keystores.size());
   for (std::size_t i = 0; i < config->keystores.size(); ++i) {
     const auto& ks = config->keystores[i];

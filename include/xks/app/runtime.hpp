@@ -61,10 +61,6 @@ struct Runtime {
   std::shared_ptr<const net::ConnectionSettings> connection;
 };
 
-// server.limits as the server applies them (hsm_queue_capacity is the HSM
-// pool's, not a connection's).
-net::Limits connection_limits(const config::Limits& limits);
-
 // The current Runtime: the one place a reload (or a ticket-key rotation)
 // publishes what it changed, in one atomic swap.
 class RuntimeHolder {

@@ -15,6 +15,7 @@
 
 #include "xks/core/result.hpp"
 #include "xks/core/secure.hpp"
+#include "xks/net/limits.hpp"
 
 namespace xks::policy {
 // The compiled secondary-authorization policy (xks/policy/policy.hpp); only the
@@ -179,26 +180,12 @@ struct TlsConfig {
   std::chrono::hours ticket_key_rotation{12};
 };
 
-struct Limits {
-  std::size_t max_body_bytes = 64 * 1024;
-  std::size_t max_header_bytes = 16 * 1024;
-  unsigned max_header_count = 64;
-  unsigned max_connections = 4096;
-  unsigned max_requests_per_connection = 0;  // 0 = unlimited
-  Millis handshake_timeout{5000};
-  Millis header_timeout{10000};
-  Millis body_timeout{10000};
-  Millis idle_timeout{120000};
-  Millis write_timeout{10000};
-  // Until a connection has carried a SigV4-verified request it may idle (and
-  // wait for its first request) only this long, instead of idle_timeout.
-  Millis unauthenticated_idle_timeout{5000};
-  // Connections from one source address that have not yet carried a verified
-  // request; beyond it new ones are refused. 0 = no cap (needed behind a load
-  // balancer that does not preserve client addresses).
-  unsigned max_unauthenticated_per_source = 0;
+// server.limits: what a connection may cost (applied by net::Server, which
+// takes the net::Limits part) and the HSM work queue.
+struct Limits : net::Limits {
   // HSM jobs waiting for a worker; beyond it requests get 429 at once.
   unsigned hsm_queue_capacity = 1024;
+  bool operator==(const Limits&) const = default;
 };
 
 struct ServerConfig {

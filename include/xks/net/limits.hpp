@@ -1,6 +1,6 @@
 // What a connection may cost: sizes, counts and timeouts, applied where they
 // are used (handshake, header and body reads, writes, keep-alive idle time).
-// The daemon fills it from server.limits; the names in log lines and error
+// server.limits (config::Limits) is this plus the HSM queue; the names in log lines and error
 // messages are those settings' names.
 #pragma once
 
@@ -25,7 +25,8 @@ struct Limits {
   // wait for its first request) only this long, instead of idle_timeout.
   Millis unauthenticated_idle_timeout{5000};
   // Connections from one source address that have not yet carried a verified
-  // request; beyond it new ones are refused. 0 = no cap.
+  // request; beyond it new ones are refused. 0 = no cap (needed behind a load
+  // balancer that does not preserve client addresses).
   unsigned max_unauthenticated_per_source = 0;
   bool operator==(const Limits&) const = default;
 };
