@@ -18,6 +18,8 @@ namespace xks::api {
 namespace {
 
 using config::LegacyLayout;
+using testing::decrypt_request;
+using testing::encrypt_request;
 using testing::FakeKeyBackend;
 
 config::KeyEntry versioned_key(std::uint32_t current = 3) {
@@ -30,27 +32,6 @@ config::KeyEntry versioned_key(std::uint32_t current = 3) {
   k.label = k.version(current)->label;
   k.versions_listed = true;
   return k;
-}
-
-EncryptRequest encrypt_request(std::string_view pt, std::optional<std::string> aad = {}) {
-  EncryptRequest r;
-  r.metadata.kms_request_id = "req-1";
-  r.metadata.kms_operation = "Encrypt";
-  r.plaintext.assign(pt.begin(), pt.end());
-  if (aad) r.aad = Bytes(aad->begin(), aad->end());
-  return r;
-}
-
-DecryptRequest decrypt_request(const EncryptResponse& e, std::optional<std::string> aad = {}) {
-  DecryptRequest r;
-  r.metadata.kms_request_id = "req-2";
-  r.metadata.kms_operation = "Decrypt";
-  r.ciphertext = e.ciphertext;
-  r.iv = e.iv;
-  r.tag = e.tag;
-  if (aad) r.aad = Bytes(aad->begin(), aad->end());
-  r.ciphertext_metadata = e.ciphertext_metadata;
-  return r;
 }
 
 // AES-256-GCM with OpenSSL directly: a ciphertext another proxy could have made.

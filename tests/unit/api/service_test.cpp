@@ -15,6 +15,8 @@ namespace xks::api {
 namespace {
 
 using nlohmann::json;
+using testing::decrypt_request;
+using testing::encrypt_request;
 using testing::FakeKeyBackend;
 
 config::KeyEntry entry(std::string id, std::string label = {}, bool enabled = true) {
@@ -23,29 +25,6 @@ config::KeyEntry entry(std::string id, std::string label = {}, bool enabled = tr
   e.label = label.empty() ? e.id : std::move(label);
   e.enabled = enabled;
   return e;
-}
-
-EncryptRequest encrypt_request(std::string_view plaintext, std::optional<std::string> aad = {},
-                               bool cdiv = false) {
-  EncryptRequest r;
-  r.metadata.kms_request_id = "req-1";
-  r.metadata.kms_operation = "Encrypt";
-  r.plaintext.assign(plaintext.begin(), plaintext.end());
-  if (aad) r.aad = Bytes(aad->begin(), aad->end());
-  r.want_cdiv = cdiv;
-  return r;
-}
-
-DecryptRequest decrypt_request(const EncryptResponse& e, std::optional<std::string> aad = {}) {
-  DecryptRequest r;
-  r.metadata.kms_request_id = "req-2";
-  r.metadata.kms_operation = "Decrypt";
-  r.ciphertext = e.ciphertext;
-  r.iv = e.iv;
-  r.tag = e.tag;
-  if (aad) r.aad = Bytes(aad->begin(), aad->end());
-  if (!e.ciphertext_metadata.empty()) r.ciphertext_metadata = e.ciphertext_metadata;
-  return r;
 }
 
 class ServiceTest : public ::testing::Test {

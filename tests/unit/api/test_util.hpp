@@ -6,9 +6,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include <optional>
 #include <string>
 #include <string_view>
 
+#include "xks/api/dto.hpp"
 #include "xks/core/secure.hpp"
 
 namespace xks::testing {
@@ -41,6 +43,32 @@ inline nlohmann::json request_metadata(std::string_view op = "Encrypt") {
       {"kmsOperation", std::string(op)},
       {"kmsRequestId", "4112f4d6-db54-4af4-ae30-c55a22a8dfae"},
       {"kmsViaService", "ebs"}};
+}
+
+// Requests as KMS sends them: kmsRequestId and kmsOperation set; the
+// Decrypt carries the Encrypt's ciphertext, IV, tag and (when any) metadata.
+inline api::EncryptRequest encrypt_request(std::string_view plaintext,
+                                           std::optional<std::string> aad = {}, bool cdiv = false) {
+  api::EncryptRequest r;
+  r.metadata.kms_request_id = "req-1";
+  r.metadata.kms_operation = "Encrypt";
+  r.plaintext.assign(plaintext.begin(), plaintext.end());
+  if (aad) r.aad = Bytes(aad->begin(), aad->end());
+  r.want_cdiv = cdiv;
+  return r;
+}
+
+inline api::DecryptRequest decrypt_request(const api::EncryptResponse& e,
+                                           std::optional<std::string> aad = {}) {
+  api::DecryptRequest r;
+  r.metadata.kms_request_id = "req-2";
+  r.metadata.kms_operation = "Decrypt";
+  r.ciphertext = e.ciphertext;
+  r.iv = e.iv;
+  r.tag = e.tag;
+  if (aad) r.aad = Bytes(aad->begin(), aad->end());
+  if (!e.ciphertext_metadata.empty()) r.ciphertext_metadata = e.ciphertext_metadata;
+  return r;
 }
 
 }  // namespace xks::testing
